@@ -1,0 +1,16 @@
+"""Networks: sparse residual blocks, the coarse-grid U-Net, the ∞-Diff decoder/encoder, the latent MLP."""
+
+from infdiff.nn.decoder import SparseUNet
+from infdiff.nn.embeddings import TimeEmbedding, timestep_embedding
+from infdiff.nn.encoder import Encoding, SparseEncoder, kl_to_standard_normal
+from infdiff.nn.film import FiLM
+from infdiff.nn.latent_mlp import LatentMLP
+from infdiff.nn.sparse_block import MonteCarloConv, SparseResBlock
+from infdiff.nn.spectral import FourierConv2d, SpectralConv2d, SpectralResample2d
+from infdiff.nn.uno import UNO, AttentionBlock, UNOEncoder
+
+__all__ = [
+    "SparseUNet", "SparseEncoder", "Encoding", "kl_to_standard_normal", "SparseResBlock", "MonteCarloConv",
+    "UNO", "UNOEncoder", "AttentionBlock", "LatentMLP", "FiLM", "TimeEmbedding", "timestep_embedding",
+    "SpectralConv2d", "FourierConv2d", "SpectralResample2d",
+]

@@ -1,0 +1,95 @@
+"""Feature-wise linear modulation (FiLM) by the diffusion time and the latent code.
+
+FiLM (Perez et al., 2018) rescales and shifts every channel by functions of a conditioning vector.
+∞-Diff (Bond-Taylor & Willcocks, 2024, arXiv 2303.18242, as in its reference residual blocks)
+conditions its sparse and grid blocks on a time embedding ``e_t`` and, in the autoencoding variant,
+on a latent ``z``:
+
+    (s_t, b_t) = Linear(GELU(e_t))                  split into two halves of ``C`` channels,
+    s_z        = Linear(GELU(Linear(z)))
+    FiLM(h)    = (h * (1 + s_t) + b_t) * (1 + s_z),
+
+each per sample and per channel, broadcast over every position of ``h``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+
+class FiLM(nn.Module):
+    """Modulate features by a time embedding and/or a latent code (see the module docstring).
+
+    Args:
+        channels: number of feature channels ``C``.
+        time_dim: width of the time embedding ``e_t``; ``None`` disables time modulation.
+        z_dim: width of the latent ``z``; ``None`` disables latent modulation.
+        channels_last: ``True`` for features ``(B, ..., C)`` (e.g. ``(B, N, C)`` point sets or
+            ``(B, H, W, C)``), ``False`` for ``(B, C, ...)`` (e.g. ``(B, C, H, W)`` images).  The
+            modulation is broadcast over all other dimensions.
+
+    ``forward(h, t_emb, z)`` takes ``t_emb`` of shape ``(B, time_dim)`` and ``z`` of shape
+    ``(B, z_dim)``; each must be given exactly when its dimension was configured.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        time_dim: Optional[int] = None,
+        z_dim: Optional[int] = None,
+        channels_last: bool = True,
+    ):
+        super().__init__()
+        if channels < 1:
+            raise ValueError(f"channels must be positive, got {channels}")
+        self.channels = channels
+        self.channels_last = channels_last
+        self.time = None
+        self.latent = None
+        if time_dim is not None:
+            self.time = nn.Sequential(nn.GELU(), nn.Linear(time_dim, 2 * channels))
+        if z_dim is not None:
+            self.latent = nn.Sequential(
+                nn.Linear(z_dim, channels), nn.GELU(), nn.Linear(channels, channels)
+            )
+
+    def _per_channel(self, v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Reshape per-sample channel vectors ``(B, C)`` to broadcast against ``h``."""
+        singleton = (1,) * (h.dim() - 2)
+        if self.channels_last:
+            return v.reshape(v.shape[0], *singleton, v.shape[1])
+        return v.reshape(v.shape[0], v.shape[1], *singleton)
+
+    @staticmethod
+    def _require(name: str, module: Optional[nn.Module], value: Optional[torch.Tensor]) -> None:
+        if (module is None) != (value is None):
+            state = "without" if module is None else "with"
+            raise ValueError(
+                f"FiLM was built {state} {name} conditioning but forward got "
+                f"{name}={'a tensor' if value is not None else 'None'}"
+            )
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        t_emb: Optional[torch.Tensor] = None,
+        z: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """Return ``(h * (1 + s_t) + b_t) * (1 + s_z)`` with absent terms left out."""
+        self._require("t_emb", self.time, t_emb)
+        self._require("z", self.latent, z)
+        channel_dim = -1 if self.channels_last else 1
+        if h.shape[channel_dim] != self.channels:
+            raise ValueError(
+                f"FiLM expects {self.channels} channels on dim {channel_dim}, "
+                f"got shape {tuple(h.shape)}"
+            )
+        if self.time is not None:
+            scale, shift = self.time(t_emb).chunk(2, dim=-1)
+            h = h * (1 + self._per_channel(scale, h)) + self._per_channel(shift, h)
+        if self.latent is not None:
+            h = h * (1 + self._per_channel(self.latent(z), h))
+        return h

@@ -1,0 +1,515 @@
+"""The grid U-Net ("UNO") that ∞-Diff runs on its coarse regular grid.
+
+∞-Diff (Bond-Taylor & Willcocks, ICLR 2024, arXiv 2303.18242) maps the sparse,
+irregularly sampled state onto a coarse grid, processes it with a U-Net and maps back.  This module is
+that U-Net, in the style of DDPM / ADM (Ho et al. 2020; Dhariwal & Nichol 2021) with the ∞-Diff
+conditioning, optionally with Fourier (FNO) convolutions so that it acts as a U-shaped neural
+operator (Rahman et al. 2022, "U-NO"):
+
+* level ``i`` works at ``resolution / 2^i`` with ``base_channels * channel_mults[i]`` channels;
+* a residual block is ``x -> skip(x) + conv2(GELU(GN(conv1(dropout(GELU(FiLM(GN(x))))))))``;
+* self-attention follows each residual block at levels listed in ``attn_resolutions``;
+* the contracting path (stem, levels with downsampling, middle ``res -> attn -> res``) is
+  :class:`UNOEncoder`; :class:`UNO` adds the expanding path, whose blocks take the contracting
+  path's block outputs concatenated as skips, and an output head.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from infdiff.nn.film import FiLM
+from infdiff.nn.spectral import FourierConv2d, SpectralResample2d
+from infdiff.ops.grid import grid_coords
+
+
+@dataclass(frozen=True)
+class GridOps:
+    """The spatial operators of the U-Net.
+
+    ``kind="conv"``: ``3x3`` convolutions, stride-2 ``3x3`` convolution to downsample, nearest ``x2``
+    followed by a ``3x3`` convolution to upsample.
+
+    ``kind="spectral"``: :class:`~infdiff.nn.spectral.FourierConv2d` (spectral + ``1x1``) as the
+    convolution and :class:`~infdiff.nn.spectral.SpectralResample2d` to resample.  A layer touching
+    grids of side ``r`` keeps ``min(modes, r_min // 2)`` modes, ``r_min`` the smallest grid it reads
+    or writes, so every kept mode is representable.
+    """
+
+    kind: str
+    modes: Optional[int] = None
+
+    def __post_init__(self):
+        if self.kind not in ("conv", "spectral"):
+            raise ValueError(f"conv_type must be 'conv' or 'spectral', got {self.kind!r}")
+        if self.kind == "spectral" and (self.modes is None or self.modes < 1):
+            raise ValueError(
+                f"conv_type='spectral' needs a positive int spectral_modes, got {self.modes!r}"
+            )
+        if self.kind == "conv" and self.modes is not None:
+            raise ValueError("spectral_modes only applies to conv_type='spectral'")
+
+    def _modes(self, grid: int) -> int:
+        if grid < 2:
+            raise ValueError(f"spectral convolutions need grids of at least 2x2, got {grid}x{grid}")
+        return min(self.modes, grid // 2)
+
+    def conv(self, in_channels: int, out_channels: int, grid: int) -> nn.Module:
+        """Same-size convolution on a grid of side ``grid``."""
+        if self.kind == "conv":
+            return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+        modes = self._modes(grid)
+        return FourierConv2d(in_channels, out_channels, modes, modes)
+
+    def downsample(self, channels: int, grid: int) -> nn.Module:
+        """Halve a grid of side ``grid``."""
+        if self.kind == "conv":
+            return nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=1)
+        return SpectralResample2d(channels, channels, self._modes(grid // 2), scale=0.5)
+
+    def upsample(self, channels: int, grid: int) -> nn.Module:
+        """Double a grid of side ``grid``."""
+        if self.kind == "conv":
+            return nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(channels, channels, kernel_size=3, padding=1),
+            )
+        return SpectralResample2d(channels, channels, self._modes(grid), scale=2.0)
+
+
+@dataclass(frozen=True)
+class BlockSettings:
+    """What every block of one U-Net shares: spatial operators, conditioning widths, norm groups and
+    attention head width."""
+
+    ops: GridOps
+    time_dim: Optional[int]
+    z_dim: Optional[int]
+    num_groups: int
+    head_dim: int
+
+
+@dataclass(frozen=True)
+class LevelSpec:
+    """One U-Net level: its channels, grid side, residual blocks, attention and dropout."""
+
+    index: int
+    channels: int
+    resolution: int
+    num_blocks: int
+    attention: bool
+    dropout: float
+
+
+def plan_levels(
+    base_channels: int,
+    channel_mults: Sequence[int],
+    blocks_per_level: Union[int, Sequence[int]],
+    attn_resolutions: Sequence[int],
+    dropout: float,
+    dropout_from_resolution: int,
+    resolution: int,
+    num_groups: int,
+) -> Tuple[LevelSpec, ...]:
+    """Validate the U-Net hyper-parameters and lay out its levels.
+
+    Level ``i`` has ``base_channels * channel_mults[i]`` channels at side ``resolution / 2^i``;
+    it has attention iff its side is in ``attn_resolutions`` and dropout ``dropout`` iff its side is
+    ``<= dropout_from_resolution`` (else none).
+    """
+    num_levels = len(channel_mults)
+    if num_levels == 0 or any(m < 1 for m in channel_mults):
+        raise ValueError(
+            f"channel_mults must be non-empty positive ints, got {tuple(channel_mults)}"
+        )
+    if base_channels < 1:
+        raise ValueError(f"base_channels must be positive, got {base_channels}")
+    if isinstance(blocks_per_level, int):
+        blocks_per_level = (blocks_per_level,) * num_levels
+    if len(blocks_per_level) != num_levels or any(n < 1 for n in blocks_per_level):
+        raise ValueError(
+            f"blocks_per_level must be a positive int or {num_levels} positive ints (one per "
+            f"level), got {tuple(blocks_per_level)}"
+        )
+    factor = 2 ** (num_levels - 1)
+    if resolution < 1 or resolution % factor:
+        raise ValueError(
+            f"resolution {resolution} must be a positive multiple of 2^(levels - 1) = {factor} "
+            f"for {num_levels} levels (channel_mults={tuple(channel_mults)})"
+        )
+    resolutions = [resolution // 2**i for i in range(num_levels)]
+    missing = sorted(set(attn_resolutions) - set(resolutions))
+    if missing:
+        raise ValueError(
+            f"attn_resolutions {missing} never occur; level resolutions are {resolutions}"
+        )
+    channels = [base_channels * m for m in channel_mults]
+    if num_groups < 1:
+        raise ValueError(f"num_groups must be positive, got {num_groups}")
+    bad = sorted({c for c in [base_channels, *channels] if c % num_groups})
+    if bad:
+        raise ValueError(f"num_groups={num_groups} must divide every channel count, got {bad}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    return tuple(
+        LevelSpec(
+            index=i,
+            channels=channels[i],
+            resolution=resolutions[i],
+            num_blocks=blocks_per_level[i],
+            attention=resolutions[i] in attn_resolutions,
+            dropout=dropout if resolutions[i] <= dropout_from_resolution else 0.0,
+        )
+        for i in range(num_levels)
+    )
+
+
+class AppendCoordinates(nn.Module):
+    """Concatenate the unit-square coordinates ``(row, col)`` of each pixel as 2 extra channels.
+
+    Neural-operator practice (Li et al. 2021): spectral convolutions are translation-equivariant and
+    periodic, the coordinates let the network break both.  Pixel centres follow
+    :func:`infdiff.ops.grid.grid_coords`, ``((i + 0.5) / H, (j + 0.5) / W)``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        coords = grid_coords((h, w), device=x.device, dtype=x.dtype)
+        coords = coords.t().reshape(1, 2, h, w).expand(b, -1, -1, -1)
+        return torch.cat((x, coords), dim=1)
+
+
+class AttentionBlock(nn.Module):
+    """Multi-head self-attention over the ``H W`` pixels, with a residual connection.
+
+        x + Proj(MHA(GN(x))),    MHA_h = softmax(Q_h K_h^T / sqrt(d)) V_h,
+
+    ``Q, K, V`` being one linear map of the normalised pixel features.  Heads: ``max(1, C // head_dim)``
+    (``C = 256`` gives 8 heads of 32), so the head width is ``C / heads``; ``C`` must be divisible by
+    the head count.  Attention runs through ``F.scaled_dot_product_attention``.
+    """
+
+    def __init__(self, channels: int, num_groups: int = 32, head_dim: int = 32):
+        super().__init__()
+        if head_dim < 1:
+            raise ValueError(f"head_dim must be positive, got {head_dim}")
+        self.num_heads = max(1, channels // head_dim)
+        if channels % self.num_heads:
+            raise ValueError(
+                f"attention channels {channels} are not divisible by its {self.num_heads} heads "
+                f"(heads = max(1, channels // head_dim={head_dim}))"
+            )
+        self.norm = nn.GroupNorm(num_groups, channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = nn.Linear(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, _, h, w = x.shape
+        tokens = rearrange(self.norm(x), "b c h w -> b (h w) c")
+        split = "b n (three heads d) -> three b heads n d"
+        q, k, v = rearrange(self.qkv(tokens), split, three=3, heads=self.num_heads)
+        attended = F.scaled_dot_product_attention(q, k, v)
+        attended = rearrange(attended, "b heads n d -> b n (heads d)")
+        return x + rearrange(self.proj(attended), "b (h w) c -> b c h w", h=h, w=w)
+
+
+class ResBlock(nn.Module):
+    """Residual block ``skip(x) + conv2(GELU(GN(conv1(dropout(GELU(FiLM(GN(x), t_emb, z)))))))``.
+
+    ``skip`` is a ``1x1`` convolution when the channel count changes, else the identity; FiLM is
+    :class:`~infdiff.nn.film.FiLM` (time scale/shift, latent scale); the convolutions are those of
+    ``settings.ops`` on a grid of side ``grid``.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, grid: int, dropout: float, settings: BlockSettings
+    ):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(settings.num_groups, in_channels)
+        self.film = FiLM(in_channels, settings.time_dim, settings.z_dim, channels_last=False)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.conv1 = settings.ops.conv(in_channels, out_channels, grid)
+        self.norm2 = nn.GroupNorm(settings.num_groups, out_channels)
+        self.conv2 = settings.ops.conv(out_channels, out_channels, grid)
+        self.skip = (
+            nn.Conv2d(in_channels, out_channels, kernel_size=1)
+            if in_channels != out_channels
+            else nn.Identity()
+        )
+
+    def forward(
+        self, x: torch.Tensor, t_emb: Optional[torch.Tensor], z: Optional[torch.Tensor]
+    ) -> torch.Tensor:
+        h = F.gelu(self.film(self.norm1(x), t_emb, z))
+        h = self.conv1(self.dropout(h))
+        h = self.conv2(F.gelu(self.norm2(h)))
+        return self.skip(x) + h
+
+
+class LevelBlock(nn.Module):
+    """A :class:`ResBlock` into ``level.channels`` followed, at attention levels, by an
+    :class:`AttentionBlock`."""
+
+    def __init__(self, in_channels: int, level: LevelSpec, settings: BlockSettings):
+        super().__init__()
+        self.res = ResBlock(in_channels, level.channels, level.resolution, level.dropout, settings)
+        self.attn = (
+            AttentionBlock(level.channels, settings.num_groups, settings.head_dim)
+            if level.attention
+            else nn.Identity()
+        )
+
+    def forward(
+        self, x: torch.Tensor, t_emb: Optional[torch.Tensor], z: Optional[torch.Tensor]
+    ) -> torch.Tensor:
+        return self.attn(self.res(x, t_emb, z))
+
+
+class DownPath(nn.Module):
+    """Contracting levels: per level ``num_blocks`` :class:`LevelBlock` s, each output kept as a skip,
+    then a downsampling layer (none after the last level)."""
+
+    def __init__(self, in_channels: int, levels: Sequence[LevelSpec], settings: BlockSettings):
+        super().__init__()
+        self.levels = nn.ModuleList()
+        self.resamples = nn.ModuleList()
+        channels = in_channels
+        for level in levels:
+            blocks = nn.ModuleList()
+            for _ in range(level.num_blocks):
+                blocks.append(LevelBlock(channels, level, settings))
+                channels = level.channels
+            self.levels.append(blocks)
+            is_last = level.index == len(levels) - 1
+            self.resamples.append(
+                nn.Identity() if is_last else settings.ops.downsample(channels, level.resolution)
+            )
+
+    def forward(
+        self, x: torch.Tensor, t_emb: Optional[torch.Tensor], z: Optional[torch.Tensor]
+    ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        skips = []
+        for blocks, resample in zip(self.levels, self.resamples):
+            for block in blocks:
+                x = block(x, t_emb, z)
+                skips.append(x)
+            x = resample(x)
+        return x, skips
+
+
+class MiddleBlock(nn.Module):
+    """Bottleneck ``res -> attn -> res`` at the last level's channels and grid."""
+
+    def __init__(self, level: LevelSpec, settings: BlockSettings):
+        super().__init__()
+        self.first = LevelBlock(level.channels, dataclasses.replace(level, attention=True), settings)
+        self.second = ResBlock(
+            level.channels, level.channels, level.resolution, level.dropout, settings
+        )
+
+    def forward(
+        self, x: torch.Tensor, t_emb: Optional[torch.Tensor], z: Optional[torch.Tensor]
+    ) -> torch.Tensor:
+        return self.second(self.first(x, t_emb, z), t_emb, z)
+
+
+class UpPath(nn.Module):
+    """Expanding levels, coarsest first: per level ``num_blocks`` :class:`LevelBlock` s, each taking
+    its input concatenated with the matching :class:`DownPath` skip (last in, first out), then a
+    ``x2`` upsampling layer (none after level 0)."""
+
+    def __init__(self, in_channels: int, levels: Sequence[LevelSpec], settings: BlockSettings):
+        super().__init__()
+        self.levels = nn.ModuleList()
+        self.resamples = nn.ModuleList()
+        channels = in_channels
+        for level in reversed(levels):
+            blocks = nn.ModuleList()
+            for _ in range(level.num_blocks):
+                blocks.append(LevelBlock(channels + level.channels, level, settings))
+                channels = level.channels
+            self.levels.append(blocks)
+            is_first = level.index == 0
+            self.resamples.append(
+                nn.Identity() if is_first else settings.ops.upsample(channels, level.resolution)
+            )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        skips: List[torch.Tensor],
+        t_emb: Optional[torch.Tensor],
+        z: Optional[torch.Tensor],
+    ) -> torch.Tensor:
+        skips = list(skips)
+        for blocks, resample in zip(self.levels, self.resamples):
+            for block in blocks:
+                x = block(torch.cat((x, skips.pop()), dim=1), t_emb, z)
+            x = resample(x)
+        return x
+
+
+class UNOEncoder(nn.Module):
+    """Contracting half of :class:`UNO`:
+    [coordinates] -> stem -> :class:`DownPath` -> :class:`MiddleBlock`.
+
+    ``forward(x (B, in, H, W), t_emb, z)`` returns the bottleneck features
+    ``(B, base_channels * channel_mults[-1], H / 2^(L-1), W / 2^(L-1))``; the ∞-Diff encoder pools
+    them globally and maps them to ``z``.  ``features`` also returns the skips used by :class:`UNO`.
+    Arguments are those of :class:`UNO` (without ``out_channels``).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        base_channels: int = 128,
+        channel_mults: Sequence[int] = (1, 2, 4, 8, 8),
+        blocks_per_level: Union[int, Sequence[int]] = 2,
+        attn_resolutions: Sequence[int] = (16, 8),
+        dropout: float = 0.1,
+        dropout_from_resolution: int = 16,
+        resolution: int = 128,
+        time_dim: Optional[int] = None,
+        z_dim: Optional[int] = None,
+        conv_type: str = "conv",
+        spectral_modes: Optional[int] = None,
+        num_groups: int = 32,
+        attn_head_dim: int = 32,
+    ):
+        super().__init__()
+        self.levels = plan_levels(
+            base_channels,
+            channel_mults,
+            blocks_per_level,
+            attn_resolutions,
+            dropout,
+            dropout_from_resolution,
+            resolution,
+            num_groups,
+        )
+        self.settings = BlockSettings(
+            GridOps(conv_type, spectral_modes), time_dim, z_dim, num_groups, attn_head_dim
+        )
+        self.in_channels = in_channels
+        self.base_channels = base_channels
+        self.resolution = resolution
+        self.out_channels = self.levels[-1].channels
+        spectral = conv_type == "spectral"
+        self.coordinates = AppendCoordinates() if spectral else nn.Identity()
+        stem_in = in_channels + 2 if spectral else in_channels
+        self.stem = self.settings.ops.conv(stem_in, base_channels, resolution)
+        self.down = DownPath(base_channels, self.levels, self.settings)
+        self.middle = MiddleBlock(self.levels[-1], self.settings)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected input (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        factor = 2 ** (len(self.levels) - 1)
+        if x.shape[-2] % factor or x.shape[-1] % factor:
+            raise ValueError(
+                f"input grid {x.shape[-2]}x{x.shape[-1]} must be divisible by {factor} "
+                f"for {len(self.levels)} levels"
+            )
+
+    def features(
+        self,
+        x: torch.Tensor,
+        t_emb: Optional[torch.Tensor] = None,
+        z: Optional[torch.Tensor] = None,
+    ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Bottleneck features and the per-block skips of the contracting path."""
+        self._check_input(x)
+        h = self.stem(self.coordinates(x))
+        h, skips = self.down(h, t_emb, z)
+        return self.middle(h, t_emb, z), skips
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t_emb: Optional[torch.Tensor] = None,
+        z: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        return self.features(x, t_emb, z)[0]
+
+
+class UNO(nn.Module):
+    """U-Net on the coarse grid of ∞-Diff: :class:`UNOEncoder` -> :class:`UpPath` -> head.
+
+    Args:
+        in_channels, out_channels: channels of ``x`` and of the output.
+        base_channels: channels of level 0; level ``i`` has ``base_channels * channel_mults[i]``.
+        channel_mults: one multiplier per level; ``L = len(channel_mults)`` levels.
+        blocks_per_level: residual blocks per level in each path (int or one per level).
+        attn_resolutions: grid sides whose levels get self-attention after every residual block
+            (the middle always has one); each must be a level's side.
+        dropout: dropout rate inside residual blocks at levels of side ``<= dropout_from_resolution``.
+        resolution: grid side the levels are laid out for; must be divisible by ``2^(L-1)``.  Inputs
+            of other sides divisible by ``2^(L-1)`` run with the same layout.
+        time_dim, z_dim: widths of ``t_emb`` and ``z`` for FiLM; ``None`` disables that conditioning.
+        conv_type: ``"conv"`` or ``"spectral"`` (see :class:`GridOps`); ``"spectral"`` also appends
+            the 2 pixel coordinates to the input (:class:`AppendCoordinates`).
+        spectral_modes: Fourier modes per axis for ``"spectral"`` (capped per grid).
+        num_groups: GroupNorm groups; must divide every channel count.
+        attn_head_dim: target attention head width (see :class:`AttentionBlock`).
+
+    ``forward(x (B, in, H, W), t_emb (B, time_dim), z (B, z_dim)) -> (B, out, H, W)``.
+    The head is ``conv(GELU(GN(h)))`` with the path's convolution.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        base_channels: int = 128,
+        channel_mults: Sequence[int] = (1, 2, 4, 8, 8),
+        blocks_per_level: Union[int, Sequence[int]] = 2,
+        attn_resolutions: Sequence[int] = (16, 8),
+        dropout: float = 0.1,
+        dropout_from_resolution: int = 16,
+        resolution: int = 128,
+        time_dim: Optional[int] = None,
+        z_dim: Optional[int] = None,
+        conv_type: str = "conv",
+        spectral_modes: Optional[int] = None,
+        num_groups: int = 32,
+        attn_head_dim: int = 32,
+    ):
+        super().__init__()
+        self.contracting = UNOEncoder(
+            in_channels,
+            base_channels=base_channels,
+            channel_mults=channel_mults,
+            blocks_per_level=blocks_per_level,
+            attn_resolutions=attn_resolutions,
+            dropout=dropout,
+            dropout_from_resolution=dropout_from_resolution,
+            resolution=resolution,
+            time_dim=time_dim,
+            z_dim=z_dim,
+            conv_type=conv_type,
+            spectral_modes=spectral_modes,
+            num_groups=num_groups,
+            attn_head_dim=attn_head_dim,
+        )
+        settings = self.contracting.settings
+        self.expanding = UpPath(self.contracting.out_channels, self.contracting.levels, settings)
+        top = self.contracting.levels[0].channels
+        self.head = nn.Sequential(
+            nn.GroupNorm(num_groups, top), nn.GELU(), settings.ops.conv(top, out_channels, resolution)
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t_emb: Optional[torch.Tensor] = None,
+        z: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        h, skips = self.contracting.features(x, t_emb, z)
+        return self.head(self.expanding(h, skips, t_emb, z))

@@ -1,0 +1,105 @@
+"""Sinusoidal time embeddings and FiLM conditioning."""
+
+import math
+
+import pytest
+import torch
+
+from infdiff.nn.embeddings import TimeEmbedding, timestep_embedding
+from infdiff.nn.film import FiLM
+
+
+def test_timestep_embedding_shape_and_odd_padding():
+    t = torch.tensor([0.0, 1.5, 10.0, 999.0])
+    assert timestep_embedding(t, 16).shape == (4, 16)
+    odd = timestep_embedding(t, 7)
+    assert odd.shape == (4, 7)
+    assert torch.all(odd[:, -1] == 0)
+    assert timestep_embedding(torch.zeros(2, 3), 8).shape == (2, 3, 8)
+
+
+def test_timestep_embedding_zero_is_cos_one_sin_zero():
+    e = timestep_embedding(torch.zeros(3), 10)
+    assert torch.equal(e[:, :5], torch.ones(3, 5))
+    assert torch.equal(e[:, 5:], torch.zeros(3, 5))
+
+
+def test_timestep_embedding_matches_formula():
+    dim, max_period, t = 8, 10000.0, 37.25
+    half = dim // 2
+    expected = [math.cos(t * max_period ** (-i / half)) for i in range(half)]
+    expected += [math.sin(t * max_period ** (-i / half)) for i in range(half)]
+    got = timestep_embedding(torch.tensor([t], dtype=torch.float64), dim, max_period)
+    assert torch.allclose(got[0], torch.tensor(expected, dtype=torch.float64), atol=1e-12)
+
+
+def test_timestep_embedding_distinguishes_times():
+    e = timestep_embedding(torch.tensor([1.0, 2.0, 500.0]), 32)
+    assert not torch.allclose(e[0], e[1])
+    assert not torch.allclose(e[1], e[2])
+
+
+def test_timestep_embedding_rejects_tiny_dim():
+    with pytest.raises(ValueError, match="dim >= 2"):
+        timestep_embedding(torch.zeros(2), 1)
+
+
+def test_time_embedding_module():
+    emb = TimeEmbedding(16, 24)
+    out = emb(torch.tensor([3.0, 700.0]))
+    assert out.shape == (2, 24) and emb.out_dim == 24
+    out.sum().backward()
+    assert all(p.grad is not None for p in emb.parameters())
+
+
+def _zero_last_linear(film: FiLM) -> None:
+    for mlp in (film.time, film.latent):
+        torch.nn.init.zeros_(mlp[-1].weight)
+        torch.nn.init.zeros_(mlp[-1].bias)
+
+
+@pytest.mark.parametrize(
+    "shape, channels_last",
+    [((2, 5, 6), True), ((2, 3, 4, 6), True), ((2, 6, 3, 4), False)],
+)
+def test_film_is_identity_when_conditioning_outputs_zero(shape, channels_last):
+    film = FiLM(6, time_dim=4, z_dim=3, channels_last=channels_last)
+    _zero_last_linear(film)
+    h = torch.randn(shape)
+    out = film(h, torch.randn(2, 4), torch.randn(2, 3))
+    assert torch.equal(out, h)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 6), (2, 3, 4, 6)])
+def test_film_broadcasts_per_sample_and_channel(shape):
+    film = FiLM(6, time_dim=4, z_dim=3)
+    h, t_emb, z = torch.randn(shape), torch.randn(2, 4), torch.randn(2, 3)
+    out = film(h, t_emb, z)
+    scale, shift = film.time(t_emb).chunk(2, dim=-1)
+    z_scale = film.latent(z)
+    flat_h, flat_out = h.reshape(2, -1, 6), out.reshape(2, -1, 6)
+    for b in range(2):
+        expected = (flat_h[b] * (1 + scale[b]) + shift[b]) * (1 + z_scale[b])
+        assert torch.allclose(flat_out[b], expected, atol=1e-6)
+
+
+def test_film_channels_first_matches_channels_last():
+    last = FiLM(6, time_dim=4, z_dim=3)
+    first = FiLM(6, time_dim=4, z_dim=3, channels_last=False)
+    first.load_state_dict(last.state_dict())
+    h, t_emb, z = torch.randn(2, 3, 4, 6), torch.randn(2, 4), torch.randn(2, 3)
+    expected = last(h, t_emb, z).permute(0, 3, 1, 2)
+    assert torch.allclose(first(h.permute(0, 3, 1, 2), t_emb, z), expected, atol=1e-6)
+
+
+def test_film_partial_and_missing_conditioning():
+    h = torch.randn(2, 5, 6)
+    time_only = FiLM(6, time_dim=4)
+    assert time_only(h, torch.randn(2, 4)).shape == h.shape
+    assert torch.equal(FiLM(6)(h), h)
+    with pytest.raises(ValueError, match="t_emb"):
+        time_only(h)
+    with pytest.raises(ValueError, match="z"):
+        time_only(h, torch.randn(2, 4), torch.randn(2, 3))
+    with pytest.raises(ValueError, match="channels"):
+        time_only(torch.randn(2, 5, 7), torch.randn(2, 4))

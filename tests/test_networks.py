@@ -1,0 +1,109 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from infdiff.nn import SparseEncoder, SparseResBlock, SparseUNet, kl_to_standard_normal
+from infdiff.ops import SparseImage, uniform_subset
+
+TINY_UNO = dict(base_channels=16, channel_mults=(1, 2, 2), blocks_per_level=1, attn_resolutions=(8,),
+                num_groups=4, dropout=0.0)
+
+
+def tiny_decoder(train_size=16, uno_res=8, **kw):
+    torch.manual_seed(0)
+    return SparseUNet(channels=3, train_size=train_size, nf=16, time_dim=32, z_dim=8, uno_res=uno_res,
+                      uno_channels=16, uno=dict(TINY_UNO, attn_resolutions=(uno_res // 4,)), **kw)
+
+
+def tiny_encoder(**kw):
+    torch.manual_seed(1)
+    return SparseEncoder(channels=3, z_dim=8, train_size=16, nf=16, uno_res=8, uno_channels=16, uno=TINY_UNO, **kw)
+
+
+def smooth_images(n, batch=2):
+    u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    a = torch.sin(2 * torch.pi * u)[:, None] * torch.cos(2 * torch.pi * u)[None, :]
+    b = torch.cos(2 * torch.pi * (u[:, None] + 2 * u[None, :]))
+    c = u[:, None] - u[None, :]
+    return torch.stack([a, b, c]).unsqueeze(0).expand(batch, -1, -1, -1).float()
+
+
+@pytest.mark.parametrize("size", [16, 32])
+def test_dense_path_equals_sparse_path_given_every_pixel(size):
+    decoder = tiny_decoder().double().eval()
+    x = torch.randn(2, 3, size, size, dtype=torch.float64)
+    t, z = torch.tensor([3, 900]), torch.randn(2, 8, dtype=torch.float64)
+    dense = decoder(x, t, z)
+    sparse = decoder(SparseImage.from_dense(x), t, z)
+    assert dense.shape == x.shape
+    torch.testing.assert_close(sparse.to_dense(), dense)
+
+
+def test_sparse_forward_on_a_subset_and_gradients_reach_every_parameter():
+    decoder = tiny_decoder()
+    x = torch.randn(2, 3, 16, 16)
+    sparse = SparseImage.from_dense(x, uniform_subset(2, 16, 64))
+    out = decoder(sparse, torch.tensor([1, 2]), torch.randn(2, 8))
+    assert out.values.shape == (2, 64, 3) and torch.equal(out.index, sparse.index)
+    out.values.square().sum().backward()
+    missing = [n for n, p in decoder.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+def test_output_at_a_pixel_depends_on_other_pixels_only_through_the_operators():
+    """Point-wise parts must not mix batch items: item 0's output ignores item 1's input."""
+    decoder = tiny_decoder().eval()
+    x = torch.randn(2, 3, 16, 16)
+    y = x.clone()
+    y[1] += 1.0
+    t, z = torch.tensor([5, 5]), torch.zeros(2, 8)
+    torch.testing.assert_close(decoder(x, t, z)[0], decoder(y, t, z)[0])
+
+
+def test_dense_forward_at_twice_the_training_resolution_keeps_output_statistics():
+    decoder = tiny_decoder(train_size=64, uno_res=32).eval()
+    t, z = torch.tensor([10, 700]), torch.randn(2, 8)
+    with torch.no_grad():
+        coarse = decoder(smooth_images(64), t, z)
+        fine = decoder(smooth_images(128), t, z)
+    assert fine.shape == (2, 3, 128, 128)
+    torch.testing.assert_close(fine.mean((0, 2, 3)), coarse.mean((0, 2, 3)), atol=0.05, rtol=0.1)
+    torch.testing.assert_close(fine.std((0, 2, 3)), coarse.std((0, 2, 3)), atol=0.02, rtol=0.1)
+    fine_at_coarse = F.avg_pool2d(fine, 2)
+    assert float((fine_at_coarse - coarse).norm() / coarse.norm()) < 0.2
+
+
+def test_block_kernel_is_resized_for_other_resolutions():
+    block = SparseResBlock(4, kernel_size=7, train_size=32)
+    assert block.conv.kernel_at((32, 32)).shape == (4, 7, 7)
+    assert block.conv.kernel_at((64, 64)).shape == (4, 15, 15)
+    assert block.conv.kernel_at((64, 16)).shape == (4, 15, 3)
+    with pytest.raises(ValueError, match="skip"):
+        block(torch.randn(1, 8, 8, 4), skip=torch.randn(1, 8, 8, 4))
+
+
+def test_encoder_is_deterministic_or_gaussian():
+    x = torch.randn(2, 3, 16, 16)
+    sparse = SparseImage.from_dense(x, uniform_subset(2, 16, 64))
+    enc = tiny_encoder()
+    out = enc(sparse)
+    assert out.z.shape == (2, 8) and out.logvar is None
+    assert torch.equal(kl_to_standard_normal(out), torch.zeros(2))
+
+    stochastic = tiny_encoder(stochastic=True)
+    a, b = stochastic(sparse), stochastic(sparse)
+    assert not torch.equal(a.z, b.z) and torch.equal(a.mean, b.mean)
+    assert torch.equal(stochastic.eval()(sparse).z, a.mean)
+    kl = kl_to_standard_normal(a)
+    expected = 0.5 * (a.mean.square() + a.logvar.exp() - a.logvar - 1).sum(-1)
+    torch.testing.assert_close(kl, expected)
+
+
+def test_encoder_accepts_any_subset_and_dense_images():
+    enc = tiny_encoder().eval()
+    x = torch.randn(2, 3, 16, 16)
+    z_dense = enc(x).z
+    z_full = enc(SparseImage.from_dense(x)).z
+    torch.testing.assert_close(z_dense, z_full)
+    z_half = enc(SparseImage.from_dense(x, uniform_subset(2, 16, 128))).z
+    assert z_half.shape == z_dense.shape
