@@ -442,7 +442,7 @@ class UNOEncoder(nn.Module):
 class UNO(nn.Module):
     """U-Net on the coarse grid of ∞-Diff: :class:`UNOEncoder` -> :class:`UpPath` -> head.
 
-    Args:
+    Args (all but ``out_channels`` are passed on to :class:`UNOEncoder`):
         in_channels, out_channels: channels of ``x`` and of the output.
         base_channels: channels of level 0; level ``i`` has ``base_channels * channel_mults[i]``.
         channel_mults: one multiplier per level; ``L = len(channel_mults)`` levels.
@@ -463,46 +463,15 @@ class UNO(nn.Module):
     The head is ``conv(GELU(GN(h)))`` with the path's convolution.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        base_channels: int = 128,
-        channel_mults: Sequence[int] = (1, 2, 4, 8, 8),
-        blocks_per_level: Union[int, Sequence[int]] = 2,
-        attn_resolutions: Sequence[int] = (16, 8),
-        dropout: float = 0.1,
-        dropout_from_resolution: int = 16,
-        resolution: int = 128,
-        time_dim: Optional[int] = None,
-        z_dim: Optional[int] = None,
-        conv_type: str = "conv",
-        spectral_modes: Optional[int] = None,
-        num_groups: int = 32,
-        attn_head_dim: int = 32,
-    ):
+    def __init__(self, in_channels: int, out_channels: int, **kwargs):
         super().__init__()
-        self.contracting = UNOEncoder(
-            in_channels,
-            base_channels=base_channels,
-            channel_mults=channel_mults,
-            blocks_per_level=blocks_per_level,
-            attn_resolutions=attn_resolutions,
-            dropout=dropout,
-            dropout_from_resolution=dropout_from_resolution,
-            resolution=resolution,
-            time_dim=time_dim,
-            z_dim=z_dim,
-            conv_type=conv_type,
-            spectral_modes=spectral_modes,
-            num_groups=num_groups,
-            attn_head_dim=attn_head_dim,
-        )
+        self.contracting = UNOEncoder(in_channels, **kwargs)
         settings = self.contracting.settings
         self.expanding = UpPath(self.contracting.out_channels, self.contracting.levels, settings)
         top = self.contracting.levels[0].channels
         self.head = nn.Sequential(
-            nn.GroupNorm(num_groups, top), nn.GELU(), settings.ops.conv(top, out_channels, resolution)
+            nn.GroupNorm(settings.num_groups, top), nn.GELU(),
+            settings.ops.conv(top, out_channels, self.contracting.resolution),
         )
 
     def forward(
