@@ -59,3 +59,13 @@ def test_bad_arguments_are_rejected():
         LossAwareTimestepSampler(10, history=0)
     with pytest.raises(ValueError, match=r"\(B,\)"):
         LossAwareTimestepSampler(10).update(torch.tensor([1, 2]), torch.ones(3))
+
+
+def test_loss_aware_state_round_trip_resumes_identical_probabilities():
+    a = LossAwareTimestepSampler(5, history=2)
+    for _ in range(3):
+        a.update(torch.arange(5), torch.arange(5, dtype=torch.float64) + 1)
+    b = LossAwareTimestepSampler(5, history=2)
+    b.load_state_dict(a.state_dict())
+    torch.testing.assert_close(a.probabilities(), b.probabilities())
+    assert b.warmed_up

@@ -38,6 +38,13 @@ class TimestepSampler(abc.ABC):
     def update(self, t: torch.Tensor, losses: torch.Tensor) -> None:
         """Record per-example ``losses`` ``(B,)`` at timesteps ``t`` ``(B,)``; nothing by default."""
 
+    def state_dict(self) -> dict:
+        """What a checkpoint must keep to resume sampling exactly (nothing by default)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
+
 
 class UniformTimestepSampler(TimestepSampler):
     """``p_t = 1 / T`` (Ho et al. 2020, Alg. 1); all weights are 1."""
@@ -74,6 +81,13 @@ class LossAwareTimestepSampler(TimestepSampler):
         rms = self._losses.pow(2).mean(1).sqrt()
         p = rms / rms.sum() if rms.sum() > 0 else uniform
         return (1 - self.uniform_prob) * p + self.uniform_prob * uniform
+
+    def state_dict(self) -> dict:
+        return {"losses": self._losses.clone(), "counts": self._counts.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._losses.copy_(state["losses"])
+        self._counts.copy_(state["counts"])
 
     def update(self, t: torch.Tensor, losses: torch.Tensor) -> None:
         """Store each loss in the ring buffer of its timestep (the oldest is overwritten)."""

@@ -1,0 +1,37 @@
+"""The embedded procedural shapes at 32² — a CPU-sized ∞-Diff autoencoder (used by `make demo`).
+
+No download: images are rendered analytically (infdiff.data.shapes), so they also exist
+exactly at 64² and 128² to score super-resolution.
+"""
+
+from infdiff.pipeline.default_configs import autoencoder_config
+
+
+def get_config():
+    config = autoencoder_config(dataset="shapes", img_size=32, experiment="shapes_32")
+    config.data.num_samples = 2048
+    config.data.random_flip = True
+    config.data.num_workers = 0
+    config.train.batch_size = 16
+    config.train.max_steps = 1500
+    config.train.mixed_precision = "no"
+    config.train.ema_decay = 0.99
+    config.train.ema_update_every = 1
+    config.train.log_steps = 50
+    config.train.plot_samples_steps = 500
+    config.train.plot_sampling_steps = 25
+    config.train.checkpoint_steps = 500
+    config.model.nf = 32
+    config.model.time_emb_dim = 64
+    config.model.num_conv_blocks = 2
+    config.model.kernel_size = 5
+    config.model.uno_base_channels = 32
+    config.model.uno_mults = (1, 2, 2)
+    config.model.uno_blocks_per_level = (1, 1, 1)
+    config.model.uno_attn_resolutions = (4,)
+    config.model.uno_dropout = 0.0
+    config.model.uno_num_groups = 8
+    config.model.z_dim = 64
+    config.optimizer.learning_rate = 5e-4
+    config.optimizer.warmup_steps = 50
+    return config

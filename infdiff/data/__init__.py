@@ -1,0 +1,20 @@
+"""Data sets for ∞-Diff: procedural shapes, image folders, LMDBs (LSUN or prepared), MNIST-style IDX files.
+
+Every dataset yields float32 tensors ``(C, H, W)`` in ``[-1, 1]``; :func:`build_dataset` builds
+one from the ``data`` config section.  Convert large image folders to an LMDB with
+``python -m infdiff.data.prepare SRC DST.lmdb --size N``.
+"""
+
+from infdiff.data.errors import DataError, UnreadableImageError, UnreadableImageWarning
+from infdiff.data.idx import IDXDataset
+from infdiff.data.image_folder import ImageFolderDataset
+from infdiff.data.lmdb_dataset import LMDBDataset
+from infdiff.data.registry import DATASETS, build_dataset
+from infdiff.data.shapes import ShapesDataset, ShapesSample, render, sample_params
+from infdiff.data.transforms import load_image, random_hflip, resize_center_crop, to_pil, to_tensor
+
+__all__ = [
+    "DataError", "UnreadableImageError", "UnreadableImageWarning", "build_dataset", "DATASETS", "ShapesDataset",
+    "ShapesSample", "render", "sample_params", "ImageFolderDataset", "LMDBDataset", "IDXDataset", "load_image",
+    "resize_center_crop", "to_tensor", "to_pil", "random_hflip",
+]

@@ -1,0 +1,72 @@
+"""The base of datasets whose images are stored encoded (files or byte strings).
+
+An item is decoded, converted to the requested channels, resized and centre-cropped to
+``size×size``, turned into a tensor ``(C, size, size)`` in ``[-1, 1]`` and optionally mirrored.
+An image that cannot be decoded is reported once per process with an
+:class:`~infdiff.data.errors.UnreadableImageWarning` and skipped: the item is the next readable
+image in storage order (wrapping around), so the substitution is deterministic.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Set
+
+import torch
+from torch.utils.data import Dataset
+
+from infdiff.data.checks import check_channels, require_int
+from infdiff.data.errors import DataError, UnreadableImageError, UnreadableImageWarning
+from infdiff.data.transforms import ImageSource, load_image, random_hflip, resize_center_crop, to_tensor
+
+
+class EncodedImageDataset(Dataset):
+    """Decode-on-access image dataset with deterministic skipping of unreadable images.
+
+    Subclasses implement ``__len__``, :meth:`encoded` (a path or the encoded bytes of image
+    ``index``; may raise :class:`UnreadableImageError`) and :meth:`describe` (how to name image
+    ``index`` in messages).  ``location`` and ``key`` name the data source and the config key it
+    came from in the error raised when no image at all can be read.
+    """
+
+    def __init__(self, size: int, channels: int, random_flip: bool, location: str, key: str):
+        self.size = require_int(size, "size")
+        self.channels = check_channels(channels)
+        self.random_flip = bool(random_flip)
+        self.location = location
+        self.key = key
+        self._unreadable: Set[int] = set()
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def encoded(self, index: int) -> ImageSource:
+        """The file path or encoded bytes of image ``index``."""
+        raise NotImplementedError
+
+    def describe(self, index: int) -> str:
+        """A name for image ``index`` that lets a user find it."""
+        raise NotImplementedError
+
+    def decode(self, index: int) -> torch.Tensor:
+        """Image ``index`` as a tensor ``(C, size, size)`` in ``[-1, 1]``, without flipping or skipping."""
+        image = load_image(self.encoded(index), self.channels, name=self.describe(index))
+        return to_tensor(resize_center_crop(image, self.size))
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        length = len(self)
+        if not 0 <= index < length:
+            raise IndexError(f"index {index} out of range for a dataset of {length} images")
+        for offset in range(length):
+            candidate = (index + offset) % length
+            if candidate in self._unreadable:
+                continue
+            try:
+                x = self.decode(candidate)
+            except UnreadableImageError as err:
+                self._unreadable.add(candidate)
+                warnings.warn(f"skipping unreadable image: {err}", UnreadableImageWarning, stacklevel=2)
+                continue
+            return random_hflip(x) if self.random_flip else x
+        raise DataError(f"{self.key}={self.location!r}: none of its {length} images can be decoded "
+                        f"(see the UnreadableImageWarning messages); expected readable PNG/JPEG/WebP/... images")

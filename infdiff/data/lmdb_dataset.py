@@ -1,0 +1,91 @@
+"""Images stored in an LMDB: LSUN databases (e.g. Churches) or dbs written by ``infdiff.data.prepare``."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Optional, Tuple
+
+import lmdb
+
+from infdiff.data.encoded_images import EncodedImageDataset
+from infdiff.data.errors import DataError, UnreadableImageError
+from infdiff.data.files import PathLike, require_path
+from infdiff.data.lmdb_format import EXPECTED, META_KEY, NumberedKeys, data_file, parse_meta, resume_command
+from infdiff.data.lmdb_handles import readonly_handle
+from infdiff.data.lmdb_keys import KeyTable, lmdb_keys
+
+
+def scan_layout(path: str, key: str) -> Tuple[Optional[bytes], Optional[KeyTable]]:
+    """The raw ``__meta__`` record of the db at ``path``, or (LSUN layout, no record) its key table.
+
+    The handle is released on return, so a later error does not keep the db open.
+    """
+    env = readonly_handle(path, key)
+    with env.begin() as txn:
+        raw_meta = txn.get(META_KEY)
+    return raw_meta, (lmdb_keys(env, data_file(path)) if raw_meta is None else None)
+
+
+class LMDBDataset(EncodedImageDataset):
+    """Every image of the LMDB at ``path`` as ``(C, size, size)`` in ``[-1, 1]``.
+
+    The layout is detected from the ``__meta__`` key (see :mod:`infdiff.data.lmdb_format`): an
+    infdiff db must be complete (an interrupted ``prepare`` raises :class:`DataError` with the
+    command that resumes it); any other db is read as LSUN layout, one encoded image per key, keys
+    enumerated once and cached (:mod:`infdiff.data.lmdb_keys`).  Images are resized and
+    centre-cropped like :class:`~infdiff.data.image_folder.ImageFolderDataset`; unreadable values
+    are skipped with a warning.
+
+    The environment is opened read-only (no lock, no readahead) on first access in each process
+    and shared by the datasets of that process (:mod:`infdiff.data.lmdb_handles`), so DataLoader
+    workers never use a handle across ``fork``.
+    """
+
+    def __init__(self, path: PathLike, size: int, channels: int = 3, random_flip: bool = True,
+                 key: str = "data.root_dir"):
+        resolved = require_path(path, key, EXPECTED, directory=False)
+        super().__init__(size, channels, random_flip, location=os.fspath(path), key=key)
+        self.path = resolved
+        raw_meta, table = scan_layout(resolved, key)
+        self.meta = None if raw_meta is None else self._checked_meta(raw_meta)
+        self.keys = table if self.meta is None else NumberedKeys(self.meta["length"])
+        if len(self.keys) == 0:
+            raise DataError(f"{key}={os.fspath(path)!r} is an empty LMDB; expected {EXPECTED} holding images")
+        self._env: Optional[lmdb.Environment] = None
+
+    def _checked_meta(self, raw_meta: bytes) -> dict:
+        """The meta record of an infdiff db, which must be complete and hold images at least ``size`` big."""
+        where = f"{self.key}={self.location!r}"
+        meta = parse_meta(raw_meta, where)
+        if meta.get("complete") is not True:
+            raise DataError(f"{where} is an incomplete infdiff LMDB ({meta.get('processed', 0)} of "
+                            f"{meta.get('num_sources', '?')} source images processed, prepare was interrupted); "
+                            f"re-run `{resume_command(meta, self.path)}` to resume it")
+        if not isinstance(meta.get("length"), int) or meta["length"] < 0:
+            raise DataError(f"{where}: __meta__ has no valid 'length' (got {meta.get('length')!r})")
+        if isinstance(meta.get("size"), int) and meta["size"] < self.size:
+            warnings.warn(f"{where} holds {meta['size']}px images but {self.size}px were requested: images are "
+                          f"upsampled; prepare the db with --size {self.size} for full detail", stacklevel=3)
+        return meta
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_env": None}
+
+    def _environment(self) -> lmdb.Environment:
+        """This process's shared read-only handle, kept alive while the dataset lives."""
+        self._env = readonly_handle(self.path, self.key)
+        return self._env
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def encoded(self, index: int) -> bytes:
+        with self._environment().begin() as txn:
+            value = txn.get(self.keys[index])
+        if value is None:
+            raise UnreadableImageError(f"cannot decode {self.describe(index)}: the key has no value")
+        return value
+
+    def describe(self, index: int) -> str:
+        return f"key {self.keys[index]!r} of {self.path}"

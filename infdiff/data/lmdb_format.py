@@ -1,0 +1,87 @@
+"""The LMDB layouts read by :class:`~infdiff.data.lmdb_dataset.LMDBDataset` and written by ``prepare``.
+
+*infdiff layout* (written by ``python -m infdiff.data.prepare``): key ``__meta__`` holds JSON
+``{"format": "infdiff-lmdb", "version": 1, "size": N, "channels": C, "length": L,
+"complete": bool, ...}``, key ``__sources__`` the JSON list of source files, and keys
+``f"{i:08d}"`` for ``i < L`` the PNG-encoded images.  Only ``complete: true`` marks a usable db.
+
+*LSUN layout*: any other keys, each holding one encoded image (WebP, JPEG or PNG).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from typing import Any, Dict
+
+import lmdb
+
+from infdiff.data.errors import DataError
+
+META_KEY = b"__meta__"
+SOURCES_KEY = b"__sources__"
+FORMAT = "infdiff-lmdb"
+VERSION = 1
+EXPECTED = "an LMDB environment (a directory holding data.mdb, or an LMDB data file)"
+
+
+def entry_key(index: int) -> bytes:
+    """Key of image ``index`` in the infdiff layout: ``b"00000042"``."""
+    return f"{index:08d}".encode("ascii")
+
+
+class NumberedKeys:
+    """The keys ``entry_key(0) .. entry_key(length - 1)`` as a sequence, without storing them."""
+
+    def __init__(self, length: int):
+        self.length = int(length)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> bytes:
+        if not 0 <= index < self.length:
+            raise IndexError(f"entry {index} out of range for {self.length} entries")
+        return entry_key(index)
+
+
+def encode_json(value: Any) -> bytes:
+    """``value`` as compact UTF-8 JSON."""
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+
+
+def parse_meta(raw: bytes, where: str) -> Dict[str, Any]:
+    """The ``__meta__`` record of the db at ``where``, checked to be infdiff format version 1."""
+    try:
+        meta = json.loads(bytes(raw).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{where}: the {META_KEY.decode()} record is not JSON ({err}); expected an infdiff LMDB "
+                        f"written by `python -m infdiff.data.prepare`") from err
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        found = (meta.get("format"), meta.get("version")) if isinstance(meta, dict) else type(meta).__name__
+        raise DataError(f"{where}: unknown {META_KEY.decode()} record {found}; expected format {FORMAT!r} "
+                        f"version {VERSION}")
+    return meta
+
+
+def resume_command(meta: Dict[str, Any], where: str) -> str:
+    """The ``prepare`` command line that resumes the infdiff db at ``where`` described by ``meta``."""
+    source = meta.get("source") or "SRC"
+    return (f"python -m infdiff.data.prepare {shlex.quote(source)} {shlex.quote(where)} "
+            f"--size {meta.get('size')} --channels {meta.get('channels', 3)}")
+
+
+def data_file(path: str) -> str:
+    """The data file of an LMDB at ``path``: ``path/data.mdb`` for a directory, else ``path`` itself."""
+    return os.path.join(path, "data.mdb") if os.path.isdir(path) else path
+
+
+def open_readonly(path: str, key: str) -> lmdb.Environment:
+    """Open the LMDB at ``path`` read-only, without locking or readahead (safe for many readers)."""
+    try:
+        return lmdb.open(path, subdir=os.path.isdir(path), readonly=True, lock=False, readahead=False,
+                         meminit=False, max_readers=1024)
+    except lmdb.Error as err:
+        raise DataError(f"{key}={path!r} cannot be opened as LMDB ({type(err).__name__}: {err}); "
+                        f"expected {EXPECTED}") from err

@@ -1,0 +1,1 @@
+"""The two-stage ∞-Diff product: building models from configs, training both stages, generation."""

@@ -1,0 +1,156 @@
+"""Default hyper-parameters of the two ∞-Diff stages; the files in ``configs/`` start from these.
+
+Values follow the paper's FFHQ-256 setup (Bond-Taylor & Willcocks 2024, App. / public configs):
+batch 32, Adam(0.9, 0.99) at 5e-5, EMA 0.995 every 10 steps, 1000 cosine steps, mollifier
+σ = 1 pixel, 1/4 of the pixels per example, nf 64, 7×7 kernels, U-Net at half resolution with
+128 base channels, mults (1,2,4,8,8), attention at 16² and 8², dropout 0.1 from 16², z 1024.
+The latent DDPM follows DiffAE: MLP 10×2048, constant β = 0.008, L1 loss, AdamW(1e-4, wd 0.04),
+batch 256, EMA 0.995 every 10 steps.
+Derived sizes (pixels kept, U-Net grid) are field references, so overriding ``data.img_size``
+updates them.
+"""
+
+from __future__ import annotations
+
+from ml_collections import ConfigDict, FieldReference
+
+
+def autoencoder_config(dataset: str = "ffhq", img_size: int = 256, experiment: str = "ffhq_mollified_256") -> ConfigDict:
+    """Stage 1 (diffusion autoencoder) defaults."""
+    config = ConfigDict()
+    size = FieldReference(img_size)
+
+    config.run = run = ConfigDict()
+    run.name = "infty_diff"
+    run.experiment = experiment
+    run.output_dir = "runs"
+    run.seed = 0
+    run.tensorboard = False
+    run.wandb_project = ""
+
+    config.data = data = ConfigDict()
+    data.name = dataset
+    data.root_dir = ""
+    data.img_size = size
+    data.channels = 3
+    data.random_flip = True
+    data.num_samples = 0
+    data.seed = 0
+    data.split = "train"
+    data.num_workers = 4
+
+    config.train = train = ConfigDict()
+    train.batch_size = 32
+    train.max_steps = 1_000_000
+    train.mixed_precision = "bf16"
+    train.grad_clip = 1.0
+    train.ema_decay = 0.995
+    train.ema_update_every = 10
+    train.log_steps = 100
+    train.plot_samples_steps = 5000
+    train.plot_sampling_steps = 50
+    train.sample_size = 8
+    train.checkpoint_steps = 10000
+    train.keep_checkpoints = 3
+
+    config.model = model = ConfigDict()
+    model.nf = 64
+    model.time_emb_dim = 256
+    model.num_conv_blocks = 3
+    model.knn_neighbours = 3
+    model.kernel_size = 7
+    model.mlp_mult = 2
+    model.uno_res = size // 2
+    model.uno_base_channels = 128
+    model.uno_mults = (1, 2, 4, 8, 8)
+    model.uno_blocks_per_level = (2, 2, 2, 2, 2)
+    model.uno_attn_resolutions = (16, 8)
+    model.uno_dropout_from_resolution = 16
+    model.uno_dropout = 0.1
+    model.uno_conv_type = "conv"
+    model.uno_spectral_modes = 0
+    model.uno_num_groups = 32
+    model.z_dim = 1024
+    model.stochastic_encoding = False
+    model.kld_weight = 1e-4
+    model.sigma_small = False
+
+    config.diffusion = diffusion = ConfigDict()
+    diffusion.steps = 1000
+    diffusion.noise_schedule = "cosine"
+    diffusion.schedule_sampler = "uniform"
+    diffusion.loss_type = "mse"
+    diffusion.gaussian_filter_std = 1.0
+    diffusion.model_mean_type = "mollified_epsilon"
+    diffusion.wiener_inv_snr = 0.05
+
+    config.mc_integral = mc = ConfigDict()
+    mc.type = "uniform"
+    mc.q_sample = size * size // 4
+
+    config.optimizer = optimizer = ConfigDict()
+    optimizer.learning_rate = 5e-5
+    optimizer.adam_beta1 = 0.9
+    optimizer.adam_beta2 = 0.99
+    optimizer.weight_decay = 0.0
+    optimizer.warmup_steps = 0
+    optimizer.gradient_skip = False
+    optimizer.gradient_skip_threshold = 500.0
+    return config
+
+
+def latent_config(experiment: str = "ffhq_mollified_256_sampler") -> ConfigDict:
+    """Stage 2 (latent DDPM over the encoder's z) defaults."""
+    config = ConfigDict()
+
+    config.run = run = ConfigDict()
+    run.name = "infty_diff_latent"
+    run.experiment = experiment
+    run.output_dir = "runs"
+    run.seed = 0
+    run.tensorboard = False
+    run.wandb_project = ""
+
+    config.data = data = ConfigDict()
+    data.test_fraction = 0.05
+    data.encode_batch_size = 64
+    data.num_workers = 4
+
+    config.train = train = ConfigDict()
+    train.batch_size = 256
+    train.max_steps = 200_000
+    train.mixed_precision = "no"
+    train.grad_clip = 1.0
+    train.ema_decay = 0.995
+    train.ema_update_every = 10
+    train.log_steps = 100
+    train.eval_steps = 1000
+    train.plot_samples_steps = 10000
+    train.sample_size = 16
+    train.checkpoint_steps = 10000
+    train.keep_checkpoints = 3
+
+    config.model = model = ConfigDict()
+    model.hidden = 2048
+    model.num_layers = 10
+    model.time_emb_dim = 128
+    model.dropout = 0.0
+    model.skip = True
+
+    config.diffusion = diffusion = ConfigDict()
+    diffusion.steps = 1000
+    diffusion.noise_schedule = "const0.008"
+    diffusion.schedule_sampler = "uniform"
+    diffusion.loss_type = "l1"
+    diffusion.model_mean_type = "epsilon"
+    diffusion.sampling_steps = 100
+
+    config.optimizer = optimizer = ConfigDict()
+    optimizer.learning_rate = 1e-4
+    optimizer.adam_beta1 = 0.9
+    optimizer.adam_beta2 = 0.99
+    optimizer.weight_decay = 0.04
+    optimizer.warmup_steps = 0
+    optimizer.gradient_skip = False
+    optimizer.gradient_skip_threshold = 500.0
+    return config

@@ -1,0 +1,1 @@
+"""Generic training machinery: configs, the loop, checkpoints, EMA, RNG state, logs, pictures."""

@@ -1,0 +1,136 @@
+"""ml_collections config files with command-line overrides.
+
+A config file is a Python file defining ``get_config() -> ConfigDict``.  Scripts take
+``--NAME path/to/config.py`` plus any number of ``--NAME.section.key=value`` (or
+``--NAME.section.key value``) overrides, as the ∞-Diff scripts do with absl's config flags.
+Configs are locked after loading: an unknown or mistyped key is an error naming the key and
+its closest existing spelling, never a silent default, and a value must parse as the type of
+the field it replaces.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import json
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message says which and why."""
+
+
+def load_config_file(path) -> ml_collections.ConfigDict:
+    """Import ``path`` and return its locked ``get_config()``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist (expected a .py file defining get_config())")
+    spec = importlib.util.spec_from_file_location(f"infdiff_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {str(path)!r} defines no get_config() function")
+    config = module.get_config()
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"get_config() in {str(path)!r} must return an ml_collections.ConfigDict")
+    config.lock()
+    return config
+
+
+def _parse_value(text: str, current, key: str):
+    """Parse ``text`` as a value of the same type as ``current`` (the field being overridden)."""
+    if isinstance(current, bool):
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"--{key}={text!r}: expected a boolean (true/false)")
+    if isinstance(current, str):
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise ConfigError(f"--{key}={text!r}: expected a {type(current).__name__} literal") from None
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(current, (tuple, list)) and isinstance(value, (tuple, list)):
+        value = type(current)(value)
+    if current is not None and not isinstance(value, type(current)):
+        raise ConfigError(f"--{key}={text!r}: expected a {type(current).__name__}, got {type(value).__name__}")
+    return value
+
+
+def _known_keys(config: ml_collections.ConfigDict, prefix: str = "") -> List[str]:
+    keys = []
+    for name, value in config.items():
+        full = f"{prefix}{name}"
+        keys.append(full)
+        if isinstance(value, ml_collections.ConfigDict):
+            keys.extend(_known_keys(value, full + "."))
+    return keys
+
+
+def override(config: ml_collections.ConfigDict, dotted_key: str, text: str, flag: str = "config"):
+    """Set ``config.<dotted_key>`` from the string ``text``; unknown keys raise :class:`ConfigError`."""
+    *parents, leaf = dotted_key.split(".")
+    node = config
+    for depth, part in enumerate([*parents, leaf]):
+        is_leaf = depth == len(parents)
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            suggestions = difflib.get_close_matches(dotted_key, _known_keys(config), n=3)
+            hint = f"; did you mean {', '.join(f'--{flag}.{s}' for s in suggestions)}?" if suggestions else ""
+            raise ConfigError(f"--{flag}.{dotted_key}: no such key in the config{hint}")
+        if not is_leaf:
+            node = node[part]
+    current = node[leaf]
+    if isinstance(current, ml_collections.ConfigDict):
+        raise ConfigError(f"--{flag}.{dotted_key} is a section, not a value; set one of its keys")
+    node[leaf] = _parse_value(text, current, f"{flag}.{dotted_key}")
+
+
+def parse_config_flags(argv: Sequence[str], names: Sequence[str] = ("config",),
+                       required: Sequence[str] = ("config",)) -> Tuple[Dict[str, ml_collections.ConfigDict], List[str]]:
+    """Split ``argv`` into configs ``{name: ConfigDict}`` (files + overrides) and remaining arguments.
+
+    ``--NAME PATH`` / ``--NAME=PATH`` loads a file; ``--NAME.a.b=V`` / ``--NAME.a.b V`` overrides.
+    Overrides are applied after every file is loaded, in command-line order.
+    """
+    files: Dict[str, str] = {}
+    overrides: List[Tuple[str, str, str]] = []
+    rest: List[str] = []
+    args = iter(argv)
+    for arg in args:
+        key, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        name, dot, dotted = key.partition(".")
+        if name not in names:
+            rest.append(arg)
+            continue
+        if not eq:
+            value = next(args, None)
+            if value is None:
+                raise ConfigError(f"{arg} expects a value")
+        if dot:
+            overrides.append((name, dotted, value))
+        else:
+            files[name] = value
+    configs = {}
+    for name in names:
+        if name in files:
+            configs[name] = load_config_file(files[name])
+        elif name in required:
+            raise ConfigError(f"--{name} path/to/config.py is required")
+    for name, key, value in overrides:
+        if name not in configs:
+            raise ConfigError(f"--{name}.{key} given but no --{name} config file")
+        override(configs[name], key, value, flag=name)
+    return configs, rest
+
+
+def config_to_json(config: ml_collections.ConfigDict) -> str:
+    """A stable JSON dump of a config (for run directories and cache keys)."""
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)

@@ -1,0 +1,99 @@
+import math
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from infdiff.data import DataError, ShapesDataset, render, sample_params
+from infdiff.data.shapes import Background, Shape, ShapesSample
+
+
+def test_samples_are_deterministic_and_distinct():
+    a, b = ShapesDataset(32, seed=3), ShapesDataset(32, seed=3)
+    assert torch.equal(a[7], b[7])
+    assert sample_params(7, seed=3) == sample_params(7, seed=3)
+    assert not torch.equal(a[7], a[8])
+    assert not torch.equal(a[7], ShapesDataset(32, seed=4)[7])
+    assert not torch.equal(a[7], ShapesDataset(32, seed=3, split="test")[7])
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_shapes_range_and_length(channels):
+    dataset = ShapesDataset(16, length=5, channels=channels)
+    assert len(dataset) == 5 and len(list(dataset)) == 5
+    for x in dataset:
+        assert x.shape == (channels, 16, 16) and x.dtype == torch.float32
+        assert float(x.min()) >= -1 and float(x.max()) <= 1
+    with pytest.raises(IndexError):
+        dataset[5]
+
+
+@pytest.mark.parametrize("size", [8, 24, (12, 20)])
+def test_rendering_nests_across_resolutions(size):
+    h, w = (size, size) if isinstance(size, int) else size
+    for index in range(4):
+        params = sample_params(index)
+        fine = render(params, (2 * h, 2 * w), supersample=2)
+        coarse = render(params, (h, w), supersample=4)
+        torch.testing.assert_close(F.avg_pool2d(fine[None], 2)[0], coarse, rtol=0, atol=1e-6)
+        assert float((fine - coarse.repeat_interleave(2, 1).repeat_interleave(2, 2)).abs().max()) > 0.01
+
+
+def test_render_sample_gives_the_ground_truth_at_any_resolution():
+    dataset = ShapesDataset(16, supersample=4)
+    torch.testing.assert_close(F.avg_pool2d(dataset.render_sample(3, 64, supersample=1)[None], 4)[0], dataset[3],
+                               rtol=0, atol=1e-6)
+
+
+def single_shape(kind, radius=0.25, ratio=0.0, angle=0.3, centre=(0.5, 0.5)):
+    black = Background(colours=((0.0,), (0.0,)), angle=0.0, amplitude=0.0, frequency=1.0, wave_angle=0.0, phase=0.0)
+    return ShapesSample(black, (Shape(kind, centre, radius, ratio, angle, (1.0,)),))
+
+
+@pytest.mark.parametrize("kind, ratio, area", [
+    ("disc", 0.0, math.pi * 0.25 ** 2),
+    ("ring", 0.5, math.pi * 0.25 ** 2 * 0.75),
+    ("rectangle", 0.6, 4 * 0.25 * 0.25 * 0.6),
+    ("triangle", 1.0, 3 * math.sqrt(3) / 4 * 0.25 ** 2),
+])
+def test_pixel_values_are_cell_averages(kind, ratio, area):
+    coverage = (render(single_shape(kind, ratio=ratio), 64, supersample=8) + 1) / 2
+    assert float(coverage.mean()) == pytest.approx(area, abs=2e-3)
+    edge_values = coverage[(coverage > 0.01) & (coverage < 0.99)]
+    assert edge_values.numel() > 0  # anti-aliased boundary pixels
+
+
+def test_coordinates_are_row_column_on_the_unit_square():
+    coverage = (render(single_shape("disc", radius=0.2, centre=(0.25, 0.75)), 32, supersample=2)[0] + 1) / 2
+    assert float(coverage[:16, 16:].sum()) > 0.95 * float(coverage.sum())
+
+
+def test_shapes_stand_out_from_the_background():
+    for index in range(50):
+        params = sample_params(index, channels=1)
+        assert 1 <= len(params.shapes) <= 3
+        assert max(c[0] for c in params.background.colours) + params.background.amplitude < 0.5
+        assert all(shape.colour[0] >= 0.7 and 0.12 <= shape.radius <= 0.3 for shape in params.shapes)
+
+
+def test_render_time(record_property):
+    params = sample_params(0)
+    start = time.perf_counter()
+    for _ in range(10):
+        render(params, 64, supersample=4)
+    record_property("render_64px_ss4_ms", (time.perf_counter() - start) * 100)
+
+
+def test_flip_and_validation():
+    dataset = ShapesDataset(16, random_flip=True)
+    torch.manual_seed(0)
+    plain = dataset.render_sample(0)
+    draws = [dataset[0] for _ in range(20)]
+    assert any(torch.equal(x, plain.flip(-1)) for x in draws) and any(torch.equal(x, plain) for x in draws)
+    with pytest.raises(DataError, match="channels"):
+        ShapesDataset(16, channels=2)
+    with pytest.raises(DataError, match="split"):
+        ShapesDataset(16, split="val")
+    with pytest.raises(DataError, match="supersample"):
+        ShapesDataset(16, supersample=0)

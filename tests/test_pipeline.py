@@ -1,0 +1,152 @@
+"""End to end: stage 1 → stage 2 → generation, exact resumption, stopping, multi-process training."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from infdiff.pipeline.autoencoder import train_autoencoder
+from infdiff.pipeline.generation import generate_recons, generate_samples
+from infdiff.pipeline.latent import train_latent
+from infdiff.train.checkpoint import CheckpointManager
+from infdiff.train.config import parse_config_flags
+from infdiff.train.run_logger import read_metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_AE = [
+    "data.img_size=16", "data.num_samples=64", "train.batch_size=4", "train.max_steps=6", "train.log_steps=2",
+    "train.plot_samples_steps=6", "train.plot_sampling_steps=3", "train.checkpoint_steps=3", "train.sample_size=2",
+    "model.nf=8", "model.time_emb_dim=16", "model.num_conv_blocks=1", "model.kernel_size=3",
+    "model.uno_base_channels=8", "model.uno_mults=(1,2)", "model.uno_blocks_per_level=(1,1)",
+    "model.uno_attn_resolutions=(4,)", "model.uno_num_groups=4", "model.z_dim=8",
+]
+TINY_LATENT = [
+    "train.batch_size=16", "train.max_steps=4", "train.log_steps=2", "train.eval_steps=2", "train.plot_samples_steps=4",
+    "train.sample_size=2", "train.checkpoint_steps=2", "model.hidden=16", "model.num_layers=2",
+    "model.time_emb_dim=8", "diffusion.sampling_steps=3", "data.test_fraction=0.25",
+]
+
+
+def flags(name, config_file, overrides):
+    return ["--" + name, str(ROOT / "configs" / config_file)] + [f"--{name}.{o}" for o in overrides]
+
+
+def tiny_configs(output_dir, *extra_ae):
+    out = [f"run.output_dir={output_dir}"]
+    configs, _ = parse_config_flags(
+        flags("config", "shapes_latent_config.py", TINY_LATENT + out)
+        + flags("decoder_config", "shapes_32_config.py", TINY_AE + out + list(extra_ae)),
+        names=("config", "decoder_config"))
+    return configs["decoder_config"], configs["config"]
+
+
+def png_size(path):
+    with Image.open(path) as image:
+        return image.size
+
+
+def test_two_stages_then_samples_at_two_resolutions(tmp_path):
+    ae, latent = tiny_configs(tmp_path)
+    run = train_autoencoder(ae)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-00000003.pt",
+                                                                      "checkpoint-00000006.pt"]
+    recon = json.loads((run / "samples" / "recon_00000006.json").read_text())
+    assert {"recon_mse_1x", "recon_mse_2x"} <= recon.keys()
+    assert png_size(run / "samples" / "recon_00000006.png")[1] > 16 + 16 + 32
+
+    latent_run = train_latent(latent, ae)
+    metrics = read_metrics(latent_run / "metrics.jsonl")
+    assert any("test_loss" in m for m in metrics)
+    assert json.loads((latent_run / "latents.json").read_text()) == {"train": 48, "test": 16, "z_dim": 8}
+
+    for size in (16, 32):
+        out = generate_samples(latent, ae, num_samples=3, sample_img_size=size, sampling_steps=3, batch_size=2)
+        files = sorted(p.name for p in out.directory.glob("sample_*.png"))
+        assert files == ["sample_00000.png", "sample_00001.png", "sample_00002.png"]
+        assert png_size(out.directory / "sample_00000.png") == (size, size)
+        assert out.images.shape == (3, 3, size, size)
+        assert json.loads((out.directory / "samples.json").read_text())["img_size"] == size
+    again = generate_samples(latent, ae, num_samples=3, sample_img_size=32, sampling_steps=3, batch_size=2)
+    assert again.directory.name.endswith("_1"), "an earlier output folder must never be overwritten"
+    torch.testing.assert_close(again.images, out.images, msg="same seed must give the same samples")
+
+    recons = generate_recons(ae, [16, 32], num_images=2, sampling_steps=3)
+    info = json.loads((recons / "recons.json").read_text())
+    assert {"mse_16px", "mse_32px"} <= info.keys()
+    assert png_size(recons / "recon_32px_00001.png") == (32, 32)
+
+
+def test_stage_one_resume_is_exact(tmp_path):
+    whole, _ = tiny_configs(tmp_path / "whole")
+    train_autoencoder(whole)
+    half, _ = tiny_configs(tmp_path / "split", "train.max_steps=3")
+    train_autoencoder(half)
+    resumed, _ = tiny_configs(tmp_path / "split")
+    train_autoencoder(resumed)
+    a = CheckpointManager(tmp_path / "whole" / "shapes_32" / "checkpoints").load()
+    b = CheckpointManager(tmp_path / "split" / "shapes_32" / "checkpoints").load()
+    assert a["step"] == b["step"] == 6
+    for part in ("model", "ema"):
+        left = a[part] if part == "model" else a[part]["model"]
+        right = b[part] if part == "model" else b[part]["model"]
+        for key in left:
+            assert torch.equal(left[key], right[key]), f"{part}.{key} differs after resuming"
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    for key, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["exp_avg"], b["optimizer"]["state"][key]["exp_avg"])
+
+
+def test_generation_without_a_trained_run_fails_clearly(tmp_path):
+    ae, latent = tiny_configs(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no checkpoint for experiment 'shapes_32'"):
+        generate_recons(ae, [16], num_images=1, sampling_steps=2)
+
+
+def script_command(*args):
+    return [sys.executable, str(ROOT / "train_inf_ae_diffusion.py"), *args]
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
+    args = flags("config", "shapes_32_config.py", TINY_AE + [f"run.output_dir={tmp_path}", "train.max_steps=100000",
+                                                              "train.checkpoint_steps=100000"])
+    proc = subprocess.Popen(script_command(*args), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = tmp_path / "shapes_32" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    checkpoints = CheckpointManager(tmp_path / "shapes_32" / "checkpoints")
+    state = checkpoints.load()
+    assert 2 <= state["step"] < 100000
+    assert "stopped at step" in output
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun not installed")
+def test_two_process_ddp_training_on_cpu_writes_from_rank_zero_only(tmp_path):
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    args = flags("config", "shapes_32_config.py", TINY_AE + [f"run.output_dir={tmp_path}", "train.max_steps=4",
+                                                              "train.checkpoint_steps=2", "train.plot_samples_steps=4"])
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29517",
+                             str(ROOT / "train_inf_ae_diffusion.py"), *args],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = tmp_path / "shapes_32"
+    logged = [m["step"] for m in read_metrics(run / "metrics.jsonl") if "loss" in m]
+    assert logged == [2, 4], "each step must be logged once (rank 0 only)"
+    state = CheckpointManager(run / "checkpoints").load()
+    assert state["step"] == 4 and len(state["rng"]) == 2, "both processes' RNG states are kept"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-00000002.pt",
+                                                                      "checkpoint-00000004.pt"]
