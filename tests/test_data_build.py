@@ -48,6 +48,7 @@ def test_each_name_builds(name, roots):
 def test_defaults_and_overrides(roots):
     shapes = build_dataset(ConfigDict({"name": "shapes", "img_size": 8}))
     assert len(shapes) == 50_000 and shapes.seed == 0 and not shapes.random_flip and shapes.split == "train"
+    assert len(build_dataset(ConfigDict({"name": "shapes", "img_size": 8, "num_samples": 0}))) == 50_000
     shapes = build_dataset(ConfigDict({"name": "shapes", "img_size": 8, "num_samples": 7, "seed": 2, "split": "test",
                                        "channels": 1, "random_flip": True}))
     assert (len(shapes), shapes.seed, shapes.split, shapes.channels, shapes.random_flip) == (7, 2, "test", 1, True)
@@ -77,7 +78,7 @@ def test_missing_root_names_the_key(name, tmp_path):
     ("channels", 4, "data.channels must be 1 .greyscale. or 3"),
     ("split", "val", "data.split must be one of train, test"),
     ("random_flip", "yes", "data.random_flip must be true or false"),
-    ("num_samples", 0, "data.num_samples must be an integer >= 1"),
+    ("num_samples", -3, "data.num_samples must be an integer >= 1"),
 ])
 def test_bad_values_name_their_key(key, value, message):
     data = ConfigDict({"name": "shapes", "img_size": 8})

@@ -81,7 +81,7 @@ def open_readonly(path: str, key: str) -> lmdb.Environment:
     """Open the LMDB at ``path`` read-only, without locking or readahead (safe for many readers)."""
     try:
         return lmdb.open(path, subdir=os.path.isdir(path), readonly=True, lock=False, readahead=False,
-                         meminit=False, max_readers=1024)
+                         meminit=False)
     except lmdb.Error as err:
         raise DataError(f"{key}={path!r} cannot be opened as LMDB ({type(err).__name__}: {err}); "
                         f"expected {EXPECTED}") from err

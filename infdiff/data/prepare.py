@@ -100,8 +100,8 @@ def _check_options(meta: Dict[str, Any], size: int, channels: int, dst: str) -> 
     """Raise if ``dst`` was started with another ``--size`` or ``--channels``."""
     for option, value in (("size", size), ("channels", channels)):
         if meta.get(option) != value:
-            raise DataError(f"DST={dst!r} was started with --{option} {meta.get(option)} but --{option} {value} was "
-                            f"given; re-run with --{option} {meta.get(option)} to resume, or delete DST to start over")
+            raise DataError(f"DST={dst!r} was prepared with --{option} {meta.get(option)} but --{option} {value} was "
+                            f"given; use --{option} {meta.get(option)} to resume it, or another DST for the new setting")
 
 
 def start_or_resume(env: lmdb.Environment, src: str, dst: str, files: List[str], size: int,

@@ -3,18 +3,15 @@
 Keys read from ``data`` (an ``ml_collections.ConfigDict`` or any mapping with ``.get``; a
 missing or ``None`` value takes the default):
 
-========== ============================================= ==========================================
-key        meaning                                       default
-========== ============================================= ==========================================
-name       one of :data:`DATASETS`                       required
-root_dir   image folder / LMDB / IDX directory           required except for ``shapes``
-img_size   side of the square images                     required (``mnist``: native 28)
-channels   1 or 3                                        3 (``mnist``, ``fashion_mnist``: 1)
-random_flip mirror left-right with probability 1/2       True for photos; False for shapes, digits
-num_samples length of the ``shapes`` dataset             50000
-seed       seed of the ``shapes`` dataset                0
-split      ``"train"`` or ``"test"`` (shapes, IDX)       ``"train"``
-========== ============================================= ==========================================
+* ``name``: one of :data:`DATASETS` (required);
+* ``root_dir``: the image folder, LMDB or IDX directory (required except for ``shapes``);
+* ``img_size``: side of the square images (required; ``mnist``/``fashion_mnist``: native 28×28);
+* ``channels``: 1 or 3 (default 3; ``mnist``/``fashion_mnist``: 1);
+* ``random_flip``: mirror left-right with probability 1/2 (default True for photos, False for
+  shapes and digits);
+* ``num_samples``: length of the ``shapes`` dataset (default, and when 0: 50000);
+* ``seed``: seed of the ``shapes`` dataset (default 0);
+* ``split``: ``"train"`` or ``"test"`` for ``shapes`` and IDX datasets (default ``"train"``).
 
 Image folders and LMDBs have no split: point ``root_dir`` at the split's folder or db.
 """
@@ -34,6 +31,7 @@ from infdiff.data.lmdb_dataset import LMDBDataset
 from infdiff.data.shapes import ShapesDataset
 
 SPLITS = ("train", "test")
+DEFAULT_SHAPES_LENGTH = 50_000
 
 
 def _get(data: Any, key: str, default: Any = None) -> Any:
@@ -65,7 +63,8 @@ def _split(data: Any) -> str:
 
 
 def _shapes(data: Any) -> ShapesDataset:
-    return ShapesDataset(_int(data, "img_size"), length=_int(data, "num_samples", 50_000),
+    length = DEFAULT_SHAPES_LENGTH if _get(data, "num_samples", 0) == 0 else _int(data, "num_samples")
+    return ShapesDataset(_int(data, "img_size"), length=length,
                          seed=_int(data, "seed", 0, minimum=0), channels=_channels(data, 3),
                          random_flip=_flag(data, "random_flip", False), split=_split(data))
 
