@@ -104,6 +104,27 @@ def test_stage_one_resume_is_exact(tmp_path):
         assert torch.equal(state["exp_avg"], b["optimizer"]["state"][key]["exp_avg"])
 
 
+def test_stage_two_resume_is_exact_and_reuses_the_latent_cache(tmp_path):
+    ae, whole = tiny_configs(tmp_path)
+    train_autoencoder(ae)
+    train_latent(whole, ae)
+    _, half = tiny_configs(tmp_path, "train.max_steps=2")
+    half.run.experiment = "split"
+    train_latent(half, ae)
+    cache = tmp_path / "split" / "latents.pt"
+    stamp = cache.stat().st_mtime_ns
+    _, resumed = tiny_configs(tmp_path)
+    resumed.run.experiment = "split"
+    train_latent(resumed, ae)
+    assert cache.stat().st_mtime_ns == stamp, "latents must be encoded once per encoder checkpoint"
+    a = CheckpointManager(tmp_path / "shapes_32_sampler" / "checkpoints").load()
+    b = CheckpointManager(tmp_path / "split" / "checkpoints").load()
+    assert a["step"] == b["step"] == 4
+    for key, value in a["ema"]["model"].items():
+        assert torch.equal(value, b["ema"]["model"][key]), key
+    torch.testing.assert_close(a["latent_mean"], b["latent_mean"])
+
+
 def test_generation_without_a_trained_run_fails_clearly(tmp_path):
     ae, latent = tiny_configs(tmp_path)
     with pytest.raises(FileNotFoundError, match="no checkpoint for experiment 'shapes_32'"):

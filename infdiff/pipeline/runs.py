@@ -28,11 +28,11 @@ def load_latest_checkpoint(config: ConfigDict, flag: str = "config", script: str
                            ) -> Tuple[dict, Path]:
     """The newest checkpoint of ``config``'s experiment and its path; a clear error when there is none."""
     run_dir = run_directory(config)
-    manager = CheckpointManager(run_dir / "checkpoints")
-    path = manager.latest()
-    if path is None:
+    found = CheckpointManager(run_dir / "checkpoints").newest_loadable("cpu")
+    if found is None:
         raise FileNotFoundError(
             f"no checkpoint for experiment {config.run.experiment!r} (--{flag}.run.experiment) in "
             f"{run_dir / 'checkpoints'}; train it first with `python {script} --{flag} ...` or point "
             f"--{flag}.run.output_dir / --{flag}.run.experiment at an existing run")
-    return manager.load(path), path
+    path, state = found
+    return state, path

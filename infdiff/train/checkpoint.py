@@ -127,7 +127,7 @@ class CheckpointManager:
 
     def latest(self) -> Optional[Path]:
         """The newest checkpoint that loads, skipping (with a warning) unreadable newer ones; ``None`` if none."""
-        found = self._newest_loadable("cpu")
+        found = self.newest_loadable("cpu")
         return found[0] if found else None
 
     def load(self, path: Optional[PathLike] = None, map_location: Any = "cpu") -> Any:
@@ -137,7 +137,7 @@ class CheckpointManager:
         """
         if path is not None:
             return torch_load(path, map_location)
-        found = self._newest_loadable(map_location)
+        found = self.newest_loadable(map_location)
         if found is None:
             raise FileNotFoundError(
                 f"no loadable checkpoint (checkpoint-<step>.pt) in {self.directory.resolve()}; "
@@ -145,7 +145,7 @@ class CheckpointManager:
             )
         return found[1]
 
-    def _newest_loadable(self, map_location: Any) -> Optional[Tuple[Path, Any]]:
+    def newest_loadable(self, map_location: Any) -> Optional[Tuple[Path, Any]]:
         """``(path, state)`` of the newest checkpoint that loads, warning about each one that does not."""
         for path in reversed(self.checkpoints()):
             try:

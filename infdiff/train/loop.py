@@ -13,9 +13,10 @@ with a checkpoint on Ctrl-C / SIGTERM.  Only the main process writes files.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
 from accelerate import Accelerator
@@ -62,13 +63,25 @@ def make_optimizer(model: nn.Module, opt: ConfigDict) -> torch.optim.Optimizer:
                weight_decay=opt.weight_decay)
 
 
+def config_differences(old: dict, new: dict, prefix: str = "") -> List[str]:
+    """``key: old -> new`` for every leaf that differs between two nested config dicts."""
+    changes = []
+    for key in sorted(old.keys() | new.keys()):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return changes
+
+
 class Trainer:
     """Holds the training state of one run directory; :meth:`fit` runs it to ``train.max_steps``."""
 
     def __init__(self, model: nn.Module, config: ConfigDict, run_dir: Path, accelerator: Accelerator,
-                 timestep_sampler, hooks: Hooks = Hooks()):
+                 timestep_sampler, hooks: Optional[Hooks] = None):
         self.config, self.run_dir, self.accelerator = config, Path(run_dir), accelerator
-        self.timestep_sampler, self.hooks = timestep_sampler, hooks
+        self.timestep_sampler, self.hooks = timestep_sampler, hooks or Hooks()
         optimizer = make_optimizer(model, config.optimizer)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(config.optimizer.warmup_steps))
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
@@ -108,17 +121,20 @@ class Trainer:
         self.guard.load_state_dict(state["gradient_guard"])
         rng = state["rng"]
         if len(rng) != self.accelerator.num_processes:
-            raise RuntimeError(f"checkpoint was written by {len(rng)} processes, resuming with "
-                               f"{self.accelerator.num_processes}: exact resumption needs the same number")
-        restore_rng_state(rng[self.accelerator.process_index])
+            warnings.warn(f"checkpoint was written by {len(rng)} processes and is resumed by "
+                          f"{self.accelerator.num_processes}: training continues, but not bit-exactly")
+        restore_rng_state(rng[self.accelerator.process_index % len(rng)])
+        changed = config_differences(state["config"], self.config.to_dict())
+        if changed:
+            warnings.warn("resuming with a config that differs from the checkpoint's: " + "; ".join(changed))
         self.step = state["step"]
 
     def resume(self) -> bool:
         """Load the newest loadable checkpoint of the run directory, if any."""
-        if self.checkpoints.latest() is None:
-            return False
-        self.load_state_dict(self.checkpoints.load())
-        return True
+        found = self.checkpoints.newest_loadable("cpu")
+        if found is not None:
+            self.load_state_dict(found[1])
+        return found is not None
 
     def save(self) -> None:
         state = self.state_dict()
