@@ -114,6 +114,15 @@ def test_spectral_variant_runs_with_coordinates():
     assert model(torch.randn(2, 3, 32, 32), t_emb, z).shape == (2, 2, 32, 32)
 
 
+def test_coordinates_can_be_appended_to_a_conv_unet():
+    torch.manual_seed(0)
+    assert make_uno().contracting.stem.in_channels == 3
+    model = make_uno(append_coordinates=True)
+    assert model.contracting.stem.in_channels == 3 + 2
+    t_emb, z = conditioning()
+    assert model(torch.randn(2, 3, 32, 32), t_emb, z).shape == (2, 2, 32, 32)
+
+
 def test_per_level_block_counts():
     model = make_uno(blocks_per_level=(1, 2, 3), attn_resolutions=())
     assert [len(level) for level in model.contracting.down.levels] == [1, 2, 3]

@@ -382,6 +382,7 @@ class UNOEncoder(nn.Module):
         spectral_modes: Optional[int] = None,
         num_groups: int = 32,
         attn_head_dim: int = 32,
+        append_coordinates: Optional[bool] = None,
     ):
         super().__init__()
         self.levels = plan_levels(
@@ -401,9 +402,9 @@ class UNOEncoder(nn.Module):
         self.base_channels = base_channels
         self.resolution = resolution
         self.out_channels = self.levels[-1].channels
-        spectral = conv_type == "spectral"
-        self.coordinates = AppendCoordinates() if spectral else nn.Identity()
-        stem_in = in_channels + 2 if spectral else in_channels
+        coordinates = conv_type == "spectral" if append_coordinates is None else append_coordinates
+        self.coordinates = AppendCoordinates() if coordinates else nn.Identity()
+        stem_in = in_channels + 2 if coordinates else in_channels
         self.stem = self.settings.ops.conv(stem_in, base_channels, resolution)
         self.down = DownPath(base_channels, self.levels, self.settings)
         self.middle = MiddleBlock(self.levels[-1], self.settings)
@@ -453,8 +454,11 @@ class UNO(nn.Module):
         resolution: grid side the levels are laid out for; must be divisible by ``2^(L-1)``.  Inputs
             of other sides divisible by ``2^(L-1)`` run with the same layout.
         time_dim, z_dim: widths of ``t_emb`` and ``z`` for FiLM; ``None`` disables that conditioning.
-        conv_type: ``"conv"`` or ``"spectral"`` (see :class:`GridOps`); ``"spectral"`` also appends
-            the 2 pixel coordinates to the input (:class:`AppendCoordinates`).
+        conv_type: ``"conv"`` or ``"spectral"`` (see :class:`GridOps`).
+        append_coordinates: append the 2 unit-square pixel coordinates to the input
+            (:class:`AppendCoordinates`); default: only for ``"spectral"``.  Convolutions and
+            attention are translation-equivariant, so without them absolute positions (where a
+            latent code puts an object) reach the network only through border effects.
         spectral_modes: Fourier modes per axis for ``"spectral"`` (capped per grid).
         num_groups: GroupNorm groups; must divide every channel count.
         attn_head_dim: target attention head width (see :class:`AttentionBlock`).

@@ -39,7 +39,8 @@ def _uno_kwargs(m: ConfigDict) -> dict:
     return dict(base_channels=m.uno_base_channels, channel_mults=tuple(m.uno_mults),
                 blocks_per_level=tuple(m.uno_blocks_per_level), attn_resolutions=tuple(m.uno_attn_resolutions),
                 dropout=m.uno_dropout, dropout_from_resolution=m.uno_dropout_from_resolution,
-                conv_type=m.uno_conv_type, spectral_modes=m.uno_spectral_modes or None, num_groups=m.uno_num_groups)
+                conv_type=m.uno_conv_type, spectral_modes=m.uno_spectral_modes or None, num_groups=m.uno_num_groups,
+                append_coordinates=m.uno_append_coordinates or m.uno_conv_type == "spectral")
 
 
 def _sparse_front_kwargs(config: ConfigDict) -> dict:

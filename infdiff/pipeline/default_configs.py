@@ -15,18 +15,30 @@ from __future__ import annotations
 from ml_collections import ConfigDict, FieldReference
 
 
+def _run_section(name: str, experiment: str) -> ConfigDict:
+    """Where a run lives (``<output_dir>/<experiment>``), its seed and optional loggers."""
+    return ConfigDict(dict(name=name, experiment=experiment, output_dir="runs", seed=0, tensorboard=False,
+                           wandb_project=""))
+
+
+def _train_section(**specific) -> ConfigDict:
+    """Loop settings shared by both stages (clip 1.0, EMA 0.995 every 10 steps), plus ``specific``."""
+    return ConfigDict(dict(grad_clip=1.0, ema_decay=0.995, ema_update_every=10, log_steps=100,
+                           checkpoint_steps=10000, keep_checkpoints=3, **specific))
+
+
+def _optimizer_section(learning_rate: float, weight_decay: float) -> ConfigDict:
+    """Adam(0.9, 0.99) (AdamW when ``weight_decay > 0``), no warm-up, exploding-step skipping off."""
+    return ConfigDict(dict(learning_rate=learning_rate, adam_beta1=0.9, adam_beta2=0.99, weight_decay=weight_decay,
+                           warmup_steps=0, gradient_skip=False, gradient_skip_threshold=500.0))
+
+
 def autoencoder_config(dataset: str = "ffhq", img_size: int = 256, experiment: str = "ffhq_mollified_256") -> ConfigDict:
     """Stage 1 (diffusion autoencoder) defaults."""
     config = ConfigDict()
     size = FieldReference(img_size)
 
-    config.run = run = ConfigDict()
-    run.name = "infty_diff"
-    run.experiment = experiment
-    run.output_dir = "runs"
-    run.seed = 0
-    run.tensorboard = False
-    run.wandb_project = ""
+    config.run = _run_section("infty_diff", experiment)
 
     config.data = data = ConfigDict()
     data.name = dataset
@@ -39,19 +51,8 @@ def autoencoder_config(dataset: str = "ffhq", img_size: int = 256, experiment: s
     data.split = "train"
     data.num_workers = 4
 
-    config.train = train = ConfigDict()
-    train.batch_size = 32
-    train.max_steps = 1_000_000
-    train.mixed_precision = "bf16"
-    train.grad_clip = 1.0
-    train.ema_decay = 0.995
-    train.ema_update_every = 10
-    train.log_steps = 100
-    train.plot_samples_steps = 5000
-    train.plot_sampling_steps = 50
-    train.sample_size = 8
-    train.checkpoint_steps = 10000
-    train.keep_checkpoints = 3
+    config.train = _train_section(batch_size=32, max_steps=1_000_000, mixed_precision="bf16",
+                                  plot_samples_steps=5000, plot_sampling_steps=50, sample_size=8)
 
     config.model = model = ConfigDict()
     model.nf = 64
@@ -70,6 +71,7 @@ def autoencoder_config(dataset: str = "ffhq", img_size: int = 256, experiment: s
     model.uno_conv_type = "conv"
     model.uno_spectral_modes = 0
     model.uno_num_groups = 32
+    model.uno_append_coordinates = False
     model.z_dim = 1024
     model.stochastic_encoding = False
     model.kld_weight = 1e-4
@@ -88,14 +90,7 @@ def autoencoder_config(dataset: str = "ffhq", img_size: int = 256, experiment: s
     mc.type = "uniform"
     mc.q_sample = size * size // 4
 
-    config.optimizer = optimizer = ConfigDict()
-    optimizer.learning_rate = 5e-5
-    optimizer.adam_beta1 = 0.9
-    optimizer.adam_beta2 = 0.99
-    optimizer.weight_decay = 0.0
-    optimizer.warmup_steps = 0
-    optimizer.gradient_skip = False
-    optimizer.gradient_skip_threshold = 500.0
+    config.optimizer = _optimizer_section(learning_rate=5e-5, weight_decay=0.0)
     return config
 
 
@@ -103,32 +98,15 @@ def latent_config(experiment: str = "ffhq_mollified_256_sampler") -> ConfigDict:
     """Stage 2 (latent DDPM over the encoder's z) defaults."""
     config = ConfigDict()
 
-    config.run = run = ConfigDict()
-    run.name = "infty_diff_latent"
-    run.experiment = experiment
-    run.output_dir = "runs"
-    run.seed = 0
-    run.tensorboard = False
-    run.wandb_project = ""
+    config.run = _run_section("infty_diff_latent", experiment)
 
     config.data = data = ConfigDict()
     data.test_fraction = 0.05
     data.encode_batch_size = 64
     data.num_workers = 4
 
-    config.train = train = ConfigDict()
-    train.batch_size = 256
-    train.max_steps = 200_000
-    train.mixed_precision = "no"
-    train.grad_clip = 1.0
-    train.ema_decay = 0.995
-    train.ema_update_every = 10
-    train.log_steps = 100
-    train.eval_steps = 1000
-    train.plot_samples_steps = 10000
-    train.sample_size = 16
-    train.checkpoint_steps = 10000
-    train.keep_checkpoints = 3
+    config.train = _train_section(batch_size=256, max_steps=200_000, mixed_precision="no", eval_steps=1000,
+                                  plot_samples_steps=10000, sample_size=16)
 
     config.model = model = ConfigDict()
     model.hidden = 2048
@@ -145,12 +123,5 @@ def latent_config(experiment: str = "ffhq_mollified_256_sampler") -> ConfigDict:
     diffusion.model_mean_type = "epsilon"
     diffusion.sampling_steps = 100
 
-    config.optimizer = optimizer = ConfigDict()
-    optimizer.learning_rate = 1e-4
-    optimizer.adam_beta1 = 0.9
-    optimizer.adam_beta2 = 0.99
-    optimizer.weight_decay = 0.04
-    optimizer.warmup_steps = 0
-    optimizer.gradient_skip = False
-    optimizer.gradient_skip_threshold = 500.0
+    config.optimizer = _optimizer_section(learning_rate=1e-4, weight_decay=0.04)
     return config
