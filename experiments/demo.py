@@ -8,6 +8,7 @@ finished stages instantly.  Prints where the pictures are.  Config flags work as
 training scripts (``--config``/``--latent_config`` and ``.key=value`` overrides).
 """
 
+import sys
 from pathlib import Path
 
 from infdiff.pipeline.autoencoder import train_autoencoder
@@ -18,8 +19,8 @@ from infdiff.pipeline.runs import run_directory
 from infdiff.train.images import save_resolution_comparison
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULTS = ["--config", str(ROOT / "configs/shapes_32_config.py"),
-            "--latent_config", str(ROOT / "configs/shapes_latent_config.py")]
+DEFAULT_CONFIGS = {"config": ROOT / "configs/shapes_32_config.py",
+                   "latent_config": ROOT / "configs/shapes_latent_config.py"}
 
 
 def options(parser):
@@ -32,11 +33,10 @@ def options(parser):
 
 
 def main(argv=None):
-    import sys
-
     argv = list(sys.argv[1:] if argv is None else argv)
     given = {arg.split("=")[0] for arg in argv}
-    defaults = [a for flag, path in zip(DEFAULTS[::2], DEFAULTS[1::2]) if flag not in given for a in (flag, path)]
+    defaults = [arg for name, path in DEFAULT_CONFIGS.items() if f"--{name}" not in given
+                for arg in (f"--{name}", str(path))]
     configs, args = parse_command_line(__doc__, ["config", "latent_config"], options, defaults + argv)
     config, latent_config = configs["config"], configs["latent_config"]
     train_autoencoder(config)
