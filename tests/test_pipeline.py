@@ -1,5 +1,6 @@
 """End to end: stage 1 → stage 2 → generation, exact resumption, stopping, multi-process training."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -48,6 +49,14 @@ def tiny_configs(output_dir, *extra_ae):
     return configs["decoder_config"], configs["config"]
 
 
+def script(relative_path):
+    """The top-level script at ``relative_path`` as a module (its ``main(argv)`` is what users run)."""
+    spec = importlib.util.spec_from_file_location(Path(relative_path).stem, ROOT / relative_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def png_size(path):
     with Image.open(path) as image:
         return image.size
@@ -55,14 +64,19 @@ def png_size(path):
 
 def test_two_stages_then_samples_at_two_resolutions(tmp_path):
     ae, latent = tiny_configs(tmp_path)
-    run = train_autoencoder(ae)
+    out_flag = [f"run.output_dir={tmp_path}"]
+    ae_flags = flags("config", "shapes_32_config.py", TINY_AE + out_flag)
+    script("train_inf_ae_diffusion.py").main(ae_flags)
+    run = tmp_path / "shapes_32"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-00000003.pt",
                                                                       "checkpoint-00000006.pt"]
     recon = json.loads((run / "samples" / "recon_00000006.json").read_text())
     assert {"recon_mse_1x", "recon_mse_2x"} <= recon.keys()
     assert png_size(run / "samples" / "recon_00000006.png")[1] > 16 + 16 + 32
 
-    latent_run = train_latent(latent, ae)
+    script("train_latent_diffusion.py").main(flags("config", "shapes_latent_config.py", TINY_LATENT + out_flag)
+                                             + flags("decoder_config", "shapes_32_config.py", TINY_AE + out_flag))
+    latent_run = tmp_path / "shapes_32_sampler"
     metrics = read_metrics(latent_run / "metrics.jsonl")
     assert any("test_loss" in m for m in metrics)
     assert json.loads((latent_run / "latents.json").read_text()) == {"train": 48, "test": 16, "z_dim": 8}
@@ -77,8 +91,16 @@ def test_two_stages_then_samples_at_two_resolutions(tmp_path):
     again = generate_samples(latent, ae, num_samples=3, sample_img_size=32, sampling_steps=3, batch_size=2)
     assert again.directory.name.endswith("_1"), "an earlier output folder must never be overwritten"
     torch.testing.assert_close(again.images, out.images, msg="same seed must give the same samples")
+    script("experiments/generate_samples.py").main(
+        flags("config", "shapes_latent_config.py", TINY_LATENT + out_flag)
+        + flags("decoder_config", "shapes_32_config.py", TINY_AE + out_flag)
+        + ["--sample_img_size", "48", "--sampling_steps", "2", "--num_samples", "2"])
+    assert png_size(latent_run / "samples_48px_2steps" / "sample_00001.png") == (48, 48)
 
-    recons = generate_recons(ae, [16, 32], num_images=2, sampling_steps=3)
+    script("experiments/generate_recons.py").main(
+        flags("decoder_config", "shapes_32_config.py", TINY_AE + out_flag)
+        + ["--sizes", "16", "32", "--num_images", "2", "--sampling_steps", "3"])
+    recons = run / "recons"
     info = json.loads((recons / "recons.json").read_text())
     assert {"mse_16px", "mse_32px"} <= info.keys()
     assert png_size(recons / "recon_32px_00001.png") == (32, 32)

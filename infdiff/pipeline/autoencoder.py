@@ -73,9 +73,13 @@ def build_autoencoder(config: ConfigDict) -> DiffusionAutoencoder:
         points=config.mc_integral.q_sample, subset=config.mc_integral.type, kl_weight=config.model.kld_weight)
 
 
-def load_autoencoder(config: ConfigDict, device="cpu") -> Tuple[DiffusionAutoencoder, Path, int]:
-    """The EMA weights of the newest stage-1 checkpoint of ``config``'s experiment, in eval mode."""
-    state, path = load_latest_checkpoint(config)
+def load_autoencoder(config: ConfigDict, device="cpu", flag: str = "config"
+                     ) -> Tuple[DiffusionAutoencoder, Path, int]:
+    """The EMA weights of the newest stage-1 checkpoint of ``config``'s experiment, in eval mode.
+
+    ``flag`` names the command-line config in the error raised when there is no checkpoint.
+    """
+    state, path = load_latest_checkpoint(config, flag=flag)
     model = build_autoencoder(config)
     model.load_state_dict(state["ema"]["model"])
     return model.to(device).eval(), path, state["step"]

@@ -27,6 +27,11 @@ def _train_section(**specific) -> ConfigDict:
                            checkpoint_steps=10000, keep_checkpoints=3, **specific))
 
 
+def _diffusion_section(**specific) -> ConfigDict:
+    """A 1000-step DDPM with uniformly sampled training timesteps, plus ``specific``."""
+    return ConfigDict(dict(steps=1000, schedule_sampler="uniform", **specific))
+
+
 def _optimizer_section(learning_rate: float, weight_decay: float) -> ConfigDict:
     """Adam(0.9, 0.99) (AdamW when ``weight_decay > 0``), no warm-up, exploding-step skipping off."""
     return ConfigDict(dict(learning_rate=learning_rate, adam_beta1=0.9, adam_beta2=0.99, weight_decay=weight_decay,
@@ -75,16 +80,10 @@ def autoencoder_config(dataset: str = "ffhq", img_size: int = 256, experiment: s
     model.z_dim = 1024
     model.stochastic_encoding = False
     model.kld_weight = 1e-4
-    model.sigma_small = False
 
-    config.diffusion = diffusion = ConfigDict()
-    diffusion.steps = 1000
-    diffusion.noise_schedule = "cosine"
-    diffusion.schedule_sampler = "uniform"
-    diffusion.loss_type = "mse"
-    diffusion.gaussian_filter_std = 1.0
-    diffusion.model_mean_type = "mollified_epsilon"
-    diffusion.wiener_inv_snr = 0.05
+    config.diffusion = _diffusion_section(noise_schedule="cosine", loss_type="mse",
+                                          model_mean_type="mollified_epsilon", gaussian_filter_std=1.0,
+                                          wiener_inv_snr=0.05)
 
     config.mc_integral = mc = ConfigDict()
     mc.type = "uniform"
@@ -115,13 +114,8 @@ def latent_config(experiment: str = "ffhq_mollified_256_sampler") -> ConfigDict:
     model.dropout = 0.0
     model.skip = True
 
-    config.diffusion = diffusion = ConfigDict()
-    diffusion.steps = 1000
-    diffusion.noise_schedule = "const0.008"
-    diffusion.schedule_sampler = "uniform"
-    diffusion.loss_type = "l1"
-    diffusion.model_mean_type = "epsilon"
-    diffusion.sampling_steps = 100
+    config.diffusion = _diffusion_section(noise_schedule="const0.008", loss_type="l1", model_mean_type="epsilon",
+                                          sampling_steps=100)
 
     config.optimizer = _optimizer_section(learning_rate=1e-4, weight_decay=0.04)
     return config

@@ -62,22 +62,22 @@ def encode_dataset(encoder: nn.Module, dataset, batch_size: int, num_workers: in
     return torch.cat(codes)
 
 
-def cached_latents(latent_config: ConfigDict, decoder_config: ConfigDict, device) -> Tuple[torch.Tensor, Path]:
-    """Latents of the decoder config's data set, from ``<run>/latents.pt`` unless its encoder changed."""
-    _, checkpoint = load_latest_checkpoint(decoder_config, flag="decoder_config")
+def cached_latents(latent_config: ConfigDict, decoder_config: ConfigDict, encoder: nn.Module, checkpoint: Path,
+                   device) -> torch.Tensor:
+    """Latents of the decoder config's data set by ``encoder`` (loaded from ``checkpoint``), read from
+    ``<run>/latents.pt`` unless that cache was written with another checkpoint."""
     cache = run_directory(latent_config) / "latents.pt"
     identity = _checkpoint_identity(checkpoint)
     if cache.exists():
         stored = torch_load(cache)
         if stored.get("identity") == identity:
-            return stored["latents"], checkpoint
+            return stored["latents"]
         tqdm.write(f"{cache} was encoded with another encoder checkpoint; encoding again")
-    autoencoder, _, _ = load_autoencoder(decoder_config, device)
     dataset = build_unflipped_dataset(decoder_config)
-    latents = encode_dataset(autoencoder.encoder, dataset, latent_config.data.encode_batch_size,
+    latents = encode_dataset(encoder, dataset, latent_config.data.encode_batch_size,
                              latent_config.data.num_workers, device)
     atomic_torch_save({"identity": identity, "latents": latents}, cache)
-    return latents, checkpoint
+    return latents
 
 
 def split_latents(latents: torch.Tensor, test_fraction: float, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -106,9 +106,9 @@ def test_loss_hook(test: torch.Tensor, config: ConfigDict, device):
     return evaluate
 
 
-def samples_hook(config: ConfigDict, decoder_config: ConfigDict, stats, run_dir: Path, device):
+def samples_hook(config: ConfigDict, decoder_config: ConfigDict, autoencoder: nn.Module, stats, run_dir: Path,
+                 device):
     """Grids of images decoded (at the training resolution) from latents the EMA model samples."""
-    autoencoder, _, _ = load_autoencoder(decoder_config, device)
     mean, std = (s.to(device) for s in stats)
 
     def visualize(step: int, ema_model: LatentDiffusion) -> None:
@@ -129,8 +129,9 @@ def train_latent(config: ConfigDict, decoder_config: ConfigDict) -> Path:
     accelerator = make_accelerator(config.train.mixed_precision)
     set_seed(config.run.seed)
     run_dir = run_directory(config)
+    autoencoder, checkpoint, _ = load_autoencoder(decoder_config, accelerator.device, flag="decoder_config")
     with accelerator.main_process_first():
-        latents, checkpoint = cached_latents(config, decoder_config, accelerator.device)
+        latents = cached_latents(config, decoder_config, autoencoder.encoder, checkpoint, accelerator.device)
     train, test = split_latents(latents, config.data.test_fraction, config.run.seed)
     mean, std = train.mean(0), train.std(0).clamp_min(1e-6)
     train, test = (train - mean) / std, (test - mean) / std
@@ -142,7 +143,8 @@ def train_latent(config: ConfigDict, decoder_config: ConfigDict) -> Path:
         tqdm.write(f"resumed {run_dir} at step {trainer.step}")
     if accelerator.is_main_process:
         trainer.hooks.evaluate = test_loss_hook(test, config, accelerator.device)
-        trainer.hooks.visualize = samples_hook(config, decoder_config, (mean, std), run_dir, accelerator.device)
+        trainer.hooks.visualize = samples_hook(config, decoder_config, autoencoder, (mean, std), run_dir,
+                                               accelerator.device)
         write_run_config(config, run_dir)
         atomic_write_text(json.dumps({"train": len(train), "test": len(test), "z_dim": latents.shape[1]}) + "\n",
                           run_dir / "latents.json")
