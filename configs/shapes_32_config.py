@@ -7,7 +7,12 @@ measured as the 1× reconstruction MSE at step 500 (DDIM, 25 steps):
   (mollified_epsilon), and only x0 gave clean images (the Wiener inverse amplifies the
   high-frequency residue of an undertrained noise predictor);
 - a two-level U-Net (16² and 8², attention at 8²) instead of three (down to 4²): 0.23 vs 0.31;
-- learning rate 1e-3 instead of 5e-4: 0.28 vs 0.31 (three-level U-Net).
+- learning rate 1e-3 instead of 5e-4: 0.28 vs 0.31 (three-level U-Net);
+- the encoder average-pools its 8² bottleneck to 4² and flattens it instead of taking the
+  global mean (``model.encoder_pool_size``), so ``z`` can say *where* things are.  Trained on
+  the highest noise level only (where the decoder's output must come from ``z``), 300 steps,
+  the x0 error of 32 held-out images given their own ``z`` was 0.103 (mean, the paper's),
+  0.064 (4²) and 0.072 (8², no pooling), against 0.128 for predicting the mean image.
 """
 
 from infdiff.pipeline.default_configs import autoencoder_config
@@ -38,6 +43,7 @@ def get_config():
     config.model.uno_dropout = 0.0
     config.model.uno_num_groups = 8
     config.model.z_dim = 64
+    config.model.encoder_pool_size = 4
     config.diffusion.model_mean_type = "x0"
     config.optimizer.learning_rate = 1e-3
     config.optimizer.warmup_steps = 50

@@ -3,11 +3,14 @@
     python experiments/demo.py            (what `make demo` runs)
 
 Stage 1 (autoencoder at 32²) → stage 2 (latent DDPM) → the same samples decoded at 32², 64²
-and 128² → reconstructions at those sizes scored against exact renderings.  Re-running resumes
+and 128² → reconstructions at those sizes scored against exact renderings.  Every size decodes
+the same latents *and* the same noise function (drawn at the least common multiple of the sizes
+and averaged down), so each column of the picture is one sample at three resolutions.  Re-running resumes
 finished stages instantly.  Prints where the pictures are.  Config flags work as in the
 training scripts (``--config``/``--latent_config`` and ``.key=value`` overrides).
 """
 
+import math
 import sys
 from pathlib import Path
 
@@ -41,15 +44,17 @@ def main(argv=None):
     config, latent_config = configs["config"], configs["latent_config"]
     train_autoencoder(config)
     train_latent(latent_config, config)
+    noise_size = math.lcm(*args.sizes)
     rows = []
     for size in args.sizes:
         generated = generate_samples(latent_config, config, args.num_samples, size, args.sampling_steps,
-                                     batch_size=args.num_samples, seed=args.seed, sampler=args.sampler)
+                                     batch_size=args.num_samples, seed=args.seed, sampler=args.sampler,
+                                     noise_size=noise_size)
         rows.append((f"{size}px", generated.images))
         print(f"{size}px samples: {generated.directory}")
     comparison = save_resolution_comparison(rows, run_directory(latent_config) / "demo_samples.png")
     recons = generate_recons(config, args.sizes, num_images=8, sampling_steps=args.sampling_steps, seed=args.seed,
-                             sampler=args.sampler)
+                             sampler=args.sampler, noise_size=noise_size)
     print(f"reconstructions (with exact-ground-truth errors in recons.json): {recons}")
     print(f"the same samples at {', '.join(f'{s}px' for s in args.sizes)}: {comparison}")
 

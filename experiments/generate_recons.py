@@ -16,12 +16,15 @@ def options(parser):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
     parser.add_argument("--out_dir", default=None)
+    parser.add_argument("--noise_size", type=int, default=None,
+                        help="draw the decoder's noise on this grid and average it down (a common multiple of "
+                             "--sizes), so every size decodes the same noise function")
 
 
 def main(argv=None):
     configs, args = parse_command_line(__doc__, ["decoder_config"], options, argv)
     out = generate_recons(configs["decoder_config"], args.sizes, args.num_images, args.sampling_steps, args.seed,
-                          args.sampler, args.out_dir)
+                          args.sampler, args.out_dir, args.noise_size)
     print(f"reconstructions written to {out}")
 
 

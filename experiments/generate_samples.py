@@ -19,12 +19,16 @@ def options(parser):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
     parser.add_argument("--out_dir", default=None, help="output folder (default: inside the latent run)")
+    parser.add_argument("--noise_size", type=int, default=None,
+                        help="draw the decoder's noise on this grid and average it down (a multiple of "
+                             "--sample_img_size): runs at several sizes with one seed then show the same samples")
 
 
 def main(argv=None):
     configs, args = parse_command_line(__doc__, ["config", "decoder_config"], options, argv)
     out = generate_samples(configs["config"], configs["decoder_config"], args.num_samples, args.sample_img_size,
-                           args.sampling_steps, args.batch_size, args.seed, args.sampler, args.out_dir)
+                           args.sampling_steps, args.batch_size, args.seed, args.sampler, args.out_dir,
+                           args.noise_size)
     print(f"samples written to {out.directory}")
 
 

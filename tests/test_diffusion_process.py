@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -97,3 +99,38 @@ def test_bad_inputs_are_rejected(process):
     with pytest.raises(ValueError, match="differs from the mollifier"):
         MollifiedDiffusion(process.schedule, GaussianMollifier(1.0, 8), train_size=16)
     assert MollifiedDiffusion(process.schedule, GaussianMollifier(1.0, 8), train_size=(8, 8)).train_size == (8, 8)
+
+
+def test_noise_grid_draws_one_noise_function_at_every_resolution(process):
+    """With a shared ``noise_grid`` a coarse draw is the cell average of the fine draw of the same seed."""
+    nested = dataclasses.replace(process, noise_grid=(32, 24))
+    fine = nested.white_noise((2, 3, 32, 24), torch.Generator().manual_seed(5), dtype=torch.float64)
+    torch.testing.assert_close(fine, process.white_noise((2, 3, 32, 24), torch.Generator().manual_seed(5),
+                                                          dtype=torch.float64))
+    for size in ((16, 12), (8, 8), (4, 6)):
+        coarse = nested.white_noise((2, 3, *size), torch.Generator().manual_seed(5), dtype=torch.float64)
+        torch.testing.assert_close(coarse, torch.nn.functional.adaptive_avg_pool2d(fine, size))
+    torch.testing.assert_close(nested.sample_noise((2, 3, 8, 8), torch.Generator().manual_seed(5),
+                                                   dtype=torch.float64),
+                               process.mollify(torch.nn.functional.adaptive_avg_pool2d(fine, (8, 8))))
+
+
+def test_noise_grid_keeps_the_per_pixel_distribution():
+    base = MollifiedDiffusion(Schedule.named("cosine", 10), GaussianMollifier(0.0), train_size=8)
+    nested = dataclasses.replace(base, noise_grid=64)
+    gen = torch.Generator().manual_seed(6)
+    for size in (8, 16, 32):
+        noise = nested.white_noise((400, 1, size, size), gen, dtype=torch.float64)
+        assert noise.std().item() == pytest.approx(base.noise_scale((size, size)), rel=0.02)
+        assert noise.mean().item() == pytest.approx(0.0, abs=0.02 * base.noise_scale((size, size)))
+        pixels = noise.flatten(1)
+        neighbours = (pixels[:, :-1] * pixels[:, 1:]).mean() / pixels.var()
+        assert abs(neighbours.item()) < 0.02  # still white: averaging disjoint blocks adds no correlation
+
+
+def test_noise_grid_must_be_a_multiple_of_the_sampled_grid(process):
+    nested = dataclasses.replace(process, noise_grid=96)
+    with pytest.raises(ValueError, match="integer multiple of the sampled grid"):
+        nested.white_noise((1, 3, 64, 64))
+    with pytest.raises(ValueError, match="needs a training grid"):
+        MollifiedDiffusion(process.schedule, noise_grid=32)

@@ -107,3 +107,24 @@ def test_encoder_accepts_any_subset_and_dense_images():
     torch.testing.assert_close(z_dense, z_full)
     z_half = enc(SparseImage.from_dense(x, uniform_subset(2, 16, 128))).z
     assert z_half.shape == z_dense.shape
+
+
+def test_encoder_pooling_keeps_where_features_are():
+    """``pool_size`` 1 is the global mean; a larger one feeds the head ``p²`` cell means per channel."""
+    grid = torch.randn(2, 16, 8, 8)
+    mean_pool, pooled = tiny_encoder().eval(), tiny_encoder(pool_size=2).eval()
+    features = mean_pool.contract(mean_pool.to_grid(grid))
+    assert features.shape[-2:] == (mean_pool.contract.out_resolution,) * 2 == (2, 2)
+    assert pooled.head.in_features == 4 * mean_pool.head.in_features
+    with torch.no_grad():
+        pooled.contract.load_state_dict(mean_pool.contract.state_dict())
+        pooled.to_grid.load_state_dict(mean_pool.to_grid.state_dict())
+        torch.testing.assert_close(mean_pool.head(features.mean(dim=(2, 3))),
+                                   mean_pool.head(F.adaptive_avg_pool2d(features, 1).flatten(1)))
+        swapped = features.flip(-1)  # same channel means, other places
+        assert torch.allclose(mean_pool.head(swapped.mean(dim=(2, 3))), mean_pool.head(features.mean(dim=(2, 3))))
+        assert not torch.allclose(pooled.head(swapped.flatten(1)), pooled.head(features.flatten(1)))
+    x = torch.randn(2, 3, 16, 16)
+    assert pooled(x).z.shape == mean_pool(x).z.shape == (2, 8)
+    with pytest.raises(ValueError, match="pool_size 3 must be a positive divisor"):
+        tiny_encoder(pool_size=3)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 
 from infdiff.diffusion.mollifier import GaussianMollifier
 from infdiff.diffusion.schedules import Schedule
@@ -31,11 +32,16 @@ class MollifiedDiffusion:
     noise *function*; every noise draw goes through :meth:`white_noise`.  ``train_size``
     defaults to the mollifier's; with neither (vector data such as latents) noise is unscaled.
     With the identity mollifier this is a plain DDPM.
+
+    ``noise_grid`` (for sampling) draws every ``ξ`` on that grid and averages it over the cells
+    of the requested one (see :meth:`white_noise`): runs at several resolutions with the same
+    generator seed then see discretisations of one noise function rather than independent draws.
     """
 
     schedule: Schedule
     mollifier: GaussianMollifier = field(default_factory=lambda: GaussianMollifier(0.0))
     train_size: Optional[Size] = None
+    noise_grid: Optional[Size] = None
 
     def __post_init__(self):
         train_size = self.mollifier.train_size if self.train_size is None else as_size(self.train_size)
@@ -45,6 +51,10 @@ class MollifiedDiffusion:
                 "pass the same training grid to both (or omit it here)"
             )
         object.__setattr__(self, "train_size", train_size)
+        if self.noise_grid is not None:
+            if train_size is None:
+                raise ValueError("noise_grid needs a training grid (train_size or a mollifier with one)")
+            object.__setattr__(self, "noise_grid", as_size(self.noise_grid))
 
     def alpha_bar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """``ᾱ_t`` at original timestep ids ``t`` ``(B,)``, broadcastable against ``like``."""
@@ -69,9 +79,25 @@ class MollifiedDiffusion:
         device: Union[str, torch.device, None] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> torch.Tensor:
-        """White noise ``ξ`` of ``shape``, already scaled by :meth:`noise_scale`."""
-        noise = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
-        return noise * self.noise_scale(shape)
+        """White noise ``ξ`` of ``shape``, already scaled by :meth:`noise_scale`.
+
+        With ``noise_grid = (rH, rW)`` for integers ``r`` the noise is drawn on that grid and
+        each ``r × r`` block is averaged: the mean of ``r²`` independent draws of standard
+        deviation ``r · s`` has standard deviation ``s`` (:meth:`noise_scale`), so the result has
+        the distribution of a direct draw and is the cell average of the finer draw.
+        """
+        shape = tuple(shape)
+        if self.noise_grid is None:
+            return torch.randn(shape, generator=generator, device=device, dtype=dtype) * self.noise_scale(shape)
+        size = shape[-2:] if len(shape) >= 2 else ()
+        factors = [fine // n if n and fine % n == 0 else 0 for fine, n in zip(self.noise_grid, size)]
+        if len(factors) != 2 or 0 in factors:
+            raise ValueError(f"noise_grid {self.noise_grid} must be an integer multiple of the sampled grid "
+                             f"{tuple(size)} (shape {shape}); choose a common multiple of every sampling size")
+        fine_shape = (*shape[:-2], *self.noise_grid)
+        fine = torch.randn(fine_shape, generator=generator, device=device, dtype=dtype) * self.noise_scale(fine_shape)
+        flat = fine.reshape(-1, 1, *self.noise_grid)
+        return F.avg_pool2d(flat, kernel_size=factors).reshape(shape)
 
     def sample_noise(
         self,

@@ -2,8 +2,11 @@
 
 Bond-Taylor & Willcocks 2024, §4.2.  A *fresh* random subset of the clean image's pixels is
 lifted, passed through ``L`` sparse residual blocks (no time conditioning), interpolated onto
-the coarse grid, contracted by :class:`~infdiff.nn.uno.UNOEncoder`, averaged over the grid
-and mapped linearly to the latent ``z``.  The stochastic variant predicts a diagonal Gaussian
+the coarse grid, contracted by :class:`~infdiff.nn.uno.UNOEncoder`, average-pooled to a
+``p × p`` grid, flattened and mapped linearly to the latent ``z``.  ``p = 1`` is the global mean
+of the paper (and of DiffAE); ``p > 1`` keeps where features are, which a small encoder cannot
+otherwise recover from a translation-equivariant trunk.  The coarse grid has a fixed side at
+every input resolution, so either way the code is resolution-independent.  The stochastic variant predicts a diagonal Gaussian
 ``q(z|x) = N(μ, diag σ²)``, samples it by reparameterisation and adds
 ``KL(q ‖ N(0, I)) = ½ Σ (μ² + σ² − log σ² − 1)`` (weighted) to the loss.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Mapping, NamedTuple, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from infdiff.nn.fields import Field, field_from_input, map_values, to_coarse_grid
@@ -42,12 +46,13 @@ class SparseEncoder(nn.Module):
 
     Args mirror :class:`~infdiff.nn.decoder.SparseUNet`; ``uno`` is forwarded to
     :class:`~infdiff.nn.uno.UNOEncoder`.  ``stochastic`` selects the Gaussian encoder.
+    ``pool_size`` is ``p`` of the module docstring; it must divide the contracted grid's side.
     """
 
     def __init__(self, channels: int = 3, z_dim: int = 1024, train_size=256, nf: int = 64,
                  num_conv_blocks: int = 3, kernel_size: int = 7, mlp_mult: int = 2, knn_neighbours: int = 3,
                  uno_res: int = 128, uno_channels: int = 128, uno: Optional[Mapping[str, Any]] = None,
-                 stochastic: bool = False):
+                 stochastic: bool = False, pool_size: int = 1):
         super().__init__()
         self.uno_res = uno_res
         self.knn_neighbours = knn_neighbours
@@ -58,7 +63,12 @@ class SparseEncoder(nn.Module):
             for _ in range(num_conv_blocks))
         self.to_grid = nn.Conv2d(nf, uno_channels, 1)
         self.contract = UNOEncoder(uno_channels, resolution=uno_res, **dict(uno or {}))
-        self.head = nn.Linear(self.contract.out_channels, 2 * z_dim if stochastic else z_dim)
+        contracted = self.contract.out_resolution
+        if pool_size < 1 or contracted % pool_size:
+            raise ValueError(f"encoder pool_size {pool_size} must be a positive divisor of the contracted "
+                             f"grid side {contracted}")
+        self.pool_size = pool_size
+        self.head = nn.Linear(self.contract.out_channels * pool_size**2, 2 * z_dim if stochastic else z_dim)
 
     def forward(self, x: Field, sample: Optional[bool] = None) -> Encoding:
         """Encode ``x``; a stochastic encoder samples ``z`` when ``sample`` (default: in training)."""
@@ -66,7 +76,7 @@ class SparseEncoder(nn.Module):
         for block in self.blocks:
             h = block(h)
         features = self.contract(self.to_grid(to_coarse_grid(h, self.uno_res, self.knn_neighbours)))
-        out = self.head(features.mean(dim=(2, 3)))
+        out = self.head(F.adaptive_avg_pool2d(features, self.pool_size).flatten(1))
         if not self.stochastic:
             return Encoding(out, out, None)
         mean, logvar = out.chunk(2, dim=-1)

@@ -361,8 +361,9 @@ class UNOEncoder(nn.Module):
     [coordinates] -> stem -> :class:`DownPath` -> :class:`MiddleBlock`.
 
     ``forward(x (B, in, H, W), t_emb, z)`` returns the bottleneck features
-    ``(B, base_channels * channel_mults[-1], H / 2^(L-1), W / 2^(L-1))``; the ∞-Diff encoder pools
-    them globally and maps them to ``z``.  ``features`` also returns the skips used by :class:`UNO`.
+    ``(B, base_channels * channel_mults[-1], H / 2^(L-1), W / 2^(L-1))`` (``out_channels``,
+    ``out_resolution``); the ∞-Diff encoder pools them and maps them to ``z``.  ``features`` also
+    returns the skips used by :class:`UNO`.
     Arguments are those of :class:`UNO` (without ``out_channels``).
     """
 
@@ -402,6 +403,7 @@ class UNOEncoder(nn.Module):
         self.base_channels = base_channels
         self.resolution = resolution
         self.out_channels = self.levels[-1].channels
+        self.out_resolution = self.levels[-1].resolution
         coordinates = conv_type == "spectral" if append_coordinates is None else append_coordinates
         self.coordinates = AppendCoordinates() if coordinates else nn.Identity()
         stem_in = in_channels + 2 if coordinates else in_channels

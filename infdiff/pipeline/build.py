@@ -61,7 +61,7 @@ def build_encoder(config: ConfigDict) -> SparseEncoder:
     """The sparse encoder (``config.model``); no dropout in the encoder's U-Net half."""
     uno = dict(_uno_kwargs(config.model), dropout=0.0)
     return SparseEncoder(z_dim=config.model.z_dim, stochastic=config.model.stochastic_encoding, uno=uno,
-                         **_sparse_front_kwargs(config))
+                         pool_size=config.model.encoder_pool_size, **_sparse_front_kwargs(config))
 
 
 def build_latent_model(config: ConfigDict, z_dim: int) -> LatentMLP:

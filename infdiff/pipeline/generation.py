@@ -47,11 +47,13 @@ def default_device() -> torch.device:
 
 def generate_samples(latent_config: ConfigDict, decoder_config: ConfigDict, num_samples: int = 16,
                      sample_img_size: Optional[int] = None, sampling_steps: int = 100, batch_size: int = 16,
-                     seed: int = 0, sampler: str = "ddim", out_dir: Optional[Path] = None) -> Path:
+                     seed: int = 0, sampler: str = "ddim", out_dir: Optional[Path] = None,
+                     noise_size: Optional[int] = None) -> Generated:
     """Sample latents and decode them at ``sample_img_size`` (default: the training size).
 
     Latent draws depend only on ``seed`` (not on the size), so calls at several sizes with one
-    seed show the same samples at several resolutions.
+    seed decode the same latents; with one ``noise_size`` (a common multiple of the sizes) they
+    also decode the same noise function, so the calls show one sample at several resolutions.
     """
     device = default_device()
     autoencoder, checkpoint, step = load_autoencoder(decoder_config, device)
@@ -68,21 +70,26 @@ def generate_samples(latent_config: ConfigDict, decoder_config: ConfigDict, num_
                            latent_model.target, latent_config.diffusion.sampling_steps, generator=generator)
         batch = decode_latents(autoencoder.decoder, autoencoder.process, z, size, decoder_config.data.channels,
                                decoder_config.diffusion.model_mean_type, sampling_steps, sampler,
-                               inv_snr=decoder_config.diffusion.wiener_inv_snr, generator=generator).cpu()
+                               inv_snr=decoder_config.diffusion.wiener_inv_snr, generator=generator,
+                               noise_size=noise_size).cpu()
         save_images(batch, out, prefix="sample_", start_index=start)
         images.append(batch)
     images = torch.cat(images)
     save_image_grid(images, out / "grid.png")
     info = dict(kind="samples", num_samples=num_samples, img_size=size, train_img_size=decoder_config.data.img_size,
-                sampling_steps=sampling_steps, sampler=sampler, seed=seed, decoder_checkpoint=str(checkpoint),
-                decoder_step=step)
+                sampling_steps=sampling_steps, sampler=sampler, seed=seed, noise_size=noise_size,
+                decoder_checkpoint=str(checkpoint), decoder_step=step)
     atomic_write_text(json.dumps(info, indent=2) + "\n", out / "samples.json")
     return Generated(out, images)
 
 
 def generate_recons(decoder_config: ConfigDict, sizes: Sequence[int], num_images: int = 8, sampling_steps: int = 100,
-                    seed: int = 0, sampler: str = "ddim", out_dir: Optional[Path] = None) -> Path:
+                    seed: int = 0, sampler: str = "ddim", out_dir: Optional[Path] = None,
+                    noise_size: Optional[int] = None) -> Path:
     """Encode the first ``num_images`` data images and decode them at every size in ``sizes``.
+
+    Each size starts from the same seed; ``noise_size`` (a common multiple of ``sizes``) makes
+    every size decode the same noise function (see :func:`generate_samples`).
 
     ``recons.json`` holds the mean squared error at each size against the data set's exact
     rendering at that size when it has one (procedural shapes: true super-resolution error),
@@ -100,13 +107,15 @@ def generate_recons(decoder_config: ConfigDict, sizes: Sequence[int], num_images
         generator = torch.Generator(device=device).manual_seed(seed)
         decoded = decode_latents(autoencoder.decoder, autoencoder.process, z, size, decoder_config.data.channels,
                                  decoder_config.diffusion.model_mean_type, sampling_steps, sampler,
-                                 inv_snr=decoder_config.diffusion.wiener_inv_snr, generator=generator).cpu()
+                                 inv_snr=decoder_config.diffusion.wiener_inv_snr, generator=generator,
+                                 noise_size=noise_size).cpu()
         save_images(decoded, out, prefix=f"recon_{size}px_")
         rows.append((f"{size}px", decoded))
         reference = reference_images(dataset, len(images), size, images).cpu()
         errors[f"mse_{size}px"] = float((decoded - reference).square().mean())
     save_resolution_comparison(rows, out / "grid.png")
     info = dict(kind="reconstructions", sizes=list(sizes), num_images=len(images), sampling_steps=sampling_steps,
-                sampler=sampler, seed=seed, decoder_checkpoint=str(checkpoint), decoder_step=step, **errors)
+                sampler=sampler, seed=seed, noise_size=noise_size, decoder_checkpoint=str(checkpoint),
+                decoder_step=step, **errors)
     atomic_write_text(json.dumps(info, indent=2) + "\n", out / "recons.json")
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import torch
@@ -24,13 +25,19 @@ def run_sampler(denoise, x_T: torch.Tensor, process: MollifiedDiffusion, steps: 
 @torch.no_grad()
 def decode_latents(decoder: nn.Module, process: MollifiedDiffusion, z: torch.Tensor, size: int, channels: int,
                    target: str, steps: int, sampler: str = "ddim", eta: float = 0.0, inv_snr: float = 0.05,
-                   generator: Optional[torch.Generator] = None, progress: bool = False) -> torch.Tensor:
+                   generator: Optional[torch.Generator] = None, progress: bool = False,
+                   noise_size: Optional[int] = None) -> torch.Tensor:
     """Images ``(B, C, size, size)`` in [-1, 1] decoded from ``z`` at any ``size``.
 
     The initial state is mollified noise scaled for the grid (same noise function at every
     size), the decoder runs its dense path, and the Wiener inverse of the mollifier is applied
-    to the final mollified sample (∞-Diff, §3).
+    to the final mollified sample (∞-Diff, §3).  With ``noise_size`` (a multiple of ``size``)
+    every noise draw is made on that grid and averaged down
+    (:attr:`~infdiff.diffusion.MollifiedDiffusion.noise_grid`), so calls at several sizes with
+    one seed decode the same noise function.
     """
+    if noise_size is not None:
+        process = dataclasses.replace(process, noise_grid=noise_size)
     x_T = process.sample_noise((z.shape[0], channels, size, size), generator=generator, device=z.device)
     denoise = make_denoiser(lambda x, t: decoder(x, t, z), process, target)
     y0 = run_sampler(denoise, x_T, process, steps, sampler, eta, generator, progress)
