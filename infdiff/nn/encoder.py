@@ -6,8 +6,8 @@ the coarse grid, contracted by :class:`~infdiff.nn.uno.UNOEncoder`, average-pool
 ``p × p`` grid, flattened and mapped linearly to the latent ``z``.  ``p = 1`` is the global mean
 of the paper (and of DiffAE); ``p > 1`` keeps where features are, which a small encoder cannot
 otherwise recover from a translation-equivariant trunk.  The coarse grid has a fixed side at
-every input resolution, so either way the code is resolution-independent.  The stochastic variant predicts a diagonal Gaussian
-``q(z|x) = N(μ, diag σ²)``, samples it by reparameterisation and adds
+every input resolution, so either way the code is resolution-independent.  The stochastic
+variant predicts a diagonal Gaussian ``q(z|x) = N(μ, diag σ²)``, samples it by reparameterisation and adds
 ``KL(q ‖ N(0, I)) = ½ Σ (μ² + σ² − log σ² − 1)`` (weighted) to the loss.
 """
 
