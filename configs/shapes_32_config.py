@@ -12,7 +12,9 @@ measured as the 1× reconstruction MSE at step 500 (DDIM, 25 steps):
   global mean (``model.encoder_pool_size``), so ``z`` can say *where* things are.  Trained on
   the highest noise level only (where the decoder's output must come from ``z``), 300 steps,
   the x0 error of 32 held-out images given their own ``z`` was 0.103 (mean, the paper's),
-  0.064 (4²) and 0.072 (8², no pooling), against 0.128 for predicting the mean image.
+  0.064 (4²) and 0.072 (8², no pooling), against 0.128 for predicting the mean image;
+- symmetrically, the decoder adds ``z`` mapped to a 4² feature map to its U-Net input
+  (``model.decoder_z_grid``): in the same probe (4² encoder) 0.050 instead of 0.064.
 """
 
 from infdiff.pipeline.default_configs import autoencoder_config
@@ -44,6 +46,7 @@ def get_config():
     config.model.uno_num_groups = 8
     config.model.z_dim = 64
     config.model.encoder_pool_size = 4
+    config.model.decoder_z_grid = 4
     config.diffusion.model_mean_type = "x0"
     config.optimizer.learning_rate = 1e-3
     config.optimizer.warmup_steps = 50

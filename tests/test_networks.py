@@ -128,3 +128,20 @@ def test_encoder_pooling_keeps_where_features_are():
     assert pooled(x).z.shape == mean_pool(x).z.shape == (2, 8)
     with pytest.raises(ValueError, match="pool_size 3 must be a positive divisor"):
         tiny_encoder(pool_size=3)
+
+
+def test_decoder_latent_grid_routes_z_spatially():
+    """``z_grid`` adds ``up(W_z z)`` to the U-Net input: parameters get gradients, outputs depend on it."""
+    x, t, z = torch.randn(2, 3, 16, 16), torch.tensor([3, 700]), torch.randn(2, 8)
+    plain, gridded = tiny_decoder(), tiny_decoder(z_grid=2)
+    assert plain.z_to_grid is None and gridded.z_to_grid.out_features == 16 * 2 * 2
+    out = gridded(SparseImage.from_dense(x, uniform_subset(2, 16, 64)), t, z)
+    out.values.square().mean().backward()
+    assert gridded.z_to_grid.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        gridded.z_to_grid.weight.zero_()
+        gridded.z_to_grid.bias.zero_()
+        gridded.load_state_dict({k: v for k, v in plain.state_dict().items()}, strict=False)
+        torch.testing.assert_close(gridded(x, t, z), plain(x, t, z))  # a zero map adds nothing
+    with pytest.raises(ValueError, match="z_grid must be 0 or a positive side with a latent"):
+        SparseUNet(channels=3, train_size=16, z_dim=None, z_grid=2)

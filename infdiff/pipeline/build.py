@@ -54,7 +54,7 @@ def build_decoder(config: ConfigDict) -> SparseUNet:
     """The ∞-Diff decoder (``config.model``), conditioned on ``z`` of ``model.z_dim``."""
     uno = _uno_kwargs(config.model)
     return SparseUNet(time_dim=config.model.time_emb_dim, z_dim=config.model.z_dim, uno=uno,
-                      **_sparse_front_kwargs(config))
+                      z_grid=config.model.decoder_z_grid, **_sparse_front_kwargs(config))
 
 
 def build_encoder(config: ConfigDict) -> SparseEncoder:

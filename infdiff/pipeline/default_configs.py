@@ -79,6 +79,7 @@ def autoencoder_config(dataset: str = "ffhq", img_size: int = 256, experiment: s
     model.uno_append_coordinates = False
     model.z_dim = 1024
     model.encoder_pool_size = 1
+    model.decoder_z_grid = 0
     model.stochastic_encoding = False
     model.kld_weight = 1e-4
 
