@@ -26,7 +26,7 @@ def get_config():
     config.data.random_flip = True
     config.data.num_workers = 0
     config.train.batch_size = 16
-    config.train.max_steps = 1500
+    config.train.max_steps = 1300
     config.train.mixed_precision = "no"
     config.train.ema_decay = 0.99
     config.train.ema_update_every = 1

@@ -29,7 +29,8 @@ DEFAULT_CONFIGS = {"config": ROOT / "configs/shapes_32_config.py",
 def options(parser):
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--num_samples", type=int, default=16)
-    parser.add_argument("--sampling_steps", type=int, default=50)
+    parser.add_argument("--sampling_steps", type=int, default=40)
+    parser.add_argument("--recon_sampling_steps", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddpm",
                         help="decoder sampler (ancestral sampling gives sharper shapes to a briefly trained model)")
@@ -53,7 +54,7 @@ def main(argv=None):
         rows.append((f"{size}px", generated.images))
         print(f"{size}px samples: {generated.directory}")
     comparison = save_resolution_comparison(rows, run_directory(latent_config) / "demo_samples.png")
-    recons = generate_recons(config, args.sizes, num_images=8, sampling_steps=args.sampling_steps, seed=args.seed,
+    recons = generate_recons(config, args.sizes, num_images=8, sampling_steps=args.recon_sampling_steps, seed=args.seed,
                              sampler=args.sampler, noise_size=noise_size)
     print(f"reconstructions (with exact-ground-truth errors in recons.json): {recons}")
     print(f"the same samples at {', '.join(f'{s}px' for s in args.sizes)}: {comparison}")

@@ -94,15 +94,16 @@ def test_two_stages_then_samples_at_two_resolutions(tmp_path):
     script("experiments/generate_samples.py").main(
         flags("config", "shapes_latent_config.py", TINY_LATENT + out_flag)
         + flags("decoder_config", "shapes_32_config.py", TINY_AE + out_flag)
-        + ["--sample_img_size", "48", "--sampling_steps", "2", "--num_samples", "2"])
+        + ["--sample_img_size", "48", "--sampling_steps", "2", "--num_samples", "2", "--noise_size", "96"])
     assert png_size(latent_run / "samples_48px_2steps" / "sample_00001.png") == (48, 48)
+    assert json.loads((latent_run / "samples_48px_2steps" / "samples.json").read_text())["noise_size"] == 96
 
     script("experiments/generate_recons.py").main(
         flags("decoder_config", "shapes_32_config.py", TINY_AE + out_flag)
-        + ["--sizes", "16", "32", "--num_images", "2", "--sampling_steps", "3"])
+        + ["--sizes", "16", "32", "--num_images", "2", "--sampling_steps", "3", "--noise_size", "32"])
     recons = run / "recons"
     info = json.loads((recons / "recons.json").read_text())
-    assert {"mse_16px", "mse_32px"} <= info.keys()
+    assert {"mse_16px", "mse_32px"} <= info.keys() and info["noise_size"] == 32
     assert png_size(recons / "recon_32px_00001.png") == (32, 32)
 
 
