@@ -7,7 +7,8 @@ batch 32, Adam(0.9, 0.99) at 5e-5, EMA 0.995 every 10 steps, 1000 cosine steps, 
 The latent DDPM follows DiffAE: MLP 10×2048, constant β = 0.008, L1 loss, AdamW(1e-4, wd 0.04),
 batch 256, EMA 0.995 every 10 steps.
 Derived sizes (pixels kept, U-Net grid) are field references, so overriding ``data.img_size``
-updates them.
+updates them.  Two spatial routes for ``z`` that the paper does not have are off by default:
+``model.encoder_pool_size`` (1: the global mean) and ``model.decoder_z_grid`` (0: FiLM only).
 """
 
 from __future__ import annotations
