@@ -5,8 +5,8 @@
 Stage 1 (autoencoder at 32²) → stage 2 (latent DDPM) → the same samples decoded at 32², 64²
 and 128² → reconstructions at those sizes scored against exact renderings.  Every size decodes
 the same latents *and* the same noise function (drawn at the least common multiple of the sizes
-and averaged down), so each column of the picture is one sample at three resolutions.  Re-running resumes
-finished stages instantly.  Prints where the pictures are.  Config flags work as in the
+and averaged down), so each column of the picture is one sample at three resolutions.
+Re-running resumes finished stages instantly.  Prints where the pictures are.  Config flags work as in the
 training scripts (``--config``/``--latent_config`` and ``.key=value`` overrides).
 """
 
@@ -54,8 +54,8 @@ def main(argv=None):
         rows.append((f"{size}px", generated.images))
         print(f"{size}px samples: {generated.directory}")
     comparison = save_resolution_comparison(rows, run_directory(latent_config) / "demo_samples.png")
-    recons = generate_recons(config, args.sizes, num_images=8, sampling_steps=args.recon_sampling_steps, seed=args.seed,
-                             sampler=args.sampler, noise_size=noise_size)
+    recons = generate_recons(config, args.sizes, num_images=8, sampling_steps=args.recon_sampling_steps,
+                             seed=args.seed, sampler=args.sampler, noise_size=noise_size)
     print(f"reconstructions (with exact-ground-truth errors in recons.json): {recons}")
     print(f"the same samples at {', '.join(f'{s}px' for s in args.sizes)}: {comparison}")
 

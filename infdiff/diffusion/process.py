@@ -87,17 +87,17 @@ class MollifiedDiffusion:
         the distribution of a direct draw and is the cell average of the finer draw.
         """
         shape = tuple(shape)
-        if self.noise_grid is None:
-            return torch.randn(shape, generator=generator, device=device, dtype=dtype) * self.noise_scale(shape)
-        size = shape[-2:] if len(shape) >= 2 else ()
-        factors = [fine // n if n and fine % n == 0 else 0 for fine, n in zip(self.noise_grid, size)]
-        if len(factors) != 2 or 0 in factors:
-            raise ValueError(f"noise_grid {self.noise_grid} must be an integer multiple of the sampled grid "
-                             f"{tuple(size)} (shape {shape}); choose a common multiple of every sampling size")
-        fine_shape = (*shape[:-2], *self.noise_grid)
-        fine = torch.randn(fine_shape, generator=generator, device=device, dtype=dtype) * self.noise_scale(fine_shape)
-        flat = fine.reshape(-1, 1, *self.noise_grid)
-        return F.avg_pool2d(flat, kernel_size=factors).reshape(shape)
+        draw_shape = shape
+        if self.noise_grid is not None:
+            if len(shape) < 2 or any(fine % n for fine, n in zip(self.noise_grid, shape[-2:])):
+                raise ValueError(f"noise_grid {self.noise_grid} must be an integer multiple of the sampled grid "
+                                 f"{shape[-2:]} (shape {shape}); choose a common multiple of every sampling size")
+            draw_shape = (*shape[:-2], *self.noise_grid)
+        noise = torch.randn(draw_shape, generator=generator, device=device, dtype=dtype) * self.noise_scale(draw_shape)
+        if draw_shape == shape:
+            return noise
+        factors = [fine // n for fine, n in zip(self.noise_grid, shape[-2:])]
+        return F.avg_pool2d(noise.reshape(-1, 1, *self.noise_grid), kernel_size=factors).reshape(shape)
 
     def sample_noise(
         self,

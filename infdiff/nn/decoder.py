@@ -61,6 +61,7 @@ class SparseUNet(nn.Module):
         if z_grid < 0 or (z_grid and z_dim is None):
             raise ValueError(f"z_grid must be 0 or a positive side with a latent (z_dim), got z_grid={z_grid}, "
                              f"z_dim={z_dim}")
+        self.channels = channels
         self.uno_res = uno_res
         self.knn_neighbours = knn_neighbours
         self.time_embedding = TimeEmbedding(time_dim, time_dim)

@@ -37,15 +37,25 @@ from infdiff.train.run_logger import RunLogger
 
 
 class DiffusionAutoencoder(nn.Module):
-    """Encoder + ∞-Diff decoder + mollified process; ``forward(x0, t)`` returns per-example losses."""
+    """Encoder + ∞-Diff decoder + mollified process; ``forward(x0, t)`` returns per-example losses.
+
+    ``inv_snr`` is the Wiener regulariser :meth:`decode` uses to display samples.
+    """
 
     def __init__(self, encoder: SparseEncoder, decoder: SparseUNet, process: MollifiedDiffusion,
                  target: str = "mollified_epsilon", loss_type: str = "mse", points: Optional[int] = None,
-                 subset: str = "uniform", kl_weight: float = 0.0):
+                 subset: str = "uniform", kl_weight: float = 0.0, inv_snr: float = 0.05):
         super().__init__()
         self.encoder, self.decoder, self.process = encoder, decoder, process
         self.target, self.loss_type = target, loss_type
         self.points, self.subset, self.kl_weight = points, subset, kl_weight
+        self.inv_snr = inv_snr
+
+    def decode(self, z: torch.Tensor, size: int, steps: int, sampler: str = "ddim",
+               generator: Optional[torch.Generator] = None, noise_size: Optional[int] = None) -> torch.Tensor:
+        """Images ``(B, C, size, size)`` in [-1, 1] from ``z``: :func:`decode_latents` with this model's settings."""
+        return decode_latents(self.decoder, self.process, z, size, self.decoder.channels, self.target, steps, sampler,
+                              inv_snr=self.inv_snr, generator=generator, noise_size=noise_size)
 
     def _subset(self, x0: torch.Tensor) -> torch.Tensor:
         size = tuple(x0.shape[-2:])
@@ -70,7 +80,8 @@ def build_autoencoder(config: ConfigDict) -> DiffusionAutoencoder:
     return DiffusionAutoencoder(
         build_encoder(config), build_decoder(config), build_process(config),
         target=config.diffusion.model_mean_type, loss_type=config.diffusion.loss_type,
-        points=config.mc_integral.q_sample, subset=config.mc_integral.type, kl_weight=config.model.kld_weight)
+        points=config.mc_integral.q_sample, subset=config.mc_integral.type, kl_weight=config.model.kld_weight,
+        inv_snr=config.diffusion.wiener_inv_snr)
 
 
 def load_autoencoder(config: ConfigDict, device="cpu", flag: str = "config"
@@ -121,9 +132,7 @@ def reconstruction_hook(dataset, config: ConfigDict, run_dir: Path, device) -> C
         rows, metrics = [("data", images)], {}
         for factor, reference in references.items():
             generator = torch.Generator(device=device).manual_seed(config.run.seed)
-            decoded = decode_latents(ema_model.decoder, ema_model.process, z, factor * size, config.data.channels,
-                                     config.diffusion.model_mean_type, config.train.plot_sampling_steps,
-                                     inv_snr=config.diffusion.wiener_inv_snr, generator=generator)
+            decoded = ema_model.decode(z, factor * size, config.train.plot_sampling_steps, generator=generator)
             rows.append((f"{factor}x", decoded))
             metrics[f"recon_mse_{factor}x"] = float((decoded - reference).square().mean())
         out = run_dir / "samples" / f"recon_{step:08d}"

@@ -19,7 +19,7 @@ from infdiff.pipeline.autoencoder import load_autoencoder, reference_images
 from infdiff.pipeline.build import build_unflipped_dataset
 from infdiff.pipeline.latent import load_latent_model
 from infdiff.pipeline.runs import run_directory
-from infdiff.pipeline.sampling import decode_latents, sample_latents
+from infdiff.pipeline.sampling import sample_latents
 from infdiff.train.checkpoint import atomic_write_text
 from infdiff.train.images import save_image_grid, save_images, save_resolution_comparison
 
@@ -68,10 +68,7 @@ def generate_samples(latent_config: ConfigDict, decoder_config: ConfigDict, num_
         generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + start)
         z = sample_latents(latent_model.net, latent_model.process, count, mean.shape[-1], mean, std,
                            latent_model.target, latent_config.diffusion.sampling_steps, generator=generator)
-        batch = decode_latents(autoencoder.decoder, autoencoder.process, z, size, decoder_config.data.channels,
-                               decoder_config.diffusion.model_mean_type, sampling_steps, sampler,
-                               inv_snr=decoder_config.diffusion.wiener_inv_snr, generator=generator,
-                               noise_size=noise_size).cpu()
+        batch = autoencoder.decode(z, size, sampling_steps, sampler, generator, noise_size).cpu()
         save_images(batch, out, prefix="sample_", start_index=start)
         images.append(batch)
     images = torch.cat(images)
@@ -105,10 +102,7 @@ def generate_recons(decoder_config: ConfigDict, sizes: Sequence[int], num_images
     rows, errors = [("data", images.cpu())], {}
     for size in tqdm(sizes, desc="decoding"):
         generator = torch.Generator(device=device).manual_seed(seed)
-        decoded = decode_latents(autoencoder.decoder, autoencoder.process, z, size, decoder_config.data.channels,
-                                 decoder_config.diffusion.model_mean_type, sampling_steps, sampler,
-                                 inv_snr=decoder_config.diffusion.wiener_inv_snr, generator=generator,
-                                 noise_size=noise_size).cpu()
+        decoded = autoencoder.decode(z, size, sampling_steps, sampler, generator, noise_size).cpu()
         save_images(decoded, out, prefix=f"recon_{size}px_")
         rows.append((f"{size}px", decoded))
         reference = reference_images(dataset, len(images), size, images).cpu()

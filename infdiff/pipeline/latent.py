@@ -24,7 +24,7 @@ from infdiff.pipeline.autoencoder import load_autoencoder
 from infdiff.pipeline.build import (build_latent_model, build_latent_process, build_timestep_sampler,
                                      build_unflipped_dataset)
 from infdiff.pipeline.runs import load_latest_checkpoint, run_directory, write_run_config
-from infdiff.pipeline.sampling import decode_latents, sample_latents
+from infdiff.pipeline.sampling import sample_latents
 from infdiff.train.batches import tensor_batches
 from infdiff.train.checkpoint import atomic_torch_save, atomic_write_text, torch_load
 from infdiff.train.images import save_image_grid
@@ -115,10 +115,8 @@ def samples_hook(config: ConfigDict, decoder_config: ConfigDict, autoencoder: nn
         generator = torch.Generator(device=device).manual_seed(config.run.seed)
         z = sample_latents(ema_model.net, ema_model.process, config.train.sample_size, mean.shape[-1], mean, std,
                            ema_model.target, config.diffusion.sampling_steps, generator=generator)
-        images = decode_latents(autoencoder.decoder, autoencoder.process, z, decoder_config.data.img_size,
-                                decoder_config.data.channels, decoder_config.diffusion.model_mean_type,
-                                decoder_config.train.plot_sampling_steps,
-                                inv_snr=decoder_config.diffusion.wiener_inv_snr, generator=generator)
+        images = autoencoder.decode(z, decoder_config.data.img_size, decoder_config.train.plot_sampling_steps,
+                                    generator=generator)
         save_image_grid(images, run_dir / "samples" / f"samples_{step:08d}.png")
 
     return visualize
