@@ -26,6 +26,19 @@ def test_window_search_equals_brute_force(size, n, grid, k):
     assert bool((ids[..., :-1] != ids[..., 1:]).all())
 
 
+def test_equidistant_pixels_resolve_to_the_first_in_row_major_order():
+    """On a full 8² grid every 4² cell centre sits at the corner shared by four pixels; k=3 of
+    them tie.  Window search and brute force must both keep the first three in row-major order
+    (a stable rule, so CPU and CUDA pick the same pixels; ``topk``'s tie order is unspecified)."""
+    sparse = SparseImage.from_dense(torch.zeros(1, 1, 8, 8))
+    dist, ids = knn_grid_search(sparse, 4, 3)
+    ref_dist, ref_ids = knn_brute_force(grid_coords(4).unsqueeze(0), sparse.coords(), 3)
+    assert torch.equal(dist, ref_dist) and torch.equal(ids, ref_ids)
+    r, c = torch.meshgrid(torch.arange(4) * 2, torch.arange(4) * 2, indexing="ij")
+    top_left = (r * 8 + c).reshape(1, -1, 1)
+    assert torch.equal(ids, top_left + torch.tensor([0, 1, 8]))
+
+
 def test_small_window_falls_back_exactly():
     g = torch.Generator().manual_seed(1)
     sparse = SparseImage.from_dense(torch.zeros(1, 1, 64, 64), uniform_subset(1, 64, 20, generator=g))

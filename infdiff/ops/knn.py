@@ -24,10 +24,25 @@ from infdiff.ops.sparse_image import SparseImage
 
 
 def knn_brute_force(query: torch.Tensor, points: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Exact kNN by pairwise distances: ``(dist² (B, G, k), ids (B, G, k))``, nearest first."""
-    d2 = torch.cdist(query.double(), points.double()).square()
-    dist, ids = d2.topk(k, dim=-1, largest=False)
+    """Exact kNN by pairwise distances: ``(dist² (B, G, k), ids (B, G, k))``, nearest first.
+
+    Squared differences are summed elementwise (not ``cdist``'s matrix-product shortcut), so
+    equal distances come out exactly equal and ties resolve alike on every device.
+    """
+    d2 = (query.double().unsqueeze(-2) - points.double().unsqueeze(-3)).square().sum(-1)
+    dist, ids = nearest_first(d2, k)
     return dist.to(query.dtype), ids
+
+
+def nearest_first(d2: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` smallest of ``d2`` along its last dimension and their positions, nearest first.
+
+    Equidistant candidates are common on regular grids (a coarse cell centre often sits
+    symmetrically between fine pixels); a stable sort keeps the earlier one, so the answer is
+    the same on every device, unlike ``topk``, whose tie order is unspecified.
+    """
+    dist, pick = torch.sort(d2, dim=-1, stable=True)
+    return dist[..., :k], pick[..., :k]
 
 
 def default_window_radius(k: int, density: float) -> int:
@@ -76,7 +91,7 @@ def knn_grid_search(sparse: SparseImage, grid_size: Size, k: int,
         d2 = cand.square().sum(-1).expand(b, -1, -1)
         d2 = d2.masked_fill(~(inside & (position >= 0)), math.inf)
         kk = min(k, len(dy))
-        dist, pick = d2.topk(kk, dim=-1, largest=False)
+        dist, pick = nearest_first(d2, kk)
         dists.append(dist)
         ids.append(torch.gather(position, 2, pick))
     dist, ids = torch.cat(dists, 1), torch.cat(ids, 1)
