@@ -173,26 +173,34 @@ def test_demo_script_runs_the_whole_pipeline(tmp_path, capsys):
         assert samples["noise_size"] == 48
 
 
-def script_command(*args):
-    return [sys.executable, str(ROOT / "train_inf_ae_diffusion.py"), *args]
-
-
-def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
-    args = flags("config", "shapes_32_config.py", TINY_AE + [f"run.output_dir={tmp_path}", "train.max_steps=100000",
-                                                              "train.checkpoint_steps=100000"])
-    proc = subprocess.Popen(script_command(*args), cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    metrics = tmp_path / "shapes_32" / "metrics.jsonl"
+def stop_with_sigterm_once_training(command, cwd, metrics):
+    """Run ``command``, send SIGTERM once stage 1 has logged, and return ``(status, output)``."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, output
-    checkpoints = CheckpointManager(tmp_path / "shapes_32" / "checkpoints")
-    state = checkpoints.load()
+    return proc.returncode, output
+
+
+@pytest.mark.parametrize("program", ["train_inf_ae_diffusion.py", "experiments/demo.py"])
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path, program):
+    """A stopped stage 1 keeps its checkpoint and ends the program: the demo must not go on to
+    stage 2 and sampling with a half-trained autoencoder."""
+    out = [f"run.output_dir={tmp_path}"]
+    args = flags("config", "shapes_32_config.py", TINY_AE + out + ["train.max_steps=100000",
+                                                                   "train.checkpoint_steps=100000"])
+    if program.endswith("demo.py"):
+        args += flags("latent_config", "shapes_latent_config.py", TINY_LATENT + out)
+    status, output = stop_with_sigterm_once_training([sys.executable, str(ROOT / program), *args], tmp_path,
+                                                     tmp_path / "shapes_32" / "metrics.jsonl")
+    assert status == 0, output
+    state = CheckpointManager(tmp_path / "shapes_32" / "checkpoints").load()
     assert 2 <= state["step"] < 100000
-    assert "stopped at step" in output
+    assert "stopped at step" in output and "Traceback" not in output
+    assert not (tmp_path / "shapes_32_sampler").exists()
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),

@@ -7,7 +7,8 @@ precision and devices through Hugging Face ``accelerate``, gradient clipping and
 exploding steps, the EMA, periodic logs, images and evaluations, atomic checkpoints every N
 steps keeping the last K, exact resumption (model, EMA, optimiser, scheduler, grad scaler,
 step, every process's RNG state; batches are a pure function of the step) and a clean stop
-with a checkpoint on Ctrl-C / SIGTERM.  Only the main process writes files.
+with a checkpoint on Ctrl-C / SIGTERM (then :class:`TrainingStopped`).  Only the main process
+writes files.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from infdiff.train.ema import EMA
 from infdiff.train.rng import capture_rng_state, restore_rng_state
 from infdiff.train.run_logger import RunLogger
 from infdiff.train.schedule import GradientGuard, warmup_lambda
-from infdiff.train.stop_signals import GracefulStop
+from infdiff.train.stop_signals import GracefulStop, TrainingStopped
 
 BatchSource = Callable[[int], Iterable[torch.Tensor]]
 
@@ -167,7 +168,11 @@ class Trainer:
         return metrics
 
     def fit(self, batches: BatchSource, logger: RunLogger) -> int:
-        """Train from the current step to ``train.max_steps`` (or a stop request); returns the step."""
+        """Train from the current step to ``train.max_steps``; returns the step.
+
+        On a stop request (Ctrl-C / SIGTERM in any process) every process writes the
+        checkpoint of the same step and raises :class:`TrainingStopped`.
+        """
         train = self.config.train
         window: Dict[str, float] = {}
         window_steps, window_start = 0, time.perf_counter()
@@ -197,8 +202,9 @@ class Trainer:
                 if stopping or self.step % train.checkpoint_steps == 0 or self.step >= train.max_steps:
                     self.save()
                 if stopping:
+                    progress.close()
                     tqdm.write(f"stopped at step {self.step}; resume with the same command")
-                    break
+                    raise TrainingStopped(self.step)
         progress.close()
         return self.step
 

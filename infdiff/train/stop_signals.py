@@ -10,6 +10,20 @@ from typing import Any, Dict, Sequence
 from tqdm import tqdm
 
 
+class TrainingStopped(SystemExit):
+    """A run stopped early on request, after writing its checkpoint.
+
+    Raised by the training loop so that nothing after it (a later stage, sampling) runs on a
+    half-trained model.  It is a ``SystemExit`` with status 0: a command-line program ends
+    cleanly, without a traceback, and re-running it resumes.  Library callers may catch it;
+    :attr:`step` is the step of the checkpoint written.
+    """
+
+    def __init__(self, step: int):
+        super().__init__(0)
+        self.step = step
+
+
 class GracefulStop:
     """While active, the first SIGINT or SIGTERM sets :attr:`requested`; a second raises ``KeyboardInterrupt``.
 
