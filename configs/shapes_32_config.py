@@ -18,7 +18,15 @@ on a 2-core CPU.  Choices, the first three measured as the 1× reconstruction MS
   (``model.decoder_z_grid``): in the same probe (4² encoder) 0.050 instead of 0.064.
   With both, the full demo run's x0 error at the highest noise level given the image's own
   ``z`` fell from 0.10 (1500 steps, neither) to 0.027 (1300 steps), its DDIM-25 reconstruction
-  MSE from 0.25 to 0.083.
+  MSE from 0.25 to 0.083;
+- the linear β schedule of DDPM instead of the cosine one (which keeps the signal-to-noise ratio
+  above 1 for half of the steps; the linear one falls below 0.1 by step 500, so uniform timestep
+  sampling trains the high-noise steps, where the layout is decided, more).  Same cost; the
+  demo's reconstruction MSE against exact renderings at 32² / 64² / 128² fell from 0.071 / 0.077
+  / 0.080 to 0.055 / 0.061 / 0.064, and the single discs of the reconstructions became round.
+  Screened first on a GPU at this budget (DDPM-25 reconstruction MSE at 32²: cosine 0.071,
+  linear 0.056), against all pixels per step (0.059, but 4× the sparse work), loss-aware
+  timesteps (0.069), U-Net base width 64 (0.073) and the U-Net at 32² instead of 16² (0.108).
 """
 
 from infdiff.pipeline.default_configs import autoencoder_config
@@ -52,6 +60,7 @@ def get_config():
     config.model.encoder_pool_size = 4
     config.model.decoder_z_grid = 4
     config.diffusion.model_mean_type = "x0"
+    config.diffusion.noise_schedule = "linear"
     config.optimizer.learning_rate = 1e-3
     config.optimizer.warmup_steps = 50
     return config
