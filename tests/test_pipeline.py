@@ -17,7 +17,7 @@ from PIL import Image
 from torch import nn
 
 from infdiff.diffusion import GaussianMollifier, MollifiedDiffusion, Schedule
-from infdiff.pipeline.autoencoder import DiffusionAutoencoder, train_autoencoder
+from infdiff.pipeline.autoencoder import DiffusionAutoencoder, build_autoencoder, train_autoencoder
 from infdiff.pipeline.generation import generate_recons, generate_samples
 from infdiff.pipeline.latent import train_latent
 from infdiff.train.checkpoint import CheckpointManager
@@ -247,3 +247,16 @@ def test_decoding_with_a_noise_size_gives_one_sample_at_several_resolutions(samp
 
     assert pooled_correlation(32) > 0.95  # measured 0.99 for both samplers
     assert abs(pooled_correlation(None)) < 0.3  # independent noise per size: measured |r| ≤ 0.07
+
+
+def test_stage1_step_benchmark_writes_its_json(tmp_path):
+    """``benchmarks/stage1_step.py`` (the source of the committed GPU numbers) on a tiny config."""
+    out = tmp_path / "bench.json"
+    script("benchmarks/stage1_step.py").main(
+        ["--out", str(out)] + flags("config", "shapes_32_config.py", TINY_AE + [f"run.output_dir={tmp_path}"]))
+    result = json.loads(out.read_text())
+    ae, _ = tiny_configs(tmp_path)
+    assert result["parameters"] == sum(p.numel() for p in build_autoencoder(ae).parameters())
+    assert result["img_size"] == 16 and result["batch_size"] == 4 and result["step_time_s"] > 0
+    assert [m["step"] for m in result["metrics"] if "loss" in m] == [2, 4, 6]
+    assert (tmp_path / "shapes_32" / "samples" / "recon_00000006.png").exists()

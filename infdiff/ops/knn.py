@@ -29,7 +29,8 @@ def knn_brute_force(query: torch.Tensor, points: torch.Tensor, k: int) -> Tuple[
     Squared differences are summed elementwise (not ``cdist``'s matrix-product shortcut), so
     equal distances come out exactly equal and ties resolve alike on every device.
     """
-    d2 = (query.double().unsqueeze(-2) - points.double().unsqueeze(-3)).square().sum(-1)
+    q, p = query.double().unsqueeze(-2), points.double().unsqueeze(-3)
+    d2 = (q[..., 0] - p[..., 0]).square() + (q[..., 1] - p[..., 1]).square()
     dist, ids = nearest_first(d2, k)
     return dist.to(query.dtype), ids
 

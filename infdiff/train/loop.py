@@ -178,7 +178,7 @@ class Trainer:
         window_steps, window_start = 0, time.perf_counter()
         progress = tqdm(total=train.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
                         disable=not self.accelerator.is_main_process)
-        with GracefulStop() as stop:
+        with GracefulStop() as stop, progress:
             for batch in batches(self.step):
                 if self.step >= train.max_steps:
                     break
@@ -202,10 +202,8 @@ class Trainer:
                 if stopping or self.step % train.checkpoint_steps == 0 or self.step >= train.max_steps:
                     self.save()
                 if stopping:
-                    progress.close()
                     tqdm.write(f"stopped at step {self.step}; resume with the same command")
                     raise TrainingStopped(self.step)
-        progress.close()
         return self.step
 
     def _periodic(self, step: int, logger: RunLogger) -> None:
