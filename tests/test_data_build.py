@@ -52,6 +52,8 @@ def test_defaults_and_overrides(roots):
     shapes = build_dataset(ConfigDict({"name": "shapes", "img_size": 8, "num_samples": 7, "seed": 2, "split": "test",
                                        "channels": 1, "random_flip": True}))
     assert (len(shapes), shapes.seed, shapes.split, shapes.channels, shapes.random_flip) == (7, 2, "test", 1, True)
+    assert shapes.max_shapes == 3
+    assert build_dataset(ConfigDict({"name": "shapes", "img_size": 8, "max_shapes": 1})).max_shapes == 1
     assert build_dataset(ConfigDict({"name": "ffhq", "root_dir": roots["folder"], "img_size": 8})).random_flip
     mnist = build_dataset(ConfigDict({"name": "mnist", "root_dir": roots["idx"]}))
     assert mnist[0].shape == (1, 28, 28) and not mnist.random_flip
@@ -79,6 +81,7 @@ def test_missing_root_names_the_key(name, tmp_path):
     ("split", "val", "data.split must be one of train, test"),
     ("random_flip", "yes", "data.random_flip must be true or false"),
     ("num_samples", -3, "data.num_samples must be an integer >= 1"),
+    ("max_shapes", 0, "data.max_shapes must be an integer >= 1"),
 ])
 def test_bad_values_name_their_key(key, value, message):
     data = ConfigDict({"name": "shapes", "img_size": 8})

@@ -18,6 +18,17 @@ def test_samples_are_deterministic_and_distinct():
     assert not torch.equal(a[7], ShapesDataset(32, seed=3, split="test")[7])
 
 
+def test_max_shapes_bounds_the_count_and_keeps_the_background():
+    counts = {max_shapes: [len(sample_params(i, max_shapes=max_shapes).shapes) for i in range(60)]
+              for max_shapes in (1, 3)}
+    assert set(counts[1]) == {1} and set(counts[3]) == {1, 2, 3}
+    for i in range(10):
+        assert sample_params(i, max_shapes=1).background == sample_params(i).background
+    assert ShapesDataset(8, max_shapes=1).params(4).shapes == sample_params(4, max_shapes=1).shapes
+    with pytest.raises(DataError, match="max_shapes must be an integer >= 1"):
+        sample_params(0, max_shapes=0)
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_shapes_range_and_length(channels):
     dataset = ShapesDataset(16, length=5, channels=channels)

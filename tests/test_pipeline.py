@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from infdiff.diffusion import GaussianMollifier, MollifiedDiffusion, Schedule
+from infdiff.diffusion import GaussianMollifier, MollifiedDiffusion, Schedule, subset_diffusion_loss
+from infdiff.ops import SparseImage
 from infdiff.pipeline.autoencoder import DiffusionAutoencoder, build_autoencoder, train_autoencoder
 from infdiff.pipeline.generation import generate_recons, generate_samples
 from infdiff.pipeline.latent import train_latent
@@ -260,3 +261,37 @@ def test_stage1_step_benchmark_writes_its_json(tmp_path):
     assert result["img_size"] == 16 and result["batch_size"] == 4 and result["step_time_s"] > 0
     assert [m["step"] for m in result["metrics"] if "loss" in m] == [2, 4, 6]
     assert (tmp_path / "shapes_32" / "samples" / "recon_00000006.png").exists()
+
+
+def test_a_subset_of_every_pixel_trains_on_the_dense_paths_with_the_sparse_loss(tmp_path):
+    ae, _ = tiny_configs(tmp_path, "mc_integral.q_sample=256", "mc_integral.encoder_q_sample=256")
+    torch.manual_seed(0)
+    model = build_autoencoder(ae).eval()
+    x0 = torch.rand(2, 3, 16, 16) * 2 - 1
+    t = torch.tensor([3, 700])
+    torch.manual_seed(1)
+    dense = model(x0, t)["diffusion"]
+
+    everywhere = torch.arange(256).repeat(2, 1)
+    torch.manual_seed(1)
+    z = model.encoder(SparseImage.from_dense(x0, everywhere)).z
+
+    def sparse_decoder(values, timesteps):
+        return model.decoder(SparseImage(values, everywhere, (16, 16)), timesteps, z).values
+
+    sparse = subset_diffusion_loss(model.process, sparse_decoder, x0, t, everywhere, model.target)
+    torch.testing.assert_close(dense, sparse, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("encoder_q_sample", [20, 7, 256])
+def test_the_encoder_sees_its_own_number_of_pixels(tmp_path, encoder_q_sample):
+    ae, _ = tiny_configs(tmp_path, "mc_integral.q_sample=20", f"mc_integral.encoder_q_sample={encoder_q_sample}")
+    model = build_autoencoder(ae)
+    seen = []
+    model.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    model(torch.zeros(2, 3, 16, 16), torch.tensor([1, 2]))
+    (given,) = seen
+    if encoder_q_sample == 256:
+        assert given.shape == (2, 3, 16, 16), "every pixel: the encoder's dense path"
+    else:
+        assert isinstance(given, SparseImage) and given.values.shape[:2] == (2, encoder_q_sample)

@@ -11,6 +11,7 @@ missing or ``None`` value takes the default):
   shapes and digits);
 * ``num_samples``: length of the ``shapes`` dataset (default, and when 0: 50000);
 * ``seed``: seed of the ``shapes`` dataset (default 0);
+* ``max_shapes``: most shapes in one ``shapes`` image (default 3);
 * ``split``: ``"train"`` or ``"test"`` for ``shapes`` and IDX datasets (default ``"train"``).
 
 Image folders and LMDBs have no split: point ``root_dir`` at the split's folder or db.
@@ -28,7 +29,7 @@ from infdiff.data.errors import DataError
 from infdiff.data.idx import IDXDataset
 from infdiff.data.image_folder import ImageFolderDataset
 from infdiff.data.lmdb_dataset import LMDBDataset
-from infdiff.data.shapes import ShapesDataset
+from infdiff.data.shapes import MAX_SHAPES, ShapesDataset
 
 SPLITS = ("train", "test")
 DEFAULT_SHAPES_LENGTH = 50_000
@@ -66,7 +67,8 @@ def _shapes(data: Any) -> ShapesDataset:
     length = DEFAULT_SHAPES_LENGTH if _get(data, "num_samples", 0) == 0 else _int(data, "num_samples")
     return ShapesDataset(_int(data, "img_size"), length=length,
                          seed=_int(data, "seed", 0, minimum=0), channels=_channels(data, 3),
-                         random_flip=_flag(data, "random_flip", False), split=_split(data))
+                         random_flip=_flag(data, "random_flip", False), split=_split(data),
+                         max_shapes=_int(data, "max_shapes", MAX_SHAPES))
 
 
 def _stored_images(dataset_class: Type[Dataset], data: Any) -> Dataset:

@@ -3,8 +3,9 @@
 Sample ``index`` of seed ``seed`` (drawn from ``np.random.default_rng([seed, stream, index])``,
 stream 0 for the train split and 1 for test) is a continuous image: a background that is a
 linear gradient between two muted colours plus a faint low-frequency wave, overlaid (painter's
-order) by 1–3 bright shapes defined by exact geometric predicates: discs, rings, rotated
-rectangles and rotated equilateral triangles, of radius 0.12–0.3 of the image side.
+order) by 1 to ``max_shapes`` (default 3) bright shapes defined by exact geometric predicates:
+discs, rings, rotated rectangles and rotated equilateral triangles, of radius 0.12–0.3 of the
+image side.
 
 A pixel's value is the average of the continuous image over its cell, approximated by point
 samples at the centres of a grid ``supersample`` times finer (cell-centred, as in
@@ -114,15 +115,19 @@ def random_shape(rng: np.random.Generator, channels: int) -> Shape:
                  angle=rng.uniform(0, 2 * math.pi), colour=random_colour(rng, channels, SHAPE_VALUE, SHAPE_SATURATION))
 
 
-def sample_params(index: int, seed: int = 0, channels: int = 3, split: str = "train") -> ShapesSample:
-    """The parameters of sample ``index`` of ``seed`` and ``split``: a pure function of its arguments."""
+def sample_params(index: int, seed: int = 0, channels: int = 3, split: str = "train",
+                  max_shapes: int = MAX_SHAPES) -> ShapesSample:
+    """The parameters of sample ``index`` of ``seed`` and ``split`` with 1 to ``max_shapes`` shapes.
+
+    A pure function of its arguments; the background does not depend on ``max_shapes``.
+    """
     if split not in SPLIT_STREAMS:
         raise DataError(f"split must be one of {sorted(SPLIT_STREAMS)}, got {split!r}")
     index, seed = require_int(index, "index", minimum=0), require_int(seed, "seed", minimum=0)
-    channels = check_channels(channels)
+    channels, max_shapes = check_channels(channels), require_int(max_shapes, "max_shapes")
     rng = np.random.default_rng([seed, SPLIT_STREAMS[split], index])
     background = random_background(rng, channels)
-    count = int(rng.integers(1, MAX_SHAPES + 1))
+    count = int(rng.integers(1, max_shapes + 1))
     return ShapesSample(background, tuple(random_shape(rng, channels) for _ in range(count)))
 
 
@@ -204,23 +209,23 @@ def render(sample: ShapesSample, size: Union[int, Tuple[int, int]], supersample:
 class ShapesDataset(Dataset):
     """``length`` procedural samples rendered at ``size`` as ``(channels, size, size)`` tensors in ``[-1, 1]``.
 
-    Item ``i`` is :func:`render` of :func:`sample_params` ``(i, seed, channels, split)``, mirrored
-    left-right with probability 1/2 if ``random_flip``.
+    Item ``i`` is :func:`render` of :func:`sample_params` ``(i, seed, channels, split, max_shapes)``,
+    mirrored left-right with probability 1/2 if ``random_flip``.
     """
 
     def __init__(self, size: int, length: int = 50_000, seed: int = 0, channels: int = 3, supersample: int = 4,
-                 random_flip: bool = False, split: str = "train"):
-        sample_params(0, seed, channels, split)  # validates seed, channels and split
+                 random_flip: bool = False, split: str = "train", max_shapes: int = MAX_SHAPES):
+        sample_params(0, seed, channels, split, max_shapes)  # validates seed, channels, split and max_shapes
         self.size, self.length, self.seed = require_int(size, "size"), require_int(length, "length"), int(seed)
         self.channels, self.supersample = check_channels(channels), require_int(supersample, "supersample")
-        self.random_flip, self.split = bool(random_flip), split
+        self.random_flip, self.split, self.max_shapes = bool(random_flip), split, int(max_shapes)
 
     def __len__(self) -> int:
         return self.length
 
     def params(self, index: int) -> ShapesSample:
         """The parameters of sample ``index``."""
-        return sample_params(index, self.seed, self.channels, self.split)
+        return sample_params(index, self.seed, self.channels, self.split, self.max_shapes)
 
     def render_sample(self, index: int, size: Optional[Union[int, Tuple[int, int]]] = None,
                       supersample: Optional[int] = None) -> torch.Tensor:

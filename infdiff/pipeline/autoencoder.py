@@ -39,16 +39,19 @@ from infdiff.train.run_logger import RunLogger
 class DiffusionAutoencoder(nn.Module):
     """Encoder + ∞-Diff decoder + mollified process; ``forward(x0, t)`` returns per-example losses.
 
+    ``points`` and ``encoder_points`` are the pixels the decoder's loss and the encoder see per
+    image (``None``: every pixel; the paper draws an independent quarter for each);
     ``inv_snr`` is the Wiener regulariser :meth:`decode` uses to display samples.
     """
 
     def __init__(self, encoder: SparseEncoder, decoder: SparseUNet, process: MollifiedDiffusion,
                  target: str = "mollified_epsilon", loss_type: str = "mse", points: Optional[int] = None,
-                 subset: str = "uniform", kl_weight: float = 0.0, inv_snr: float = 0.05):
+                 subset: str = "uniform", kl_weight: float = 0.0, inv_snr: float = 0.05,
+                 encoder_points: Optional[int] = None):
         super().__init__()
         self.encoder, self.decoder, self.process = encoder, decoder, process
         self.target, self.loss_type = target, loss_type
-        self.points, self.subset, self.kl_weight = points, subset, kl_weight
+        self.points, self.encoder_points, self.subset, self.kl_weight = points, encoder_points, subset, kl_weight
         self.inv_snr = inv_snr
 
     def decode(self, z: torch.Tensor, size: int, steps: int, sampler: str = "ddim",
@@ -57,17 +60,23 @@ class DiffusionAutoencoder(nn.Module):
         return decode_latents(self.decoder, self.process, z, size, self.decoder.channels, self.target, steps, sampler,
                               inv_snr=self.inv_snr, generator=generator, noise_size=noise_size)
 
-    def _subset(self, x0: torch.Tensor) -> torch.Tensor:
+    def _subset(self, x0: torch.Tensor, points: Optional[int]) -> Optional[torch.Tensor]:
+        """Flat ids ``(B, points)`` of a fresh random subset, or ``None`` when ``points`` covers every pixel."""
         size = tuple(x0.shape[-2:])
-        n = self.points or size[0] * size[1]
-        return sample_subset(self.subset, x0.shape[0], size, n, device=x0.device)
+        if points is None or points == size[0] * size[1]:
+            return None
+        return sample_subset(self.subset, x0.shape[0], size, points, device=x0.device)
 
     def forward(self, x0: torch.Tensor, t: torch.Tensor) -> Dict[str, torch.Tensor]:
-        index = self._subset(x0)
-        encoding = self.encoder(SparseImage.from_dense(x0, self._subset(x0)))
+        """Per-example losses; a subset covering every pixel runs the networks' dense paths (same operators)."""
         size = tuple(x0.shape[-2:])
+        index = self._subset(x0, self.points)
+        encoder_index = self._subset(x0, self.encoder_points)
+        encoding = self.encoder(x0 if encoder_index is None else SparseImage.from_dense(x0, encoder_index))
 
         def model_fn(values, timesteps):
+            if index is None:
+                return self.decoder(values, timesteps, encoding.z)
             return self.decoder(SparseImage(values, index, size), timesteps, encoding.z).values
 
         diffusion = subset_diffusion_loss(self.process, model_fn, x0, t, index, self.target, loss=self.loss_type)
@@ -81,7 +90,7 @@ def build_autoencoder(config: ConfigDict) -> DiffusionAutoencoder:
         build_encoder(config), build_decoder(config), build_process(config),
         target=config.diffusion.model_mean_type, loss_type=config.diffusion.loss_type,
         points=config.mc_integral.q_sample, subset=config.mc_integral.type, kl_weight=config.model.kld_weight,
-        inv_snr=config.diffusion.wiener_inv_snr)
+        inv_snr=config.diffusion.wiener_inv_snr, encoder_points=config.mc_integral.encoder_q_sample)
 
 
 def load_autoencoder(config: ConfigDict, device="cpu", flag: str = "config"

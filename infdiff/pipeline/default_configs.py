@@ -2,12 +2,14 @@
 
 Values follow the paper's FFHQ-256 setup (Bond-Taylor & Willcocks 2024, App. / public configs):
 batch 32, Adam(0.9, 0.99) at 5e-5, EMA 0.995 every 10 steps, 1000 cosine steps, mollifier
-σ = 1 pixel, 1/4 of the pixels per example, nf 64, 7×7 kernels, U-Net at half resolution with
-128 base channels, mults (1,2,4,8,8), attention at 16² and 8², dropout 0.1 from 16², z 1024.
+σ = 1 pixel, 1/4 of the pixels per example for the loss (``mc_integral.q_sample``) and a fresh
+1/4 for the encoder (``mc_integral.encoder_q_sample``; either set to every pixel runs the dense
+path), nf 64, 7×7 kernels, U-Net at half resolution with 128 base channels, mults (1,2,4,8,8),
+attention at 16² and 8², dropout 0.1 from 16², z 1024.
 The latent DDPM follows DiffAE: MLP 10×2048, constant β = 0.008, L1 loss, AdamW(1e-4, wd 0.04),
 batch 256, EMA 0.995 every 10 steps.
 Derived sizes (pixels kept, U-Net grid) are field references, so overriding ``data.img_size``
-updates them.  Two spatial routes for ``z`` that the paper does not have are off by default:
+updates them; ``q_sample`` and ``encoder_q_sample`` are set independently.  Two spatial routes for ``z`` that the paper does not have are off by default:
 ``model.encoder_pool_size`` (1: the global mean) and ``model.decoder_z_grid`` (0: FiLM only).
 """
 
@@ -91,6 +93,7 @@ def autoencoder_config(dataset: str = "ffhq", img_size: int = 256, experiment: s
     config.mc_integral = mc = ConfigDict()
     mc.type = "uniform"
     mc.q_sample = size * size // 4
+    mc.encoder_q_sample = size * size // 4
 
     config.optimizer = _optimizer_section(learning_rate=5e-5, weight_decay=0.0)
     return config
