@@ -29,7 +29,7 @@ DEFAULT_CONFIGS = {"config": ROOT / "configs/shapes_32_config.py",
 def options(parser):
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--num_samples", type=int, default=16)
-    parser.add_argument("--sampling_steps", type=int, default=40)
+    parser.add_argument("--sampling_steps", type=int, default=25)
     parser.add_argument("--recon_sampling_steps", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddpm",
