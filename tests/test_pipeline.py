@@ -295,3 +295,10 @@ def test_the_encoder_sees_its_own_number_of_pixels(tmp_path, encoder_q_sample):
         assert given.shape == (2, 3, 16, 16), "every pixel: the encoder's dense path"
     else:
         assert isinstance(given, SparseImage) and given.values.shape[:2] == (2, encoder_q_sample)
+
+
+@pytest.mark.parametrize("key, value", [("q_sample", 0), ("q_sample", 257), ("encoder_q_sample", 1000)])
+def test_a_pixel_count_outside_the_grid_names_its_key(tmp_path, key, value):
+    ae, _ = tiny_configs(tmp_path, f"mc_integral.{key}={value}")
+    with pytest.raises(ValueError, match=rf"mc_integral.{key}={value}: expected a pixel count from 1 to .* = 256"):
+        build_autoencoder(ae)

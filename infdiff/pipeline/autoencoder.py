@@ -84,13 +84,21 @@ class DiffusionAutoencoder(nn.Module):
         return {"loss": diffusion + self.kl_weight * kl, "diffusion": diffusion, "kl": kl}
 
 
+def _pixel_count(config: ConfigDict, key: str) -> int:
+    """``config.mc_integral.<key>``, checked to be a count of pixels of the ``data.img_size`` grid."""
+    value, pixels = config.mc_integral[key], config.data.img_size ** 2
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= pixels:
+        raise ValueError(f"mc_integral.{key}={value!r}: expected a pixel count from 1 to data.img_size² = {pixels}")
+    return value
+
+
 def build_autoencoder(config: ConfigDict) -> DiffusionAutoencoder:
     """Stage 1 from a config: encoder, decoder, process and the loss settings."""
     return DiffusionAutoencoder(
         build_encoder(config), build_decoder(config), build_process(config),
         target=config.diffusion.model_mean_type, loss_type=config.diffusion.loss_type,
-        points=config.mc_integral.q_sample, subset=config.mc_integral.type, kl_weight=config.model.kld_weight,
-        inv_snr=config.diffusion.wiener_inv_snr, encoder_points=config.mc_integral.encoder_q_sample)
+        points=_pixel_count(config, "q_sample"), subset=config.mc_integral.type, kl_weight=config.model.kld_weight,
+        inv_snr=config.diffusion.wiener_inv_snr, encoder_points=_pixel_count(config, "encoder_q_sample"))
 
 
 def load_autoencoder(config: ConfigDict, device="cpu", flag: str = "config"

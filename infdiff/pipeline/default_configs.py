@@ -9,8 +9,9 @@ attention at 16² and 8², dropout 0.1 from 16², z 1024.
 The latent DDPM follows DiffAE: MLP 10×2048, constant β = 0.008, L1 loss, AdamW(1e-4, wd 0.04),
 batch 256, EMA 0.995 every 10 steps.
 Derived sizes (pixels kept, U-Net grid) are field references, so overriding ``data.img_size``
-updates them; ``q_sample`` and ``encoder_q_sample`` are set independently.  Two spatial routes for ``z`` that the paper does not have are off by default:
-``model.encoder_pool_size`` (1: the global mean) and ``model.decoder_z_grid`` (0: FiLM only).
+updates them; ``q_sample`` and ``encoder_q_sample`` are set independently.  Two spatial routes
+for ``z`` that the paper does not have are off by default: ``model.encoder_pool_size`` (1: the
+global mean) and ``model.decoder_z_grid`` (0: FiLM only).
 """
 
 from __future__ import annotations
