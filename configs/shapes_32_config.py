@@ -30,12 +30,13 @@ Choices, the first three measured as the 1× reconstruction MSE at step 500 (DDI
   timesteps (0.069), U-Net base width 64 (0.073) and the U-Net at 32² instead of 16² (0.108).
 The last two choices were measured on one-shape images, as the 1× / 2× reconstruction MSE
 of the stage-1 run at step 1300 (DDIM, 25 steps; CPU):
-- the encoder sees every pixel (``mc_integral.encoder_q_sample``; its dense path, no slower
-  on a CPU) instead of a fresh quarter: 0.029 / 0.032 → 0.020 / 0.021, and reconstructed rings
-  kept their holes.  A 32² image has too few pixels for a quarter of them to show a small
-  shape's outline.  The decoder's loss stays on a quarter: training it on every pixel lowered
-  the 1× error but raised the 2× one (0.047 / 0.063 against 0.055 / 0.061, three shapes), the
-  random subsets being what teaches it to work at other resolutions;
+- the encoder sees every pixel (``mc_integral.encoder_q_sample``; its dense path, step-time
+  ratio 1.00 in ``benchmarks/results/pixel_counts_cpu.json``) instead of a fresh quarter:
+  0.029 / 0.032 → 0.020 / 0.021, and reconstructed rings kept their holes.  A 32² image has
+  too few pixels for a quarter of them to show a small shape's outline.  The decoder's loss
+  stays on a quarter: training it on every pixel lowered the 1× error but raised the 2× one
+  (0.047 / 0.063 against 0.055 / 0.061, three shapes), the random subsets being what teaches
+  it to work at other resolutions;
 - learning rate 2e-3: 0.020 / 0.021 → 0.017 / 0.019 (4e-3: 0.033 / 0.039 at step 1000, against
   0.022 / 0.026); batch 8 for 2000 steps in the same time: 0.020 / 0.024.
 Triangles and rectangles are still reconstructed with rounded corners at this budget: given

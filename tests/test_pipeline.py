@@ -302,3 +302,14 @@ def test_a_pixel_count_outside_the_grid_names_its_key(tmp_path, key, value):
     ae, _ = tiny_configs(tmp_path, f"mc_integral.{key}={value}")
     with pytest.raises(ValueError, match=rf"mc_integral.{key}={value}: expected a pixel count from 1 to .* = 256"):
         build_autoencoder(ae)
+
+
+def test_pixel_count_benchmark_writes_its_json(tmp_path):
+    out = tmp_path / "bench.json"
+    script("benchmarks/pixel_counts.py").main(
+        ["--out", str(out), "--repeats", "1"] + flags("config", "shapes_32_config.py", TINY_AE))
+    result = json.loads(out.read_text())["variants"]
+    assert {name: (v["q_sample"], v["encoder_q_sample"]) for name, v in result.items()} == {
+        "quarter_quarter": (64, 64), "quarter_all": (64, 256), "all_all": (256, 256)}
+    assert result["quarter_quarter"]["ratio_to_quarter_quarter"] == 1.0
+    assert all(v["median_step_s"] > 0 for v in result.values())
