@@ -8,12 +8,12 @@ def get_config():
     config.data.test_fraction = 0.05
     config.data.num_workers = 0
     config.train.batch_size = 128
-    config.train.max_steps = 1500
+    config.train.max_steps = 3000
     config.train.ema_decay = 0.99
     config.train.ema_update_every = 1
     config.train.log_steps = 100
     config.train.eval_steps = 250
-    config.train.plot_samples_steps = 1500
+    config.train.plot_samples_steps = 3000
     config.train.checkpoint_steps = 500
     config.model.hidden = 256
     config.model.num_layers = 6
@@ -21,4 +21,5 @@ def get_config():
     config.diffusion.sampling_steps = 50
     config.optimizer.learning_rate = 5e-4
     config.optimizer.weight_decay = 0.0
+    config.optimizer.decay_fraction = 0.25
     return config

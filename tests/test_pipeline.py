@@ -22,7 +22,7 @@ from infdiff.pipeline.autoencoder import DiffusionAutoencoder, build_autoencoder
 from infdiff.pipeline.generation import generate_recons, generate_samples
 from infdiff.pipeline.latent import train_latent
 from infdiff.train.checkpoint import CheckpointManager
-from infdiff.train.config import parse_config_flags
+from infdiff.train.config import ConfigError, parse_config_flags
 from infdiff.train.run_logger import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,11 +112,12 @@ def test_two_stages_then_samples_at_two_resolutions(tmp_path):
 
 
 def test_stage_one_resume_is_exact(tmp_path):
-    whole, _ = tiny_configs(tmp_path / "whole")
+    constant = "optimizer.decay_fraction=0.0"  # the run is cut by max_steps, which moves a decaying schedule
+    whole, _ = tiny_configs(tmp_path / "whole", constant)
     train_autoencoder(whole)
-    half, _ = tiny_configs(tmp_path / "split", "train.max_steps=3")
+    half, _ = tiny_configs(tmp_path / "split", constant, "train.max_steps=3")
     train_autoencoder(half)
-    resumed, _ = tiny_configs(tmp_path / "split")
+    resumed, _ = tiny_configs(tmp_path / "split", constant)
     train_autoencoder(resumed)
     a = CheckpointManager(tmp_path / "whole" / "shapes_32" / "checkpoints").load()
     b = CheckpointManager(tmp_path / "split" / "shapes_32" / "checkpoints").load()
@@ -304,12 +305,38 @@ def test_a_pixel_count_outside_the_grid_names_its_key(tmp_path, key, value):
         build_autoencoder(ae)
 
 
-def test_pixel_count_benchmark_writes_its_json(tmp_path):
+def test_variant_benchmark_writes_its_json(tmp_path):
     out = tmp_path / "bench.json"
-    script("benchmarks/pixel_counts.py").main(
-        ["--out", str(out), "--repeats", "1"] + flags("config", "shapes_32_config.py", TINY_AE))
-    result = json.loads(out.read_text())["variants"]
-    assert {name: (v["q_sample"], v["encoder_q_sample"]) for name, v in result.items()} == {
-        "quarter_quarter": (64, 64), "quarter_all": (64, 256), "all_all": (256, 256)}
-    assert result["quarter_quarter"]["ratio_to_quarter_quarter"] == 1.0
-    assert all(v["median_step_s"] > 0 for v in result.values())
+    script("benchmarks/stage1_variants.py").main(
+        ["--out", str(out), "--repeats", "1", "--variant", "quarter", "--variant", "all", "mc_integral.q_sample=256",
+         "mc_integral.encoder_q_sample=256", "--variant", "wider", "model.nf=16"]
+        + flags("config", "shapes_32_config.py", TINY_AE + ["mc_integral.encoder_q_sample=64"]))
+    result = json.loads(out.read_text())
+    variants = result["variants"]
+    assert result["baseline"] == "quarter" and list(variants) == ["quarter", "all", "wider"]
+    assert {name: (v["q_sample"], v["encoder_q_sample"]) for name, v in variants.items()} == {
+        "quarter": (64, 64), "all": (256, 256), "wider": (64, 64)}
+    assert variants["wider"]["parameters"] > variants["quarter"]["parameters"] == variants["all"]["parameters"]
+    assert variants["quarter"]["ratio_to_baseline"] == 1.0
+    assert all(v["median_step_s"] > 0 for v in variants.values())
+
+
+@pytest.mark.parametrize("variant, message", [(["x", "model.nff=3"], "no such key"), (["x", "model.nf"], "key=value")])
+def test_variant_benchmark_rejects_bad_overrides(tmp_path, variant, message):
+    with pytest.raises(ConfigError, match=message):
+        script("benchmarks/stage1_variants.py").main(["--out", str(tmp_path / "b.json"), "--variant", *variant]
+                                                     + flags("config", "shapes_32_config.py", TINY_AE))
+
+
+def test_the_learning_rate_decays_linearly_to_zero_over_its_fraction_of_the_steps(tmp_path):
+    ae, _ = tiny_configs(tmp_path, "optimizer.warmup_steps=0", "optimizer.decay_fraction=0.67")
+    train_autoencoder(ae)
+    logged = {m["step"]: m["lr"] for m in read_metrics(tmp_path / "shapes_32") if "lr" in m}
+    rate = ae.optimizer.learning_rate
+    assert logged == pytest.approx({2: rate, 4: rate / 2, 6: 0.0}), "lr after step s: rate × min(1, (6 − s) / 4)"
+
+
+def test_a_decay_fraction_outside_zero_to_one_names_its_key(tmp_path):
+    ae, _ = tiny_configs(tmp_path, "optimizer.decay_fraction=1.5")
+    with pytest.raises(ValueError, match=r"optimizer.decay_fraction=1.5: expected a fraction of train.max_steps"):
+        train_autoencoder(ae)

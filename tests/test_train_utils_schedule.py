@@ -4,7 +4,7 @@ import pickle
 import pytest
 import torch
 
-from infdiff.train.schedule import GradientGuard, should_skip_step, warmup_factor, warmup_lambda
+from infdiff.train.schedule import GradientGuard, decay_factor, lr_lambda, should_skip_step, warmup_factor
 
 
 def test_warmup_is_linear_then_constant():
@@ -14,17 +14,28 @@ def test_warmup_is_linear_then_constant():
         warmup_factor(0, -1)
 
 
-def test_warmup_lambda_drives_lambda_lr_and_pickles():
+def test_decay_is_constant_then_linear_towards_zero():
+    assert [decay_factor(step, 6, 4) for step in range(6)] == [1.0, 1.0, 1.0, 0.75, 0.5, 0.25]
+    assert [decay_factor(step, 3, 0) for step in range(3)] == [1.0, 1.0, 1.0]
+    assert [decay_factor(step, 2, 2) for step in range(2)] == [1.0, 0.5]
+    for bad in (-1, 7):
+        with pytest.raises(ValueError, match="decay_steps"):
+            decay_factor(0, 6, bad)
+
+
+def test_lr_lambda_drives_lambda_lr_and_pickles():
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(2))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup_steps=2, max_steps=5, decay_steps=2))
     lrs = []
-    for _ in range(3):
+    for _ in range(5):
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
-    assert lrs == [0.5, 1.0, 1.0]
-    assert pickle.loads(pickle.dumps(warmup_lambda(2)))(0) == 0.5
+    assert lrs == [0.5, 1.0, 1.0, 1.0, 0.5]
+    assert pickle.loads(pickle.dumps(lr_lambda(2, 5, 2)))(4) == 0.5
     scheduler.load_state_dict(scheduler.state_dict())
+    with pytest.raises(ValueError, match="decay_steps"):
+        lr_lambda(0, 5, 6)
 
 
 @pytest.mark.parametrize(

@@ -2,13 +2,13 @@
 
 ``fit`` trains any module whose ``forward(batch, t)`` returns per-example tensors with a
 ``"loss"`` entry (and a ``"diffusion"`` entry fed back to loss-aware timestep samplers).  It owns
-everything that is not the model: the optimiser (Adam/AdamW with linear warm-up), mixed
-precision and devices through Hugging Face ``accelerate``, gradient clipping and skipping of
-exploding steps, the EMA, periodic logs, images and evaluations, atomic checkpoints every N
-steps keeping the last K, exact resumption (model, EMA, optimiser, scheduler, grad scaler,
-step, every process's RNG state; batches are a pure function of the step) and a clean stop
-with a checkpoint on Ctrl-C / SIGTERM (then :class:`TrainingStopped`).  Only the main process
-writes files.
+everything that is not the model: the optimiser (Adam/AdamW with linear warm-up and an optional
+linear decay to zero), mixed precision and devices through Hugging Face ``accelerate``, gradient
+clipping and skipping of exploding steps, the EMA, periodic logs, images and evaluations,
+atomic checkpoints every N steps keeping the last K, exact resumption (model, EMA, optimiser,
+scheduler, grad scaler, step, every process's RNG state; batches are a pure function of the
+step) and a clean stop with a checkpoint on Ctrl-C / SIGTERM (then :class:`TrainingStopped`).
+Only the main process writes files.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from infdiff.train.checkpoint import CheckpointManager
 from infdiff.train.ema import EMA
 from infdiff.train.rng import capture_rng_state, restore_rng_state
 from infdiff.train.run_logger import RunLogger
-from infdiff.train.schedule import GradientGuard, warmup_lambda
+from infdiff.train.schedule import GradientGuard, lr_lambda
 from infdiff.train.stop_signals import GracefulStop, TrainingStopped
 
 BatchSource = Callable[[int], Iterable[torch.Tensor]]
@@ -83,8 +83,14 @@ class Trainer:
                  timestep_sampler, hooks: Optional[Hooks] = None):
         self.config, self.run_dir, self.accelerator = config, Path(run_dir), accelerator
         self.timestep_sampler, self.hooks = timestep_sampler, hooks or Hooks()
-        optimizer = make_optimizer(model, config.optimizer)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(config.optimizer.warmup_steps))
+        opt = config.optimizer
+        optimizer = make_optimizer(model, opt)
+        if not 0 <= opt.decay_fraction <= 1:
+            raise ValueError(f"optimizer.decay_fraction={opt.decay_fraction}: expected a fraction of train.max_steps "
+                             "from 0 (constant rate) to 1 (linear decay from the first step)")
+        decay_steps = round(opt.decay_fraction * config.train.max_steps)
+        schedule = lr_lambda(opt.warmup_steps, config.train.max_steps, decay_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.ema = EMA(accelerator.unwrap_model(self.model), config.train.ema_decay, config.train.ema_update_every)
         self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", keep=config.train.keep_checkpoints)

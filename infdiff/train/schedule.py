@@ -1,4 +1,4 @@
-"""Learning-rate warm-up and gradient clipping that skips exploding steps."""
+"""Learning-rate warm-up and decay, and gradient clipping that skips exploding steps."""
 
 from __future__ import annotations
 
@@ -17,9 +17,28 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
     return 1.0 if warmup_steps == 0 else min(1.0, (step + 1) / warmup_steps)
 
 
-def warmup_lambda(warmup_steps: int) -> Callable[[int], float]:
-    """The ``lr_lambda`` of :class:`torch.optim.lr_scheduler.LambdaLR` for :func:`warmup_factor` (picklable)."""
-    return functools.partial(warmup_factor, warmup_steps=warmup_steps)
+def decay_factor(step: int, max_steps: int, decay_steps: int) -> float:
+    """``min(1, (max_steps − step) / decay_steps)``: 1, then linear to ``1 / decay_steps`` at the last step.
+
+    The "warm-up, stable, decay" schedule's linear decay to zero over the last ``decay_steps``
+    updates (Hu et al. 2024, MiniCPM §4; Bergsma et al. 2025 on decaying linearly to zero):
+    a run's weights settle in its final steps, where constant-rate Adam keeps them jittering.
+    Always 1 if ``decay_steps`` is 0.
+    """
+    if not 0 <= decay_steps <= max_steps:
+        raise ValueError(f"decay_steps must be between 0 and max_steps={max_steps}, got {decay_steps}")
+    return 1.0 if decay_steps == 0 else min(1.0, (max_steps - step) / decay_steps)
+
+
+def lr_factor(step: int, warmup_steps: int, max_steps: int, decay_steps: int) -> float:
+    """The learning-rate multiplier of update ``step``: :func:`warmup_factor` × :func:`decay_factor`."""
+    return warmup_factor(step, warmup_steps) * decay_factor(step, max_steps, decay_steps)
+
+
+def lr_lambda(warmup_steps: int, max_steps: int, decay_steps: int = 0) -> Callable[[int], float]:
+    """The ``lr_lambda`` of :class:`torch.optim.lr_scheduler.LambdaLR` for :func:`lr_factor` (picklable)."""
+    decay_factor(0, max_steps, decay_steps)
+    return functools.partial(lr_factor, warmup_steps=warmup_steps, max_steps=max_steps, decay_steps=decay_steps)
 
 
 def should_skip_step(grad_norm: float, skip_threshold: Optional[float] = None, skip_nonfinite: bool = True) -> bool:

@@ -1,0 +1,118 @@
+"""Stage-1 step time of variants of one config, interleaved round-robin in one process.
+
+A variant is a name and config overrides (``key=value``, as after ``--config.``); the first one
+given is the baseline of the ratios, and a variant without overrides is the config itself.  Each
+is a training step (forward, backward, Adam) of the variant's autoencoder, built through
+``build_autoencoder`` (so bad values fail as in training), on the same batch of the config's
+data set.
+
+The pixels the decoder's loss and the encoder see (``mc_integral``), at the demo's scale::
+
+    python benchmarks/stage1_variants.py --config configs/shapes_32_config.py \\
+        --out benchmarks/results/pixel_counts_cpu.json --repeats 15 \\
+        --variant quarter_quarter mc_integral.q_sample=256 mc_integral.encoder_q_sample=256 \\
+        --variant quarter_all mc_integral.q_sample=256 mc_integral.encoder_q_sample=1024 \\
+        --variant all_all mc_integral.q_sample=1024 mc_integral.encoder_q_sample=1024
+
+The demo's network against the deeper one it replaced::
+
+    python benchmarks/stage1_variants.py --config configs/shapes_32_config.py \\
+        --out benchmarks/results/demo_network_cpu.json --repeats 15 \\
+        --variant two_blocks "model.uno_blocks_per_level=(2,2)" model.num_conv_blocks=2 \\
+        --variant demo
+
+Reported per variant: its overrides, pixel counts, parameter count, median seconds per step and
+the ratio to the baseline.  On these shared 2-core machines only the ratios mean something.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from infdiff.pipeline.autoencoder import build_autoencoder
+from infdiff.pipeline.build import build_unflipped_dataset
+from infdiff.pipeline.cli import parse_command_line
+from infdiff.train.config import ConfigError, override
+
+
+def variant_config(config, overrides):
+    """A resolved copy of ``config`` with ``key=value`` ``overrides`` applied (unknown keys raise)."""
+    variant = config.copy_and_resolve_references()
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--variant override {item!r}: expected key=value")
+        override(variant, key, value)
+    return variant
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+
+    def options(parser: argparse.ArgumentParser):
+        parser.add_argument("--out", required=True, help="JSON file to write")
+        parser.add_argument("--repeats", type=int, default=10)
+        parser.add_argument("--variant", nargs="+", action="append", required=True, metavar=("NAME", "KEY=VALUE"),
+                            help="a variant's name and its overrides; the first is the baseline")
+
+    configs, args = parse_command_line(__doc__, ["config"], options, argv)
+    config = configs["config"]
+    names = [name for name, *_ in args.variant]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--variant names must differ, got {names}")
+    batch = torch.stack([build_unflipped_dataset(config)[i] for i in range(config.train.batch_size)])
+    steps = {}
+    for name, *overrides in args.variant:
+        variant = variant_config(config, overrides)
+        torch.manual_seed(0)
+        model = build_autoencoder(variant)
+        steps[name] = (model, torch.optim.Adam(model.parameters(), variant.optimizer.learning_rate), overrides)
+
+    def step(model, optimizer, _):
+        t = torch.randint(0, config.diffusion.steps, (batch.shape[0],))
+        model(batch, t)["loss"].mean().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    times = {name: [] for name in steps}
+    for name in steps:
+        step(*steps[name])
+    for _ in range(args.repeats):
+        for name in steps:
+            start = time.perf_counter()
+            step(*steps[name])
+            times[name].append(time.perf_counter() - start)
+    baseline = statistics.median(times[names[0]])
+    result = {
+        "benchmark": "stage1_variants",
+        "argv": argv,
+        "device": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "img_size": config.data.img_size,
+        "batch_size": config.train.batch_size,
+        "repeats": args.repeats,
+        "baseline": names[0],
+        "variants": {
+            name: {"overrides": overrides, "q_sample": model.points, "encoder_q_sample": model.encoder_points,
+                   "parameters": sum(p.numel() for p in model.parameters()),
+                   "median_step_s": statistics.median(times[name]),
+                   "ratio_to_baseline": statistics.median(times[name]) / baseline}
+            for name, (model, _, overrides) in steps.items()
+        },
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result["variants"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
