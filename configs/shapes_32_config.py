@@ -28,7 +28,7 @@ Choices, the first three measured as the 1× reconstruction MSE at step 500 (DDI
   Screened first on a GPU at this budget (DDPM-25 reconstruction MSE at 32²: cosine 0.071,
   linear 0.056), against all pixels per step (0.059, but 4× the sparse work), loss-aware
   timesteps (0.069), U-Net base width 64 (0.073) and the U-Net at 32² instead of 16² (0.108).
-The last two choices were measured on one-shape images, as the 1× / 2× reconstruction MSE
+The next two choices were measured on one-shape images, as the 1× / 2× reconstruction MSE
 of the stage-1 run at step 1300 (DDIM, 25 steps; CPU):
 - the encoder sees every pixel (``mc_integral.encoder_q_sample``; its dense path, step-time
   ratio 0.98 in ``benchmarks/results/pixel_counts_cpu.json``) instead of a fresh quarter:
@@ -56,7 +56,9 @@ steps; CPU) at the step named:
   data's modes.  With the deterministic encoder four or five of the demo's sixteen samples were
   crescents, two half-shapes or squiggles (decoding real codes plus Gaussian noise of 0.7 standard
   deviations per dimension still gave clean shapes, so the codes the latent DDPM drew were off the
-  data, not the decoder fragile); with the Gaussian encoder two of sixteen;
+  data, not the decoder fragile); with the Gaussian encoder two of sixteen.  The price: its
+  reconstructed triangles are rounded blobs again, ``z`` under the KL penalty not keeping a
+  shape's kind;
 - 8192 images rather than 2048, so stage 2 has four times as many codes to learn from.
 """
 
