@@ -48,18 +48,27 @@ steps; CPU) at the step named:
   0.017 (step 1500) for two blocks.  With 1500 steps, ``z`` had not learnt a shape's kind
   (given only ``z``, the decoder drew every triangle as a disc);
 - the learning rate falls linearly to zero over the last 500 of 2000 steps
-  (``optimizer.decay_fraction=0.25``): at step 2000 0.0062 / 0.0078 and training loss 0.0046, against
-  0.0078 / 0.0100 and 0.0103 at a constant rate (0.0060 / 0.0082 after 2500 constant steps);
-  reconstructed triangles have corners;
-- a Gaussian encoder (``stochastic_encoding``, KL weight 2e-5, about 120 nats): reconstruction
-  0.0102 instead of 0.0062 at step 2000, but the latent DDPM's samples stop falling between the
-  data's modes.  With the deterministic encoder four or five of the demo's sixteen samples were
-  crescents, two half-shapes or squiggles (decoding real codes plus Gaussian noise of 0.7 standard
-  deviations per dimension still gave clean shapes, so the codes the latent DDPM drew were off the
-  data, not the decoder fragile); with the Gaussian encoder two of sixteen.  The price: its
-  reconstructed triangles are rounded blobs again, ``z`` under the KL penalty not keeping a
-  shape's kind;
-- 8192 images rather than 2048, so stage 2 has four times as many codes to learn from.
+  (``optimizer.decay_fraction=0.25``): at step 2000 0.0062 / 0.0078 and training loss 0.0046,
+  against 0.0078 / 0.0100 and 0.0103 at a constant rate (0.0060 / 0.0082 after 2500 constant
+  steps); reconstructed triangles have corners;
+- a Gaussian encoder (``stochastic_encoding``, KL weight 2e-5, about 120 nats), compared with
+  the deterministic one on the same 8192 images, each through the whole demo: reconstruction
+  0.0102 / 0.0135 instead of 0.0065 / 0.0082 at step 2000, but the latent DDPM's samples stop
+  falling between the data's modes.  With the deterministic encoder four or five of the demo's
+  sixteen samples were crescents, two half-shapes or odd blobs (decoding real codes plus
+  Gaussian noise of 0.7 standard deviations per dimension still gave clean shapes, so the codes
+  the latent DDPM drew were off the data, not the decoder fragile); with the Gaussian encoder
+  two of sixteen.  The price: its reconstructed triangles are rounded blobs again (the
+  deterministic encoder's have corners, and two of its samples were triangles), ``z`` under
+  the KL penalty not keeping a shape's kind.  KL weight 5e-6 (about 200 nats) reconstructed no
+  better (0.0105 / 0.0127), still without corners, and drew three off-data samples;
+- 8192 images rather than 2048: stage 1 sees each image about 4 times instead of 16, and
+  stage 2 has four times as many codes (encoding them takes about 20 s).  Not a measured gain:
+  with the deterministic encoder, stage 2 on 16384 codes instead of 2048 drew equally many
+  off-data samples;
+- 2000 steps rather than 2400: the Gaussian encoder's fresh-clone demo with 2400 steps took
+  13 min 41 s, reconstructed at 0.0077 (step 2400) with triangles starting to show corners, but
+  five of its sixteen samples were off the data (two shapes in one image, a crescent).
 """
 
 from infdiff.pipeline.default_configs import autoencoder_config
