@@ -64,8 +64,8 @@ steps; CPU) at the step named:
   better (0.0105 / 0.0127), still without corners, and drew three off-data samples;
 - 8192 images rather than 2048: stage 1 sees each image about 4 times instead of 16, and
   stage 2 has four times as many codes (encoding them takes about 20 s).  Not a measured gain:
-  with the deterministic encoder, stage 2 on 16384 codes instead of 2048 drew equally many
-  off-data samples;
+  with the deterministic encoder, stage 2 on 16384 codes instead of 2048 (and 4000 steps) drew
+  four off-data samples instead of five;
 - 2000 steps rather than 2400: the Gaussian encoder's fresh-clone demo with 2400 steps took
   13 min 41 s, reconstructed at 0.0077 (step 2400) with triangles starting to show corners, but
   five of its sixteen samples were off the data (two shapes in one image, a crescent).
