@@ -118,7 +118,8 @@ def test_stage_one_resume_is_exact(tmp_path):
     half, _ = tiny_configs(tmp_path / "split", constant, "train.max_steps=3")
     train_autoencoder(half)
     resumed, _ = tiny_configs(tmp_path / "split", constant)
-    train_autoencoder(resumed)
+    with pytest.warns(UserWarning, match="differs from the checkpoint's: train.max_steps: 3 -> 6"):
+        train_autoencoder(resumed)
     a = CheckpointManager(tmp_path / "whole" / "shapes_32" / "checkpoints").load()
     b = CheckpointManager(tmp_path / "split" / "shapes_32" / "checkpoints").load()
     assert a["step"] == b["step"] == 6
