@@ -21,7 +21,7 @@ def decay_factor(step: int, max_steps: int, decay_steps: int) -> float:
     """``min(1, (max_steps − step) / decay_steps)``: 1, then linear to ``1 / decay_steps`` at the last step.
 
     The "warm-up, stable, decay" schedule's linear decay to zero over the last ``decay_steps``
-    updates (Hu et al. 2024, MiniCPM §4; Bergsma et al. 2025 on decaying linearly to zero):
+    updates (Hu et al. 2024, MiniCPM; Bergsma et al. 2025 on decaying linearly to zero):
     a run's weights settle in its final steps, where constant-rate Adam keeps them jittering.
     Always 1 if ``decay_steps`` is 0.
     """
