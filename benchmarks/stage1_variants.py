@@ -2,9 +2,9 @@
 
 A variant is a name and config overrides (``key=value``, as after ``--config.``); the first one
 given is the baseline of the ratios, and a variant without overrides is the config itself.  Each
-is a training step (forward, backward, Adam) of the variant's autoencoder, built through
-``build_autoencoder`` (so bad values fail as in training), on the same batch of the config's
-data set.
+is a training step (forward, backward, and the training loop's optimiser from the variant's
+``optimizer`` section) of the variant's autoencoder, built through ``build_autoencoder`` (so bad
+values fail as in training), on the same batch of the config's data set.
 
 The pixels the decoder's loss and the encoder see (``mc_integral``), at the demo's scale::
 
@@ -41,6 +41,7 @@ from infdiff.pipeline.autoencoder import build_autoencoder
 from infdiff.pipeline.build import build_unflipped_dataset
 from infdiff.pipeline.cli import parse_command_line
 from infdiff.train.config import ConfigError, override
+from infdiff.train.loop import make_optimizer
 
 
 def variant_config(config, overrides):
@@ -65,18 +66,20 @@ def main(argv=None):
 
     configs, args = parse_command_line(__doc__, ["config"], options, argv)
     config = configs["config"]
-    names = [name for name, *_ in args.variant]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"--variant names must differ, got {names}")
-    batch = torch.stack([build_unflipped_dataset(config)[i] for i in range(config.train.batch_size)])
+    overrides = {name: given for name, *given in args.variant}
+    if len(overrides) != len(args.variant):
+        raise ConfigError(f"--variant names must differ, got {[name for name, *_ in args.variant]}")
+    baseline_name = args.variant[0][0]
+    dataset = build_unflipped_dataset(config)
+    batch = torch.stack([dataset[i] for i in range(config.train.batch_size)])
     steps = {}
-    for name, *overrides in args.variant:
-        variant = variant_config(config, overrides)
+    for name, given in overrides.items():
+        variant = variant_config(config, given)
         torch.manual_seed(0)
         model = build_autoencoder(variant)
-        steps[name] = (model, torch.optim.Adam(model.parameters(), variant.optimizer.learning_rate), overrides)
+        steps[name] = (model, make_optimizer(model, variant.optimizer))
 
-    def step(model, optimizer, _):
+    def step(model, optimizer):
         t = torch.randint(0, config.diffusion.steps, (batch.shape[0],))
         model(batch, t)["loss"].mean().backward()
         optimizer.step()
@@ -90,7 +93,7 @@ def main(argv=None):
             start = time.perf_counter()
             step(*steps[name])
             times[name].append(time.perf_counter() - start)
-    baseline = statistics.median(times[names[0]])
+    baseline = statistics.median(times[baseline_name])
     result = {
         "benchmark": "stage1_variants",
         "argv": argv,
@@ -100,13 +103,13 @@ def main(argv=None):
         "img_size": config.data.img_size,
         "batch_size": config.train.batch_size,
         "repeats": args.repeats,
-        "baseline": names[0],
+        "baseline": baseline_name,
         "variants": {
-            name: {"overrides": overrides, "q_sample": model.points, "encoder_q_sample": model.encoder_points,
+            name: {"overrides": overrides[name], "q_sample": model.points, "encoder_q_sample": model.encoder_points,
                    "parameters": sum(p.numel() for p in model.parameters()),
                    "median_step_s": statistics.median(times[name]),
                    "ratio_to_baseline": statistics.median(times[name]) / baseline}
-            for name, (model, _, overrides) in steps.items()
+            for name, (model, _) in steps.items()
         },
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ Choices, the first three measured as the 1× reconstruction MSE at step 500 (DDI
 The next two choices were measured on one-shape images, as the 1× / 2× reconstruction MSE
 of the stage-1 run at step 1300 (DDIM, 25 steps; CPU):
 - the encoder sees every pixel (``mc_integral.encoder_q_sample``; its dense path, step-time
-  ratio 0.98 in ``benchmarks/results/pixel_counts_cpu.json``) instead of a fresh quarter:
+  ratio 1.04 in ``benchmarks/results/pixel_counts_cpu.json``) instead of a fresh quarter:
   0.029 / 0.032 → 0.020 / 0.021, and reconstructed rings kept their holes.  A 32² image has
   too few pixels for a quarter of them to show a small shape's outline.  The decoder's loss
   stays on a quarter: training it on every pixel lowered the 1× error but raised the 2× one
@@ -59,10 +59,11 @@ steps; CPU) at the step named:
   Gaussian noise of 0.7 standard deviations per dimension still gave clean shapes, so the codes
   the latent DDPM drew were off the data, not the decoder fragile); with the Gaussian encoder
   two of sixteen.  On 64 further samples of each (seed 1, counted by eye): about 12 off-data
-  for the deterministic encoder, about 7 for the Gaussian one.  The price: its reconstructed triangles are rounded blobs again (the
-  deterministic encoder's have corners, and two of its samples were triangles), ``z`` under
-  the KL penalty not keeping a shape's kind.  KL weight 5e-6 (about 200 nats) reconstructed no
-  better (0.0105 / 0.0127), still without corners, and drew three off-data samples;
+  for the deterministic encoder, about 7 for the Gaussian one.  The price: its reconstructed
+  triangles are rounded blobs again (the deterministic encoder's have corners, and two of its
+  samples were triangles), ``z`` under the KL penalty not keeping a shape's kind.  KL weight
+  5e-6 (about 200 nats) reconstructed no better (0.0105 / 0.0127), still without corners, and
+  drew three off-data samples;
 - 8192 images rather than 2048: stage 1 sees each image about 4 times instead of 16, and
   stage 2 has four times as many codes (encoding them takes about 20 s).  Not a measured gain:
   with the deterministic encoder, stage 2 on 16384 codes instead of 2048 (and 4000 steps) drew

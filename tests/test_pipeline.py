@@ -23,7 +23,9 @@ from infdiff.pipeline.generation import generate_recons, generate_samples
 from infdiff.pipeline.latent import train_latent
 from infdiff.train.checkpoint import CheckpointManager
 from infdiff.train.config import ConfigError, parse_config_flags
+from infdiff.train.loop import Trainer
 from infdiff.train.run_logger import read_metrics
+from infdiff.train.stop_signals import TrainingStopped
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_AE = [
@@ -64,6 +66,22 @@ def script(relative_path):
 def png_size(path):
     with Image.open(path) as image:
         return image.size
+
+
+def assert_same_final_state(run_a, run_b, step):
+    """The newest checkpoints of two runs hold the same step, parameters, EMA and Adam moments."""
+    a = CheckpointManager(Path(run_a) / "checkpoints").load()
+    b = CheckpointManager(Path(run_b) / "checkpoints").load()
+    assert a["step"] == b["step"] == step
+    for part in ("model", "ema"):
+        left = a[part] if part == "model" else a[part]["model"]
+        right = b[part] if part == "model" else b[part]["model"]
+        for key in left:
+            assert torch.equal(left[key], right[key]), f"{part}.{key} differs after resuming"
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    for key, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["exp_avg"], b["optimizer"]["state"][key]["exp_avg"])
+    assert a["scheduler"] == b["scheduler"]
 
 
 def test_two_stages_then_samples_at_two_resolutions(tmp_path):
@@ -120,17 +138,29 @@ def test_stage_one_resume_is_exact(tmp_path):
     resumed, _ = tiny_configs(tmp_path / "split", constant)
     with pytest.warns(UserWarning, match="differs from the checkpoint's: train.max_steps: 3 -> 6"):
         train_autoencoder(resumed)
-    a = CheckpointManager(tmp_path / "whole" / "shapes_32" / "checkpoints").load()
-    b = CheckpointManager(tmp_path / "split" / "shapes_32" / "checkpoints").load()
-    assert a["step"] == b["step"] == 6
-    for part in ("model", "ema"):
-        left = a[part] if part == "model" else a[part]["model"]
-        right = b[part] if part == "model" else b[part]["model"]
-        for key in left:
-            assert torch.equal(left[key], right[key]), f"{part}.{key} differs after resuming"
-    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
-    for key, state in a["optimizer"]["state"].items():
-        assert torch.equal(state["exp_avg"], b["optimizer"]["state"][key]["exp_avg"])
+    assert_same_final_state(tmp_path / "whole" / "shapes_32", tmp_path / "split" / "shapes_32", step=6)
+
+
+def test_stage_one_stopped_and_resumed_is_exact_with_a_decaying_rate(tmp_path, monkeypatch):
+    decaying = "optimizer.decay_fraction=0.5"
+    whole, _ = tiny_configs(tmp_path / "whole", decaying)
+    train_autoencoder(whole)
+    split, _ = tiny_configs(tmp_path / "split", decaying)
+    train_step = Trainer.train_step
+
+    def interrupted_after_the_third_update(self, batch):
+        metrics = train_step(self, batch)
+        if self.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return metrics
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_after_the_third_update)
+    with pytest.raises(TrainingStopped) as stopped:
+        train_autoencoder(split)
+    assert stopped.value.step == 3
+    monkeypatch.undo()
+    train_autoencoder(split)
+    assert_same_final_state(tmp_path / "whole" / "shapes_32", tmp_path / "split" / "shapes_32", step=6)
 
 
 def test_stage_two_resume_is_exact_and_reuses_the_latent_cache(tmp_path):
