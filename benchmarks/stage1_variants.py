@@ -21,6 +21,12 @@ The demo's network against the deeper one it replaced::
         --variant two_blocks "model.uno_blocks_per_level=(2,2)" model.num_conv_blocks=2 \\
         --variant demo
 
+PyTorch's fused Adam (the default) against its per-parameter loop::
+
+    python benchmarks/stage1_variants.py --config configs/shapes_32_config.py \\
+        --out benchmarks/results/fused_adam_cpu.json --repeats 40 \\
+        --variant loop_adam optimizer.fused=False --variant fused_adam
+
 Reported per variant: its overrides, pixel counts, parameter count, median seconds per step and
 the ratio to the baseline.  On these shared 2-core machines only the ratios mean something.
 """

@@ -54,6 +54,8 @@ def test_defaults_and_overrides(roots):
     assert (len(shapes), shapes.seed, shapes.split, shapes.channels, shapes.random_flip) == (7, 2, "test", 1, True)
     assert shapes.max_shapes == 3
     assert build_dataset(ConfigDict({"name": "shapes", "img_size": 8, "max_shapes": 1})).max_shapes == 1
+    larger = build_dataset(ConfigDict({"name": "shapes", "img_size": 8, "radius_range": (0.2, 0.32)}))
+    assert larger.radius_range == (0.2, 0.32) and shapes.radius_range == (0.12, 0.3)
     assert build_dataset(ConfigDict({"name": "ffhq", "root_dir": roots["folder"], "img_size": 8})).random_flip
     mnist = build_dataset(ConfigDict({"name": "mnist", "root_dir": roots["idx"]}))
     assert mnist[0].shape == (1, 28, 28) and not mnist.random_flip
@@ -82,6 +84,7 @@ def test_missing_root_names_the_key(name, tmp_path):
     ("random_flip", "yes", "data.random_flip must be true or false"),
     ("num_samples", -3, "data.num_samples must be an integer >= 1"),
     ("max_shapes", 0, "data.max_shapes must be an integer >= 1"),
+    ("radius_range", (0.3, 0.2), r"data.radius_range must be two numbers \(a, b\) with 0.0 < a <= b <= 0.5"),
 ])
 def test_bad_values_name_their_key(key, value, message):
     data = ConfigDict({"name": "shapes", "img_size": 8})

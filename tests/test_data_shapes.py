@@ -29,6 +29,24 @@ def test_max_shapes_bounds_the_count_and_keeps_the_background():
         sample_params(0, max_shapes=0)
 
 
+def test_radius_range_rescales_the_same_draws_and_keeps_the_rest():
+    low, high = 0.2, 0.32
+    for i in range(20):
+        default, larger = sample_params(i), sample_params(i, radius_range=(low, high))
+        assert larger.background == default.background and len(larger.shapes) == len(default.shapes)
+        for a, b in zip(default.shapes, larger.shapes):
+            assert (a.kind, a.centre, a.ratio, a.angle, a.colour) == (b.kind, b.centre, b.ratio, b.angle, b.colour)
+            assert low <= b.radius <= high
+            assert (b.radius - low) / (high - low) == pytest.approx((a.radius - 0.12) / (0.3 - 0.12))
+    assert ShapesDataset(8, radius_range=(low, high)).params(3) == sample_params(3, radius_range=(low, high))
+
+
+@pytest.mark.parametrize("radius_range", [(0.3, 0.2), (0.0, 0.2), (0.1, 0.6), (0.1,), "big", (True, 0.3)])
+def test_bad_radius_range_is_an_error(radius_range):
+    with pytest.raises(DataError, match=r"radius_range must be two numbers \(a, b\) with 0.0 < a <= b <= 0.5"):
+        ShapesDataset(8, radius_range=radius_range)
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_shapes_range_and_length(channels):
     dataset = ShapesDataset(16, length=5, channels=channels)

@@ -3,7 +3,9 @@ import pickle
 
 import pytest
 import torch
+from ml_collections import ConfigDict
 
+from infdiff.train.loop import make_optimizer
 from infdiff.train.schedule import GradientGuard, decay_factor, lr_lambda, should_skip_step, warmup_factor
 
 
@@ -100,3 +102,26 @@ def test_guard_accepts_a_custom_clip_function():
 def test_invalid_guard_settings_raise():
     with pytest.raises(ValueError, match="skip_threshold"):
         GradientGuard(skip_threshold=0.0)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.04])
+def test_fused_adam_takes_the_looped_adams_steps(weight_decay):
+    def run(fused):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.GELU(), torch.nn.Linear(7, 3))
+        opt = ConfigDict(dict(learning_rate=1e-2, adam_beta1=0.9, adam_beta2=0.99, weight_decay=weight_decay,
+                              fused=fused))
+        initial = torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
+        optimizer = make_optimizer(model, opt)
+        assert optimizer.defaults["fused"] is fused
+        assert isinstance(optimizer, torch.optim.AdamW if weight_decay else torch.optim.Adam)
+        for step in range(5):
+            x = torch.randn(11, 5, generator=torch.Generator().manual_seed(step))
+            model(x).square().mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        final = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+        assert (final - initial).abs().max() > 1e-3
+        return final
+
+    torch.testing.assert_close(run(True), run(False), rtol=1e-5, atol=1e-6)

@@ -12,6 +12,8 @@ missing or ``None`` value takes the default):
 * ``num_samples``: length of the ``shapes`` dataset (default, and when 0: 50000);
 * ``seed``: seed of the ``shapes`` dataset (default 0);
 * ``max_shapes``: most shapes in one ``shapes`` image (default 3);
+* ``radius_range``: ``(low, high)``, the range of a ``shapes`` shape's radius as a fraction of
+  the image side (default ``(0.12, 0.3)``);
 * ``split``: ``"train"`` or ``"test"`` for ``shapes`` and IDX datasets (default ``"train"``).
 
 Image folders and LMDBs have no split: point ``root_dir`` at the split's folder or db.
@@ -24,12 +26,12 @@ from typing import Any, Callable, Dict, Type
 
 from torch.utils.data import Dataset
 
-from infdiff.data.checks import check_channels, require_int
+from infdiff.data.checks import check_channels, check_range, require_int
 from infdiff.data.errors import DataError
 from infdiff.data.idx import IDXDataset
 from infdiff.data.image_folder import ImageFolderDataset
 from infdiff.data.lmdb_dataset import LMDBDataset
-from infdiff.data.shapes import MAX_SHAPES, ShapesDataset
+from infdiff.data.shapes import MAX_SHAPES, RADIUS_RANGE, ShapesDataset
 
 SPLITS = ("train", "test")
 DEFAULT_SHAPES_LENGTH = 50_000
@@ -63,12 +65,17 @@ def _split(data: Any) -> str:
     return split
 
 
+def _radius_range(data: Any) -> tuple:
+    return check_range(_get(data, "radius_range", RADIUS_RANGE), "data.radius_range", 0.0, 0.5)
+
+
 def _shapes(data: Any) -> ShapesDataset:
     length = DEFAULT_SHAPES_LENGTH if _get(data, "num_samples", 0) == 0 else _int(data, "num_samples")
     return ShapesDataset(_int(data, "img_size"), length=length,
                          seed=_int(data, "seed", 0, minimum=0), channels=_channels(data, 3),
                          random_flip=_flag(data, "random_flip", False), split=_split(data),
-                         max_shapes=_int(data, "max_shapes", MAX_SHAPES))
+                         max_shapes=_int(data, "max_shapes", MAX_SHAPES),
+                         radius_range=_radius_range(data))
 
 
 def _stored_images(dataset_class: Type[Dataset], data: Any) -> Dataset:

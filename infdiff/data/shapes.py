@@ -4,8 +4,10 @@ Sample ``index`` of seed ``seed`` (drawn from ``np.random.default_rng([seed, str
 stream 0 for the train split and 1 for test) is a continuous image: a background that is a
 linear gradient between two muted colours plus a faint low-frequency wave, overlaid (painter's
 order) by 1 to ``max_shapes`` (default 3) bright shapes defined by exact geometric predicates:
-discs, rings, rotated rectangles and rotated equilateral triangles, of radius 0.12–0.3 of the
-image side.
+discs, rings, rotated rectangles and rotated equilateral triangles, of a radius drawn uniformly
+from ``radius_range`` (default 0.12–0.3 of the image side).  ``max_shapes`` and
+``radius_range`` change nothing else of a sample: its background, and its shapes' kinds, centres,
+angles and colours, are the same for every value.
 
 A pixel's value is the average of the continuous image over its cell, approximated by point
 samples at the centres of a grid ``supersample`` times finer (cell-centred, as in
@@ -31,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from infdiff.data.checks import check_channels, require_int
+from infdiff.data.checks import check_channels, check_range, require_int
 from infdiff.data.errors import DataError
 from infdiff.data.transforms import random_hflip
 from infdiff.ops.grid import as_size
@@ -107,28 +109,32 @@ def random_background(rng: np.random.Generator, channels: int) -> Background:
                       phase=rng.uniform(0, 2 * math.pi))
 
 
-def random_shape(rng: np.random.Generator, channels: int) -> Shape:
-    """A bright shape of a random kind, size, position and rotation."""
+def random_shape(rng: np.random.Generator, channels: int,
+                 radius_range: Tuple[float, float] = RADIUS_RANGE) -> Shape:
+    """A bright shape of a random kind, size (radius uniform in ``radius_range``), position and rotation."""
     kind = KINDS[rng.integers(len(KINDS))]
     return Shape(kind=kind, centre=(rng.uniform(*CENTRE_RANGE), rng.uniform(*CENTRE_RANGE)),
-                 radius=rng.uniform(*RADIUS_RANGE), ratio=rng.uniform(*RATIO_RANGE[kind]),
+                 radius=rng.uniform(*radius_range), ratio=rng.uniform(*RATIO_RANGE[kind]),
                  angle=rng.uniform(0, 2 * math.pi), colour=random_colour(rng, channels, SHAPE_VALUE, SHAPE_SATURATION))
 
 
 def sample_params(index: int, seed: int = 0, channels: int = 3, split: str = "train",
-                  max_shapes: int = MAX_SHAPES) -> ShapesSample:
+                  max_shapes: int = MAX_SHAPES, radius_range: Tuple[float, float] = RADIUS_RANGE) -> ShapesSample:
     """The parameters of sample ``index`` of ``seed`` and ``split`` with 1 to ``max_shapes`` shapes.
 
-    A pure function of its arguments; the background does not depend on ``max_shapes``.
+    A pure function of its arguments; ``radius_range`` (fractions of the image side, at most 0.5)
+    scales the shapes' radii and changes no other parameter, and the background does not depend
+    on ``max_shapes``.
     """
     if split not in SPLIT_STREAMS:
         raise DataError(f"split must be one of {sorted(SPLIT_STREAMS)}, got {split!r}")
     index, seed = require_int(index, "index", minimum=0), require_int(seed, "seed", minimum=0)
     channels, max_shapes = check_channels(channels), require_int(max_shapes, "max_shapes")
+    radius_range = check_range(radius_range, "radius_range", 0.0, 0.5)
     rng = np.random.default_rng([seed, SPLIT_STREAMS[split], index])
     background = random_background(rng, channels)
     count = int(rng.integers(1, max_shapes + 1))
-    return ShapesSample(background, tuple(random_shape(rng, channels) for _ in range(count)))
+    return ShapesSample(background, tuple(random_shape(rng, channels, radius_range) for _ in range(count)))
 
 
 def _projection(angle: float, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -209,23 +215,25 @@ def render(sample: ShapesSample, size: Union[int, Tuple[int, int]], supersample:
 class ShapesDataset(Dataset):
     """``length`` procedural samples rendered at ``size`` as ``(channels, size, size)`` tensors in ``[-1, 1]``.
 
-    Item ``i`` is :func:`render` of :func:`sample_params` ``(i, seed, channels, split, max_shapes)``,
+    Item ``i`` is :func:`render` of :func:`sample_params` ``(i, seed, channels, split, max_shapes, radius_range)``,
     mirrored left-right with probability 1/2 if ``random_flip``.
     """
 
     def __init__(self, size: int, length: int = 50_000, seed: int = 0, channels: int = 3, supersample: int = 4,
-                 random_flip: bool = False, split: str = "train", max_shapes: int = MAX_SHAPES):
-        sample_params(0, seed, channels, split, max_shapes)  # validates seed, channels, split and max_shapes
+                 random_flip: bool = False, split: str = "train", max_shapes: int = MAX_SHAPES,
+                 radius_range: Tuple[float, float] = RADIUS_RANGE):
+        sample_params(0, seed, channels, split, max_shapes, radius_range)  # validates all but size and length
         self.size, self.length, self.seed = require_int(size, "size"), require_int(length, "length"), int(seed)
         self.channels, self.supersample = check_channels(channels), require_int(supersample, "supersample")
         self.random_flip, self.split, self.max_shapes = bool(random_flip), split, int(max_shapes)
+        self.radius_range = check_range(radius_range, "radius_range", 0.0, 0.5)
 
     def __len__(self) -> int:
         return self.length
 
     def params(self, index: int) -> ShapesSample:
         """The parameters of sample ``index``."""
-        return sample_params(index, self.seed, self.channels, self.split, self.max_shapes)
+        return sample_params(index, self.seed, self.channels, self.split, self.max_shapes, self.radius_range)
 
     def render_sample(self, index: int, size: Optional[Union[int, Tuple[int, int]]] = None,
                       supersample: Optional[int] = None) -> torch.Tensor:

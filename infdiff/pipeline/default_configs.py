@@ -38,9 +38,11 @@ def _diffusion_section(**specific) -> ConfigDict:
 
 def _optimizer_section(learning_rate: float, weight_decay: float) -> ConfigDict:
     """Adam(0.9, 0.99) (AdamW when ``weight_decay > 0``), no warm-up, constant rate (``decay_fraction``: the
-    fraction of ``train.max_steps`` at the end over which it falls linearly to zero), exploding-step skipping off."""
+    fraction of ``train.max_steps`` at the end over which it falls linearly to zero), exploding-step skipping off,
+    ``fused``: one update kernel for all parameters instead of a loop over them (the same update)."""
     return ConfigDict(dict(learning_rate=learning_rate, adam_beta1=0.9, adam_beta2=0.99, weight_decay=weight_decay,
-                           warmup_steps=0, decay_fraction=0.0, gradient_skip=False, gradient_skip_threshold=500.0))
+                           warmup_steps=0, decay_fraction=0.0, gradient_skip=False, gradient_skip_threshold=500.0,
+                           fused=True))
 
 
 def autoencoder_config(dataset: str = "ffhq", img_size: int = 256, experiment: str = "ffhq_mollified_256") -> ConfigDict:

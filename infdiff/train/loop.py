@@ -58,10 +58,15 @@ def make_accelerator(mixed_precision: str) -> Accelerator:
 
 
 def make_optimizer(model: nn.Module, opt: ConfigDict) -> torch.optim.Optimizer:
-    """Adam (AdamW when ``weight_decay > 0``) with ``optimizer.*`` hyper-parameters."""
+    """Adam (AdamW when ``weight_decay > 0``) with ``optimizer.*`` hyper-parameters.
+
+    ``optimizer.fused`` selects PyTorch's fused kernel (CPU and CUDA since torch 2.4): the same update in
+    one pass over all parameters rather than a Python loop of small ops, which dominates for small models
+    (``benchmarks/results/fused_adam_cpu.json``).
+    """
     cls = torch.optim.AdamW if opt.weight_decay > 0 else torch.optim.Adam
     return cls(model.parameters(), lr=opt.learning_rate, betas=(opt.adam_beta1, opt.adam_beta2),
-               weight_decay=opt.weight_decay)
+               weight_decay=opt.weight_decay, fused=bool(opt.fused))
 
 
 def config_differences(old: dict, new: dict, prefix: str = "") -> List[str]:
