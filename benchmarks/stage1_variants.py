@@ -83,10 +83,10 @@ def main(argv=None):
         variant = variant_config(config, given)
         torch.manual_seed(0)
         model = build_autoencoder(variant)
-        steps[name] = (model, make_optimizer(model, variant.optimizer))
+        steps[name] = (model, make_optimizer(model, variant.optimizer), variant.diffusion.steps)
 
-    def step(model, optimizer):
-        t = torch.randint(0, config.diffusion.steps, (batch.shape[0],))
+    def step(model, optimizer, timesteps):
+        t = torch.randint(0, timesteps, (batch.shape[0],))
         model(batch, t)["loss"].mean().backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -115,7 +115,7 @@ def main(argv=None):
                    "parameters": sum(p.numel() for p in model.parameters()),
                    "median_step_s": statistics.median(times[name]),
                    "ratio_to_baseline": statistics.median(times[name]) / baseline}
-            for name, (model, _) in steps.items()
+            for name, (model, *_) in steps.items()
         },
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

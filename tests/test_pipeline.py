@@ -352,6 +352,14 @@ def test_variant_benchmark_writes_its_json(tmp_path):
     assert all(v["median_step_s"] > 0 for v in variants.values())
 
 
+def test_variant_benchmark_draws_timesteps_from_each_variants_own_process(tmp_path):
+    out = tmp_path / "bench.json"
+    script("benchmarks/stage1_variants.py").main(
+        ["--out", str(out), "--repeats", "2", "--variant", "paper", "--variant", "short", "diffusion.steps=40"]
+        + flags("config", "shapes_32_config.py", TINY_AE))
+    assert list(json.loads(out.read_text())["variants"]) == ["paper", "short"]
+
+
 @pytest.mark.parametrize("variant, message", [(["x", "model.nff=3"], "no such key"), (["x", "model.nf"], "key=value")])
 def test_variant_benchmark_rejects_bad_overrides(tmp_path, variant, message):
     with pytest.raises(ConfigError, match=message):
