@@ -7,7 +7,7 @@ config's resolution, so a paper-scale config can be checked on a GPU without its
     python benchmarks/stage1_step.py --out benchmarks/results/stage1_ffhq256_h100.json \\
         --config configs/ffhq_256_config.py --config.data.name=shapes --config.data.num_samples=512 \\
         --config.train.max_steps=40 --config.train.log_steps=10 --config.train.plot_samples_steps=40 \\
-        --config.train.plot_sampling_steps=10 --config.train.sample_size=4 --config.train.checkpoint_steps=40 \\
+        --config.sampler.steps=10 --config.train.sample_size=4 --config.train.checkpoint_steps=40 \\
         --config.run.output_dir=/tmp/stage1_bench
 
 The step time reported is the median over logging windows after the first (which holds the
@@ -53,7 +53,7 @@ def main(argv=None):
         "torch": torch.__version__,
         "img_size": config.data.img_size,
         "batch_size": config.train.batch_size,
-        "points_per_image": config.mc_integral.q_sample,
+        "points_per_image": config.loss.points,
         "mixed_precision": config.train.mixed_precision if cuda else "no",
         "parameters": sum(p.numel() for p in build_autoencoder(config).parameters()),
         "step_time_s": statistics.median(step_times[1:] or step_times),

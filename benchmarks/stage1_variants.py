@@ -1,24 +1,26 @@
 """Stage-1 step time of variants of one config, interleaved round-robin in one process.
 
-A variant is a name and config overrides (``key=value``, as after ``--config.``); the first one
-given is the baseline of the ratios, and a variant without overrides is the config itself.  Each
-is a training step (forward, backward, and the training loop's optimiser from the variant's
-``optimizer`` section) of the variant's autoencoder, built through ``build_autoencoder`` (so bad
-values fail as in training), on the same batch of the config's data set.
+A variant is a name and config overrides (``key=value``, as after ``--config.``; the ∞-Diff
+spellings work too); the first one given is the baseline of the ratios, and a variant without
+overrides is the config itself.  Each is a training step (the variant's loss drawing its own
+times, noise and subsets, backward, and the training loop's optimiser from the variant's
+``optimizer`` section) of the variant's autoencoder, built as in training (so bad values fail as
+in training), on the same batch of the config's data set.
 
-The pixels the decoder's loss and the encoder see (``mc_integral``), at the demo's scale::
+The pixels the decoder's loss and the encoder see (``loss.points``, ``loss.encoder_points``), at
+the demo's scale::
 
     python benchmarks/stage1_variants.py --config configs/shapes_32_config.py \\
         --out benchmarks/results/pixel_counts_cpu.json --repeats 15 \\
-        --variant quarter_quarter mc_integral.q_sample=256 mc_integral.encoder_q_sample=256 \\
-        --variant quarter_all mc_integral.q_sample=256 mc_integral.encoder_q_sample=1024 \\
-        --variant all_all mc_integral.q_sample=1024 mc_integral.encoder_q_sample=1024
+        --variant quarter_quarter loss.points=256 loss.encoder_points=256 \\
+        --variant quarter_all loss.points=256 loss.encoder_points=1024 \\
+        --variant all_all loss.points=1024 loss.encoder_points=1024
 
 The demo's network against the deeper one it replaced::
 
     python benchmarks/stage1_variants.py --config configs/shapes_32_config.py \\
         --out benchmarks/results/demo_network_cpu.json --repeats 15 \\
-        --variant two_blocks "model.uno_blocks_per_level=(2,2)" model.num_conv_blocks=2 \\
+        --variant two_blocks "model.uno.blocks_per_level=(2,2)" model.num_conv_blocks=2 \\
         --variant demo
 
 PyTorch's fused Adam (the default) against its per-parameter loop::
@@ -27,8 +29,8 @@ PyTorch's fused Adam (the default) against its per-parameter loop::
         --out benchmarks/results/fused_adam_cpu.json --repeats 40 \\
         --variant loop_adam optimizer.fused=False --variant fused_adam
 
-Reported per variant: its overrides, pixel counts, parameter count, median seconds per step and
-the ratio to the baseline.  On these shared 2-core machines only the ratios mean something.
+Reported per variant: its overrides, pixel counts, process steps, parameter count, median seconds
+per step and the ratio to the baseline.  On these shared 2-core machines only the ratios mean something.
 """
 
 from __future__ import annotations
@@ -43,11 +45,14 @@ from pathlib import Path
 
 import torch
 
+from infdiff.data import build_dataset
 from infdiff.pipeline.autoencoder import build_autoencoder
-from infdiff.pipeline.build import build_unflipped_dataset
+from infdiff.pipeline.build import build_loss, build_process
 from infdiff.pipeline.cli import parse_command_line
+from infdiff.pipeline.legacy_keys import LEGACY_KEYS
 from infdiff.train.config import ConfigError, override
 from infdiff.train.loop import make_optimizer
+from infdiff.train.settings import OptimizerSettings, from_section
 
 
 def variant_config(config, overrides):
@@ -57,7 +62,7 @@ def variant_config(config, overrides):
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--variant override {item!r}: expected key=value")
-        override(variant, key, value)
+        override(variant, key, value, aliases=LEGACY_KEYS)
     return variant
 
 
@@ -76,18 +81,19 @@ def main(argv=None):
     if len(overrides) != len(args.variant):
         raise ConfigError(f"--variant names must differ, got {[name for name, *_ in args.variant]}")
     baseline_name = args.variant[0][0]
-    dataset = build_unflipped_dataset(config)
+    dataset = build_dataset(config.data)
     batch = torch.stack([dataset[i] for i in range(config.train.batch_size)])
-    steps = {}
+    steps, loss_settings = {}, {}
     for name, given in overrides.items():
         variant = variant_config(config, given)
         torch.manual_seed(0)
         model = build_autoencoder(variant)
-        steps[name] = (model, make_optimizer(model, variant.optimizer), variant.diffusion.steps)
+        optimizer = make_optimizer(model, from_section(OptimizerSettings, variant.optimizer, "optimizer"))
+        steps[name] = (model, optimizer, build_loss(variant, build_process(variant)), torch.Generator().manual_seed(0))
+        loss_settings[name] = variant.loss.to_dict(), variant.process.steps
 
-    def step(model, optimizer, timesteps):
-        t = torch.randint(0, timesteps, (batch.shape[0],))
-        model(batch, t)["loss"].mean().backward()
+    def step(model, optimizer, loss, generator):
+        loss(model, batch, generator)["loss"].mean().backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -111,7 +117,8 @@ def main(argv=None):
         "repeats": args.repeats,
         "baseline": baseline_name,
         "variants": {
-            name: {"overrides": overrides[name], "q_sample": model.points, "encoder_q_sample": model.encoder_points,
+            name: {"overrides": overrides[name], "points": loss_settings[name][0]["points"],
+                   "encoder_points": loss_settings[name][0]["encoder_points"], "process_steps": loss_settings[name][1],
                    "parameters": sum(p.numel() for p in model.parameters()),
                    "median_step_s": statistics.median(times[name]),
                    "ratio_to_baseline": statistics.median(times[name]) / baseline}

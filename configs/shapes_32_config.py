@@ -32,7 +32,7 @@ Choices, the first three measured as the 1× reconstruction MSE at step 500 (DDI
   timesteps (0.069), U-Net base width 64 (0.073) and the U-Net at 32² instead of 16² (0.108).
 The next two choices were measured on one-shape images, as the 1× / 2× reconstruction MSE
 of the stage-1 run at step 1300 (DDIM, 25 steps; CPU):
-- the encoder sees every pixel (``mc_integral.encoder_q_sample``; its dense path, step-time
+- the encoder sees every pixel (``loss.encoder_points``; its dense path, step-time
   ratio 1.04 in ``benchmarks/results/pixel_counts_cpu.json``) instead of a fresh quarter:
   0.029 / 0.032 → 0.020 / 0.021, and reconstructed rings kept their holes.  A 32² image has
   too few pixels for a quarter of them to show a small shape's outline.  The decoder's loss
@@ -43,8 +43,8 @@ of the stage-1 run at step 1300 (DDIM, 25 steps; CPU):
   0.022 / 0.026); batch 8 for 2000 steps in the same time: 0.020 / 0.024.
 Then, on one-shape images and with the training log's 1× / 2× reconstruction MSE (DDIM, 25
 steps; CPU) at the step named:
-- one U-Net block per level and one sparse block (``uno_blocks_per_level=(1, 1)``,
-  ``num_conv_blocks=1``) instead of two: a step costs a ratio of 0.63 of the deeper network's
+- one U-Net block per level and one sparse block (``model.uno.blocks_per_level=(1, 1)``,
+  ``model.num_conv_blocks=1``) instead of two: a step costs a ratio of 0.63 of the deeper network's
   (``benchmarks/results/demo_network_cpu.json``) and learned no worse per step: 0.018 / 0.019
   at step 1000 and 0.012 / 0.014 at step 1500, against 0.022 / 0.026 (step 1000) and 0.014 /
   0.017 (step 1500) for two blocks.  With 1500 steps, ``z`` had not learnt a shape's kind
@@ -53,7 +53,7 @@ steps; CPU) at the step named:
   (``optimizer.decay_fraction=0.25``): at step 2000 0.0062 / 0.0078 and training loss 0.0046,
   against 0.0078 / 0.0100 and 0.0103 at a constant rate (0.0060 / 0.0082 after 2500 constant
   steps); reconstructed triangles have corners;
-- a Gaussian encoder (``stochastic_encoding``, KL weight 2e-5, about 120 nats), compared with
+- a Gaussian encoder (``model.stochastic``, ``loss.kl_weight`` 2e-5, about 120 nats), compared with
   the deterministic one on the same 8192 images, each through the whole demo: reconstruction
   0.0102 / 0.0135 instead of 0.0065 / 0.0082 at step 2000, but the latent DDPM's samples stop
   falling between the data's modes.  With the deterministic encoder four or five of the demo's
@@ -107,27 +107,27 @@ def get_config():
     config.train.ema_update_every = 1
     config.train.log_steps = 50
     config.train.plot_samples_steps = 500
-    config.train.plot_sampling_steps = 25
     config.train.checkpoint_steps = 500
+    config.sampler.steps = 25
     config.model.nf = 32
-    config.model.time_emb_dim = 64
+    config.model.time_dim = 64
     config.model.num_conv_blocks = 1
     config.model.kernel_size = 5
-    config.model.uno_base_channels = 32
-    config.model.uno_mults = (1, 2)
-    config.model.uno_blocks_per_level = (1, 1)
-    config.model.uno_attn_resolutions = (8,)
-    config.model.uno_dropout = 0.0
-    config.model.uno_num_groups = 8
+    config.model.uno.base_channels = 32
+    config.model.uno.channel_mults = (1, 2)
+    config.model.uno.blocks_per_level = (1, 1)
+    config.model.uno.attn_resolutions = (8,)
+    config.model.uno.dropout = 0.0
+    config.model.uno.num_groups = 8
     config.model.z_dim = 64
     config.model.encoder_pool_size = 4
     config.model.decoder_z_grid = 4
-    config.model.stochastic_encoding = True
-    config.model.kld_weight = 2e-5
+    config.model.stochastic = True
+    config.loss.kl_weight = 2e-5
     size = config.data.get_ref("img_size")
-    config.mc_integral.encoder_q_sample = size * size
-    config.diffusion.model_mean_type = "x0"
-    config.diffusion.noise_schedule = "linear"
+    config.loss.encoder_points = size * size
+    config.loss.target = "x0"
+    config.process.schedule = "linear"
     config.optimizer.learning_rate = 2e-3
     config.optimizer.warmup_steps = 50
     config.optimizer.decay_fraction = 0.25

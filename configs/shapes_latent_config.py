@@ -25,8 +25,8 @@ def get_config():
     config.train.checkpoint_steps = 500
     config.model.hidden = 256
     config.model.num_layers = 6
-    config.model.time_emb_dim = 64
-    config.diffusion.sampling_steps = 50
+    config.model.time_dim = 64
+    config.sampler.steps = 50
     config.optimizer.learning_rate = 5e-4
     config.optimizer.weight_decay = 0.0
     config.optimizer.decay_fraction = 0.25

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from infdiff.pipeline.autoencoder import train_autoencoder
-from infdiff.pipeline.cli import parse_command_line
+from infdiff.pipeline.cli import add_sampler_option, parse_command_line
 from infdiff.pipeline.generation import generate_recons, generate_samples
 from infdiff.pipeline.latent import train_latent
 from infdiff.pipeline.runs import run_directory
@@ -32,8 +32,7 @@ def options(parser):
     parser.add_argument("--sampling_steps", type=int, default=25)
     parser.add_argument("--recon_sampling_steps", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddpm",
-                        help="decoder sampler (ancestral sampling gives sharper shapes to a briefly trained model)")
+    add_sampler_option(parser, default="ddpm")
 
 
 def main(argv=None):

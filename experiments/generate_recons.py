@@ -2,10 +2,12 @@
 
     python experiments/generate_recons.py --decoder_config configs/ffhq_256_config.py --sizes 256 512 1024
 
-Writes individual PNGs, grid.png (one row per resolution) and recons.json into a new folder.
+The run is found by experiment name and its saved config is used.  Images come from the held-out
+split where the data set has one (``--split`` to choose).  Writes individual PNGs, grid.png (one
+row per resolution) and recons.json into a new folder.
 """
 
-from infdiff.pipeline.cli import parse_command_line
+from infdiff.pipeline.cli import STAGE_SCRIPTS, add_sampler_option, parse_command_line
 from infdiff.pipeline.generation import generate_recons
 
 
@@ -14,7 +16,9 @@ def options(parser):
     parser.add_argument("--num_images", type=int, default=8)
     parser.add_argument("--sampling_steps", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
+    add_sampler_option(parser)
+    parser.add_argument("--split", default=None, help="data split to reconstruct (default: 'test' where the "
+                                                     "data set has one)")
     parser.add_argument("--out_dir", default=None)
     parser.add_argument("--noise_size", type=int, default=None,
                         help="draw the decoder's noise on this grid and average it down (a common multiple of "
@@ -22,9 +26,10 @@ def options(parser):
 
 
 def main(argv=None):
-    configs, args = parse_command_line(__doc__, ["decoder_config"], options, argv)
+    configs, args = parse_command_line(__doc__, ["decoder_config"], options, argv,
+                                       trained={"decoder_config": STAGE_SCRIPTS["stage1"]})
     out = generate_recons(configs["decoder_config"], args.sizes, args.num_images, args.sampling_steps, args.seed,
-                          args.sampler, args.out_dir, args.noise_size)
+                          args.sampler, args.out_dir, args.noise_size, args.split)
     print(f"reconstructions written to {out}")
 
 

@@ -1,12 +1,13 @@
 import struct
+import warnings
 
 import numpy as np
 import pytest
 from ml_collections import ConfigDict
 from PIL import Image
 
-from infdiff.data import (DATASETS, DataError, IDXDataset, ImageFolderDataset, LMDBDataset, ShapesDataset,
-                          build_dataset)
+from infdiff.data import (DATASETS, DataError, DataKeyWarning, IDXDataset, ImageFolderDataset, LMDBDataset,
+                          ShapesDataset, build_dataset, data_channels, random_flip)
 from infdiff.data.prepare import prepare_lmdb
 
 
@@ -38,8 +39,10 @@ def test_every_registered_name_is_covered():
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_each_name_builds(name, roots):
     dataset_class, root = EXPECTED[name]
-    data = ConfigDict({"name": name, "root_dir": roots.get(root, ""), "img_size": 8, "num_samples": 4})
-    dataset = build_dataset(data)
+    data = ConfigDict({"name": name, "img_size": 8, **({"root_dir": roots[root]} if root else {"num_samples": 4})})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dataset = build_dataset(data)
     assert isinstance(dataset, dataset_class)
     channels = 1 if dataset_class is IDXDataset else 3
     assert dataset[0].shape == (channels, 8, 8)
@@ -47,18 +50,33 @@ def test_each_name_builds(name, roots):
 
 def test_defaults_and_overrides(roots):
     shapes = build_dataset(ConfigDict({"name": "shapes", "img_size": 8}))
-    assert len(shapes) == 50_000 and shapes.seed == 0 and not shapes.random_flip and shapes.split == "train"
+    assert len(shapes) == 50_000 and shapes.seed == 0 and shapes.split == "train"
+    assert not random_flip({"name": "shapes"}) and random_flip({"name": "shapes", "random_flip": True})
     assert len(build_dataset(ConfigDict({"name": "shapes", "img_size": 8, "num_samples": 0}))) == 50_000
     shapes = build_dataset(ConfigDict({"name": "shapes", "img_size": 8, "num_samples": 7, "seed": 2, "split": "test",
                                        "channels": 1, "random_flip": True}))
-    assert (len(shapes), shapes.seed, shapes.split, shapes.channels, shapes.random_flip) == (7, 2, "test", 1, True)
+    assert (len(shapes), shapes.seed, shapes.split, shapes.channels) == (7, 2, "test", 1)
     assert shapes.max_shapes == 3
     assert build_dataset(ConfigDict({"name": "shapes", "img_size": 8, "max_shapes": 1})).max_shapes == 1
     larger = build_dataset(ConfigDict({"name": "shapes", "img_size": 8, "radius_range": (0.2, 0.32)}))
     assert larger.radius_range == (0.2, 0.32) and shapes.radius_range == (0.12, 0.3)
-    assert build_dataset(ConfigDict({"name": "ffhq", "root_dir": roots["folder"], "img_size": 8})).random_flip
-    mnist = build_dataset(ConfigDict({"name": "mnist", "root_dir": roots["idx"]}))
-    assert mnist[0].shape == (1, 28, 28) and not mnist.random_flip
+    assert random_flip({"name": "ffhq", "random_flip": None})
+    mnist = build_dataset(ConfigDict({"name": "mnist", "root_dir": roots["idx"], "channels": None}))
+    assert mnist[0].shape == (1, 28, 28) and not random_flip({"name": "mnist"})
+
+
+def test_channels_come_from_the_data_set_unless_set():
+    assert [data_channels({"name": name}) for name in ("shapes", "ffhq", "lsun", "mnist")] == [3, 3, 3, 1]
+    assert data_channels({"name": "mnist", "channels": 3}) == 3 and data_channels({"name": "ffhq", "channels": 1}) == 1
+
+
+def test_keys_that_do_not_apply_to_the_data_set_warn(roots):
+    data = ConfigDict({"name": "mnist", "root_dir": roots["idx"], "img_size": 8, "max_shapes": 1,
+                       "radius_range": (0.2, 0.3), "num_workers": 2, "random_flip": False})
+    with pytest.warns(DataKeyWarning, match=r"data.max_shapes, data.radius_range do not apply to the 'mnist'"):
+        build_dataset(data)
+    with pytest.warns(DataKeyWarning, match="mirrors 'mnist' images, which are not mirror-symmetric"):
+        assert random_flip({"name": "mnist", "random_flip": True})
 
 
 def test_unknown_name_lists_the_valid_ones():
@@ -76,12 +94,16 @@ def test_missing_root_names_the_key(name, tmp_path):
         build_dataset(ConfigDict({"name": name, "img_size": 8, "root_dir": str(tmp_path / "nowhere")}))
 
 
+def test_a_bad_flip_setting_names_its_key():
+    with pytest.raises(DataError, match="data.random_flip must be true or false"):
+        random_flip({"name": "shapes", "random_flip": "yes"})
+
+
 @pytest.mark.parametrize("key, value, message", [
     ("img_size", None, "data.img_size must be an integer >= 1, got None"),
     ("img_size", -4, "data.img_size must be an integer >= 1"),
     ("channels", 4, "data.channels must be 1 .greyscale. or 3"),
     ("split", "val", "data.split must be one of train, test"),
-    ("random_flip", "yes", "data.random_flip must be true or false"),
     ("num_samples", -3, "data.num_samples must be an integer >= 1"),
     ("max_shapes", 0, "data.max_shapes must be an integer >= 1"),
     ("radius_range", (0.3, 0.2), r"data.radius_range must be two numbers \(a, b\) with 0.0 < a <= b <= 0.5"),

@@ -27,7 +27,7 @@ def test_discovery_is_recursive_sorted_and_filters_by_extension(tmp_path):
         write_image(tmp_path / name, gradient(6, 6))
     (tmp_path / "notes.txt").write_text("not an image")
     write_image(tmp_path / ".hidden.png", gradient(6, 6))
-    dataset = ImageFolderDataset(tmp_path, 4, random_flip=False)
+    dataset = ImageFolderDataset(tmp_path, 4)
     assert dataset.files == ["a.JPG", "b/deep/x.png", "b/y.Jpeg", "c.webp", "d.bmp", "e.gif", "f.tif", "g.TIFF"]
     assert len(dataset) == 8
     for x in dataset:
@@ -41,7 +41,7 @@ def test_discovery_is_recursive_sorted_and_filters_by_extension(tmp_path):
 def test_formats_decode_to_the_source_pixels(tmp_path, name, save_args):
     array = gradient(8, 8)
     write_image(tmp_path / name, array, **save_args)
-    x = ImageFolderDataset(tmp_path, 8, random_flip=False)[0]
+    x = ImageFolderDataset(tmp_path, 8)[0]
     expected = torch.from_numpy(array).permute(2, 0, 1).float() / 127.5 - 1
     tolerance = 0.1 if name.endswith("jpg") else 1e-6
     assert float((x - expected).abs().max()) <= tolerance
@@ -49,10 +49,10 @@ def test_formats_decode_to_the_source_pixels(tmp_path, name, save_args):
 
 def test_greyscale_and_channel_counts(tmp_path):
     write_image(tmp_path / "grey.png", gradient(8, 8)[:, :, 0])
-    rgb = ImageFolderDataset(tmp_path, 8, channels=3, random_flip=False)[0]
+    rgb = ImageFolderDataset(tmp_path, 8, channels=3)[0]
     assert rgb.shape == (3, 8, 8)
     assert torch.equal(rgb[0], rgb[1]) and torch.equal(rgb[1], rgb[2])
-    grey = ImageFolderDataset(tmp_path, 8, channels=1, random_flip=False)[0]
+    grey = ImageFolderDataset(tmp_path, 8, channels=1)[0]
     assert grey.shape == (1, 8, 8) and torch.equal(grey[0], rgb[0])
 
 
@@ -60,28 +60,16 @@ def test_non_square_images_are_resized_and_centre_cropped(tmp_path):
     tall = np.zeros((60, 20, 3), dtype=np.uint8)
     tall[20:40] = (255, 255, 0)
     write_image(tmp_path / "tall.png", tall)
-    x = ImageFolderDataset(tmp_path, 10, random_flip=False)[0]
+    x = ImageFolderDataset(tmp_path, 10)[0]
     assert x.shape == (3, 10, 10)
     assert float(x[:2, 2:8].min()) > 0.95 and float(x[2].max()) < -0.95
-
-
-def test_random_flip_mirrors_left_right(tmp_path):
-    write_image(tmp_path / "g.png", gradient(6, 6))
-    plain = ImageFolderDataset(tmp_path, 6, random_flip=False)[0]
-    flipping = ImageFolderDataset(tmp_path, 6, random_flip=True)
-    torch.manual_seed(0)
-    draws = [flipping[0] for _ in range(40)]
-    assert any(torch.equal(x, plain) for x in draws)
-    assert any(torch.equal(x, plain.flip(-1)) for x in draws)
-    assert all(torch.equal(x, plain) or torch.equal(x, plain.flip(-1)) for x in draws)
-    assert not torch.equal(plain, plain.flip(-1))
 
 
 def test_corrupt_file_is_warned_once_and_skipped(tmp_path):
     write_image(tmp_path / "a.png", gradient(6, 6))
     (tmp_path / "b.png").write_bytes(np.random.default_rng(0).bytes(300))
     write_image(tmp_path / "c.png", 255 - gradient(6, 6))
-    dataset = ImageFolderDataset(tmp_path, 6, random_flip=False)
+    dataset = ImageFolderDataset(tmp_path, 6)
     with pytest.warns(UnreadableImageWarning, match="b.png"):
         x = dataset[1]
     expected = to_tensor(resize_center_crop(load_image(tmp_path / "c.png", 3), 6))

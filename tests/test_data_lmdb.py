@@ -48,7 +48,7 @@ def lsun_values():
 
 def test_lsun_layout_is_read_in_key_order(tmp_path, lsun_values):
     write_lsun_db(tmp_path / "church", lsun_values)
-    dataset = LMDBDataset(tmp_path / "church", 8, random_flip=False)
+    dataset = LMDBDataset(tmp_path / "church", 8)
     assert len(dataset) == 3
     for x, key in zip(dataset, sorted(lsun_values)):
         assert x.shape == (3, 8, 8)
@@ -72,7 +72,7 @@ def test_lsun_keys_are_cached_in_a_sidecar_and_refreshed_when_stale(tmp_path, ls
 
 def test_corrupt_lsun_value_is_warned_and_skipped(tmp_path, lsun_values):
     write_lsun_db(tmp_path / "church", {**lsun_values, b"0c-broken": b"\x00" * 50})
-    dataset = LMDBDataset(tmp_path / "church", 8, random_flip=False)
+    dataset = LMDBDataset(tmp_path / "church", 8)
     with pytest.warns(UnreadableImageWarning, match="0c-broken"):
         x = dataset[1]
     assert torch.equal(x, dataset[2])
@@ -80,7 +80,7 @@ def test_corrupt_lsun_value_is_warned_and_skipped(tmp_path, lsun_values):
 
 def test_dataset_pickles_and_reopens_in_worker_processes(tmp_path, lsun_values):
     write_lsun_db(tmp_path / "church", lsun_values)
-    dataset = LMDBDataset(tmp_path / "church", 8, random_flip=False)
+    dataset = LMDBDataset(tmp_path / "church", 8)
     first = dataset[0]
     clone = pickle.loads(pickle.dumps(dataset))
     assert clone._env is None and torch.equal(clone[0], first)
@@ -136,7 +136,7 @@ def sources(src):
 def test_prepare_round_trip_equals_resized_sources(tmp_path, source):
     meta = prepare.prepare_lmdb(source, tmp_path / "out.lmdb", 8, progress=False)
     assert meta["complete"] and meta["length"] == 5 and meta["skipped"] == []
-    dataset = LMDBDataset(tmp_path / "out.lmdb", 8, random_flip=False)
+    dataset = LMDBDataset(tmp_path / "out.lmdb", 8)
     assert dataset.meta["size"] == 8 and len(dataset) == 5
     for x, path in zip(dataset, sources(source)):
         assert torch.equal(x, expected_tensor(path, 8))
@@ -144,7 +144,7 @@ def test_prepare_round_trip_equals_resized_sources(tmp_path, source):
 
 def test_prepare_greyscale(tmp_path, source):
     prepare.prepare_lmdb(source, tmp_path / "grey.lmdb", 6, channels=1, progress=False)
-    dataset = LMDBDataset(tmp_path / "grey.lmdb", 6, channels=1, random_flip=False)
+    dataset = LMDBDataset(tmp_path / "grey.lmdb", 6, channels=1)
     assert torch.equal(dataset[0], expected_tensor(source / "a.png", 6, channels=1))
 
 
@@ -166,7 +166,7 @@ def read_meta(path):
 
 def crash_after(monkeypatch, calls):
     """Make the PNG encoder raise on call number ``calls + 1``; returns the call counter."""
-    real, count = prepare.encode_png, [0]
+    real, count = prepare.png_bytes, [0]
 
     def encode(img):
         count[0] += 1
@@ -174,7 +174,7 @@ def crash_after(monkeypatch, calls):
             raise RuntimeError("simulated crash")
         return real(img)
 
-    monkeypatch.setattr(prepare, "encode_png", encode)
+    monkeypatch.setattr(prepare, "png_bytes", encode)
     return count
 
 
@@ -192,7 +192,7 @@ def test_interrupted_prepare_is_rejected_then_resumed(tmp_path, source, monkeypa
     count = crash_after(monkeypatch, 100)
     meta = prepare.prepare_lmdb(source, dst, 8, batch_size=2, progress=False)
     assert count[0] == 3 and meta["complete"] and meta["length"] == 5
-    dataset = LMDBDataset(dst, 8, random_flip=False)
+    dataset = LMDBDataset(dst, 8)
     for x, path in zip(dataset, sources(source)):
         assert torch.equal(x, expected_tensor(path, 8))
     del dataset  # releases this process's read handle, so the db can be opened for writing

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from infdiff.data import (DataError, UnreadableImageError, load_image, random_hflip, resize_center_crop, to_pil,
+from infdiff.data import (DataError, UnreadableImageError, load_image, flip_batch, resize_center_crop, to_pil,
                           to_tensor)
 from infdiff.data.transforms import convert_channels
 
@@ -81,13 +81,16 @@ def test_resize_center_crop_keeps_the_centre():
     assert resize_center_crop(square, 20) is square
 
 
-def test_random_hflip_flips_the_width_axis():
-    x = torch.arange(6.0).reshape(1, 2, 3)
+def test_flip_batch_mirrors_each_image_along_its_width_with_probability_p():
+    x = torch.arange(6.0).reshape(1, 1, 2, 3).repeat(200, 1, 1, 1)
     g = torch.Generator().manual_seed(0)
-    assert torch.equal(random_hflip(x, g, p=1.0), x.flip(-1))
-    assert torch.equal(random_hflip(x, g, p=0.0), x)
-    flips = sum(not torch.equal(random_hflip(x, g), x) for _ in range(200))
-    assert 60 < flips < 140
+    assert torch.equal(flip_batch(x, g, p=1.0), x.flip(-1))
+    assert torch.equal(flip_batch(x, g, p=0.0), x)
+    flipped = flip_batch(x, g)
+    mirrored = torch.tensor([torch.equal(a, b.flip(-1)) for a, b in zip(flipped, x)])
+    kept = torch.tensor([torch.equal(a, b) for a, b in zip(flipped, x)])
+    assert (mirrored | kept).all() and 60 < int(mirrored.sum()) < 140
+    assert torch.equal(flip_batch(x, torch.Generator().manual_seed(1)), flip_batch(x, torch.Generator().manual_seed(1)))
 
 
 def test_convert_channels_rejects_unknown_counts():

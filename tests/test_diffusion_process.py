@@ -1,16 +1,13 @@
-import dataclasses
-
 import pytest
 import torch
 
-from infdiff.diffusion.mollifier import GaussianMollifier
-from infdiff.diffusion.process import MollifiedDiffusion
-from infdiff.diffusion.schedules import Schedule
+from infdiff.diffusion import PROCESSES, DiscreteDDPM, GaussianMollifier, Schedule, WhiteNoise, respace
+from infdiff.diffusion.timesteps import step_times
 
 
 @pytest.fixture(scope="module")
 def process():
-    return MollifiedDiffusion(Schedule.named("linear", 1000), GaussianMollifier(1.0, 8))
+    return DiscreteDDPM.named("linear", 1000, GaussianMollifier(1.0, 8), mollified_states=True)
 
 
 def mollifier_matrix(mollifier, n):
@@ -21,17 +18,18 @@ def mollifier_matrix(mollifier, n):
 
 def test_q_sample_moments_match_the_mollified_process(process):
     gen = torch.Generator().manual_seed(0)
-    n, batch, t = 8, 4000, 300
+    n, batch, step = 8, 4000, 300
     x0 = torch.rand(1, 1, n, n, dtype=torch.float64, generator=gen) * 2 - 1
-    x_t = process.q_sample(x0.expand(batch, -1, -1, -1), torch.full((batch,), t), generator=gen)
-    abar = process.schedule.alphas_cumprod[t]
-    t_matrix = mollifier_matrix(process.mollifier, n)
+    t = step_times(torch.full((batch,), step), 1000)
+    x_t = process.q_sample(x0.expand(batch, -1, -1, -1), t, generator=gen)
+    abar = process.schedule.alphas_cumprod[step]
+    t_matrix = mollifier_matrix(process.prior, n)
     noise_variance = t_matrix.pow(2).sum(1).reshape(n, n)
     expected_variance = (1 - abar) * noise_variance
     variance = x_t.var(0)[0]
     torch.testing.assert_close(variance, expected_variance, rtol=0.12, atol=0)
     assert (variance / expected_variance).mean().item() == pytest.approx(1.0, abs=0.03)
-    expected_mean = abar.sqrt() * process.mollify(x0)[0, 0]
+    expected_mean = abar.sqrt() * process.clean_state(x0)[0, 0]
     standard_error = (expected_variance / batch).sqrt()
     assert ((x_t.mean(0)[0] - expected_mean).abs() < 5 * standard_error).all()
 
@@ -40,97 +38,77 @@ def test_q_sample_with_given_noise_is_linear_in_mollified_parts(process):
     gen = torch.Generator().manual_seed(1)
     x0 = torch.randn(3, 2, 8, 8, dtype=torch.float64, generator=gen)
     noise = torch.randn(3, 2, 8, 8, dtype=torch.float64, generator=gen)
-    t = torch.tensor([0, 500, 999])
-    abar = process.schedule.alphas_cumprod[t].view(-1, 1, 1, 1)
-    expected = abar.sqrt() * process.mollify(x0) + (1 - abar).sqrt() * process.mollify(noise)
-    torch.testing.assert_close(process.q_sample(x0, t, noise), expected, rtol=0, atol=1e-12)
+    steps = torch.tensor([0, 500, 999])
+    abar = process.schedule.alphas_cumprod[steps].view(-1, 1, 1, 1)
+    expected = abar.sqrt() * process.prior(x0) + (1 - abar).sqrt() * process.prior(noise)
+    torch.testing.assert_close(process.q_sample(x0, step_times(steps, 1000), noise), expected, rtol=0, atol=1e-12)
 
 
-def mean_noise_variance(process, size, samples=1000, scaled=True):
+def test_without_mollified_states_only_the_noise_is_coloured():
+    prior = GaussianMollifier(1.0, 8)
+    process = DiscreteDDPM.named("linear", 1000, prior)
     gen = torch.Generator().manual_seed(2)
-    shape = (samples, 1, size, size)
-    if scaled:
-        noise = process.sample_noise(shape, generator=gen, dtype=torch.float64)
-    else:
-        noise = process.mollify(torch.randn(shape, generator=gen, dtype=torch.float64))
-    return noise.pow(2).mean().item()
+    x0, noise = torch.randn(2, 2, 1, 8, 8, dtype=torch.float64, generator=gen)
+    abar = process.schedule.alphas_cumprod[[10, 700]].view(-1, 1, 1, 1)
+    expected = abar.sqrt() * x0 + (1 - abar).sqrt() * prior(noise)
+    torch.testing.assert_close(process.q_sample(x0, step_times(torch.tensor([10, 700]), 1000), noise), expected)
+    assert torch.equal(process.clean_state(x0), x0) and torch.equal(process.data_estimate(x0), x0)
 
 
-def expected_mean_noise_variance(process, size):
-    """Mean over pixels of diag(T T^T) times the white-noise variance: scale^2 * mean_k g(k)^2."""
-    gain = process.mollifier.gain((size, size), dtype=torch.float64)
-    return process.noise_scale((size, size)) ** 2 * gain.pow(2).mean().item()
+def test_continuous_time_is_exact_on_the_steps_and_log_linear_between(process):
+    abar = process.schedule.alphas_cumprod
+    on_steps = process.alpha_bar(step_times(torch.arange(1000), 1000))
+    torch.testing.assert_close(on_steps, abar, rtol=0, atol=0)
+    assert float(process.alpha_bar(torch.tensor(0.0))) == 1.0
+    between = process.alpha_bar(torch.tensor([0.5 / 1000, 500.5 / 1000], dtype=torch.float64))
+    torch.testing.assert_close(between[0], abar[0].sqrt(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(between[1], (abar[499] * abar[500]).sqrt(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(process.alpha(torch.tensor(0.3)) ** 2 + process.sigma(torch.tensor(0.3)) ** 2,
+                               torch.tensor(1.0, dtype=torch.float64))
+    assert process.model_time(step_times(torch.tensor([0, 7, 999]), 1000)).tolist() == [0, 7, 999]
+    assert process.num_steps == 1000
 
 
-def test_noise_variance_per_pixel_is_the_same_at_every_resolution():
-    process = MollifiedDiffusion(Schedule.named("cosine", 10), GaussianMollifier(1.0, 16))
-    assert process.noise_scale((1, 1, 32, 32)) == 2.0
-    at_train = mean_noise_variance(process, 16)
-    at_double = mean_noise_variance(process, 32)
-    assert at_train == pytest.approx(expected_mean_noise_variance(process, 16), rel=0.04)
-    assert at_double == pytest.approx(expected_mean_noise_variance(process, 32), rel=0.04)
-    assert at_double / at_train == pytest.approx(1.0, abs=0.05)
-    unscaled = mean_noise_variance(process, 32, scaled=False)
-    assert unscaled / at_train == pytest.approx(0.25, abs=0.02)
+@pytest.mark.parametrize("spec", [10, "ddim25", "5,10"])
+def test_sampling_times_are_the_respaced_steps_descending(process, spec):
+    kept = respace(process.schedule, spec).timesteps
+    times = process.sampling_times(spec)
+    assert times == sorted(times, reverse=True) and len(times) == len(kept)
+    assert process.model_time(torch.tensor(times)).tolist() == kept.flip(0).tolist()
 
 
-def test_noise_like_keeps_shape_dtype_and_is_reproducible(process):
-    x = torch.zeros(2, 3, 8, 12, dtype=torch.float64)
-    first = process.noise_like(x, torch.Generator().manual_seed(3))
-    second = process.noise_like(x, torch.Generator().manual_seed(3))
-    assert first.shape == x.shape and first.dtype == torch.float64
-    assert torch.equal(first, second)
+def test_terminal_state_is_the_prior_noise_for_a_variance_preserving_process(process):
+    first = process.terminal_state((2, 1, 8, 8), torch.Generator().manual_seed(3), dtype=torch.float64)
+    noise = process.prior.sample((2, 1, 8, 8), torch.Generator().manual_seed(3), dtype=torch.float64)
+    torch.testing.assert_close(first, noise, rtol=1e-12, atol=0)
+
+
+def test_data_estimate_undoes_the_mollifier_of_mollified_states(process):
+    u = (torch.arange(8, dtype=torch.float64) + 0.5) / 8
+    x = (torch.sin(3 * u)[:, None] * torch.cos(5 * u)[None, :]).view(1, 1, 8, 8)
+    torch.testing.assert_close(process.data_estimate(process.clean_state(x)), process.prior.wiener_inverse(
+        process.prior(x), 0.05))
+    assert process.data_estimate(process.clean_state(x)).sub(x).norm() < 0.5 * process.clean_state(x).sub(x).norm()
 
 
 def test_vector_data_uses_a_plain_ddpm():
-    process = MollifiedDiffusion(Schedule.named("constant", 100))
-    assert process.train_size is None and process.noise_scale((4, 7)) == 1.0
+    process = PROCESSES["ddpm"](schedule="constant", steps=100)
+    assert isinstance(process.prior, WhiteNoise) and process.prior.train_size is None
+    assert process.prior.noise_scale((4, 7)) == 1.0
     gen = torch.Generator().manual_seed(4)
     x0 = torch.randn(4, 7, dtype=torch.float64, generator=gen)
     noise = torch.randn(4, 7, dtype=torch.float64, generator=gen)
-    t = torch.tensor([0, 10, 50, 99])
-    abar = process.schedule.alphas_cumprod[t].unsqueeze(1)
-    torch.testing.assert_close(process.q_sample(x0, t, noise), abar.sqrt() * x0 + (1 - abar).sqrt() * noise)
+    steps = torch.tensor([0, 10, 50, 99])
+    abar = process.schedule.alphas_cumprod[steps].unsqueeze(1)
+    torch.testing.assert_close(process.q_sample(x0, step_times(steps, 100), noise),
+                               abar.sqrt() * x0 + (1 - abar).sqrt() * noise)
 
 
-def test_bad_inputs_are_rejected(process):
+def test_a_discrete_process_has_no_sde_and_bad_inputs_are_rejected(process):
+    with pytest.raises(NotImplementedError, match="not defined by an SDE"):
+        process.drift(torch.zeros(1), torch.zeros(1))
     with pytest.raises(ValueError, match="noise shape"):
-        process.q_sample(torch.zeros(2, 1, 8, 8), torch.tensor([1, 2]), torch.zeros(2, 1, 8, 9))
-    with pytest.raises(ValueError, match="differs from the mollifier"):
-        MollifiedDiffusion(process.schedule, GaussianMollifier(1.0, 8), train_size=16)
-    assert MollifiedDiffusion(process.schedule, GaussianMollifier(1.0, 8), train_size=(8, 8)).train_size == (8, 8)
-
-
-def test_noise_grid_draws_one_noise_function_at_every_resolution(process):
-    """With a shared ``noise_grid`` a coarse draw is the cell average of the fine draw of the same seed."""
-    nested = dataclasses.replace(process, noise_grid=(32, 24))
-    fine = nested.white_noise((2, 3, 32, 24), torch.Generator().manual_seed(5), dtype=torch.float64)
-    torch.testing.assert_close(fine, process.white_noise((2, 3, 32, 24), torch.Generator().manual_seed(5),
-                                                          dtype=torch.float64))
-    for size in ((16, 12), (8, 8), (4, 6)):
-        coarse = nested.white_noise((2, 3, *size), torch.Generator().manual_seed(5), dtype=torch.float64)
-        torch.testing.assert_close(coarse, torch.nn.functional.adaptive_avg_pool2d(fine, size))
-    torch.testing.assert_close(nested.sample_noise((2, 3, 8, 8), torch.Generator().manual_seed(5),
-                                                   dtype=torch.float64),
-                               process.mollify(torch.nn.functional.adaptive_avg_pool2d(fine, (8, 8))))
-
-
-def test_noise_grid_keeps_the_per_pixel_distribution():
-    base = MollifiedDiffusion(Schedule.named("cosine", 10), GaussianMollifier(0.0), train_size=8)
-    nested = dataclasses.replace(base, noise_grid=64)
-    gen = torch.Generator().manual_seed(6)
-    for size in (8, 16, 32):
-        noise = nested.white_noise((400, 1, size, size), gen, dtype=torch.float64)
-        assert noise.std().item() == pytest.approx(base.noise_scale((size, size)), rel=0.02)
-        assert noise.mean().item() == pytest.approx(0.0, abs=0.02 * base.noise_scale((size, size)))
-        pixels = noise.flatten(1)
-        neighbours = (pixels[:, :-1] * pixels[:, 1:]).mean() / pixels.var()
-        assert abs(neighbours.item()) < 0.02  # still white: averaging disjoint blocks adds no correlation
-
-
-def test_noise_grid_must_be_a_multiple_of_the_sampled_grid(process):
-    nested = dataclasses.replace(process, noise_grid=96)
-    with pytest.raises(ValueError, match="integer multiple of the sampled grid"):
-        nested.white_noise((1, 3, 64, 64))
-    with pytest.raises(ValueError, match="needs a training grid"):
-        MollifiedDiffusion(process.schedule, noise_grid=32)
+        process.q_sample(torch.zeros(2, 1, 8, 8), torch.tensor([0.1, 0.2]), torch.zeros(2, 1, 8, 9))
+    with pytest.raises(ValueError, match="unknown beta schedule"):
+        DiscreteDDPM.named("cosin", 10)
+    assert DiscreteDDPM(Schedule.named("cosine", 10)).prior == WhiteNoise()

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from infdiff.ops import (SparseImage, gather_pixels, grid_coords, halton_subset, index_to_coords, resized_kernel_size,
-                         sample_subset, uniform_subset, white_noise_scale)
+                         draw_subset, uniform_subset, white_noise_scale)
 
 
 def test_coordinates_are_cell_centred_row_major():
@@ -25,7 +25,7 @@ def test_resolution_helpers():
 @pytest.mark.parametrize("sampler", ["uniform", "halton"])
 def test_subsets_are_distinct_sorted_and_in_range(sampler):
     g = torch.Generator().manual_seed(0)
-    ids = sample_subset(sampler, 4, (16, 12), 48, generator=g)
+    ids = draw_subset(sampler, 4, (16, 12), 48, generator=g)
     assert ids.shape == (4, 48)
     assert bool((ids[:, 1:] > ids[:, :-1]).all())
     assert int(ids.min()) >= 0 and int(ids.max()) < 16 * 12
@@ -56,8 +56,8 @@ def test_halton_subset_is_more_even_than_uniform():
 def test_subset_errors():
     with pytest.raises(ValueError, match="cannot keep"):
         uniform_subset(1, 4, 17)
-    with pytest.raises(ValueError, match="unknown subset sampler"):
-        sample_subset("sobol", 1, 4, 2)
+    with pytest.raises(ValueError, match="unknown pixel-subset design"):
+        draw_subset("sobol", 1, 4, 2)
 
 
 def test_sparse_image_round_trip():

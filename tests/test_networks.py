@@ -50,7 +50,7 @@ def test_sparse_forward_on_a_subset_and_gradients_reach_every_parameter():
     assert not missing
 
 
-def test_output_at_a_pixel_depends_on_other_pixels_only_through_the_operators():
+def test_batch_items_do_not_mix():
     """Point-wise parts must not mix batch items: item 0's output ignores item 1's input."""
     decoder = tiny_decoder().eval()
     x = torch.randn(2, 3, 16, 16)
@@ -58,6 +58,29 @@ def test_output_at_a_pixel_depends_on_other_pixels_only_through_the_operators():
     y[1] += 1.0
     t, z = torch.tensor([5, 5]), torch.zeros(2, 8)
     torch.testing.assert_close(decoder(x, t, z)[0], decoder(y, t, z)[0])
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_blocks_output_at_a_pixel_depends_on_other_pixels_only_within_its_kernel(sparse):
+    """The residual block is point-wise but for its integral operator, whose kernel spans 5×5 pixels here."""
+    torch.manual_seed(0)
+    block = SparseResBlock(4, kernel_size=5, train_size=16).double().eval()
+    h = torch.randn(1, 16, 16, 4, dtype=torch.float64)
+    change = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)  # not constant: LayerNorm removes constants
+
+    def output_at_centre(changed_pixel):
+        g = h.clone()
+        g[0, changed_pixel[0], changed_pixel[1]] += change
+        if not sparse:
+            return block(g)[0, 8, 8]
+        field = SparseImage(g.reshape(1, 256, 4), torch.arange(256).unsqueeze(0), (16, 16))
+        return block(field).values[0, 8 * 16 + 8]
+
+    reference = output_at_centre((0, 0))
+    for inside in ((8, 8), (6, 10), (10, 6)):
+        assert not torch.allclose(output_at_centre(inside), reference)
+    for outside in ((5, 8), (8, 11), (2, 2), (15, 15)):
+        torch.testing.assert_close(output_at_centre(outside), reference, rtol=0, atol=1e-12)
 
 
 def test_dense_forward_at_twice_the_training_resolution_keeps_output_statistics():
@@ -100,33 +123,43 @@ def test_encoder_is_deterministic_or_gaussian():
 
 
 def test_encoder_accepts_any_subset_and_dense_images():
+    """A subset's code estimates the dense one: every pixel gives it exactly, and more pixels come closer."""
     enc = tiny_encoder().eval()
-    x = torch.randn(2, 3, 16, 16)
-    z_dense = enc(x).z
-    z_full = enc(SparseImage.from_dense(x)).z
-    torch.testing.assert_close(z_dense, z_full)
-    z_half = enc(SparseImage.from_dense(x, uniform_subset(2, 16, 128))).z
-    assert z_half.shape == z_dense.shape
+    x = smooth_images(16)
+    with torch.no_grad():
+        z_dense = enc(x).z
+        torch.testing.assert_close(enc(SparseImage.from_dense(x)).z, z_dense)
+
+        def mean_error(points):
+            codes = [enc(SparseImage.from_dense(x, uniform_subset(2, 16, points, generator=torch.Generator()
+                                                                  .manual_seed(seed)))).z for seed in range(5)]
+            return sum(float((z - z_dense).norm()) for z in codes) / 5
+
+        errors = [mean_error(points) for points in (64, 192, 240)]  # measured 0.98, 0.68, 0.34 times |z_dense|
+    assert errors[0] > errors[1] > errors[2] > 0
 
 
 def test_encoder_pooling_keeps_where_features_are():
-    """``pool_size`` 1 is the global mean; a larger one feeds the head ``p²`` cell means per channel."""
-    grid = torch.randn(2, 16, 8, 8)
-    mean_pool, pooled = tiny_encoder().eval(), tiny_encoder(pool_size=2).eval()
-    features = mean_pool.contract(mean_pool.to_grid(grid))
-    assert features.shape[-2:] == (mean_pool.contract.out_resolution,) * 2 == (2, 2)
-    assert pooled.head.in_features == 4 * mean_pool.head.in_features
-    with torch.no_grad():
-        pooled.contract.load_state_dict(mean_pool.contract.state_dict())
-        pooled.to_grid.load_state_dict(mean_pool.to_grid.state_dict())
-        torch.testing.assert_close(mean_pool.head(features.mean(dim=(2, 3))),
-                                   mean_pool.head(F.adaptive_avg_pool2d(features, 1).flatten(1)))
-        swapped = features.flip(-1)  # same channel means, other places
-        assert torch.allclose(mean_pool.head(swapped.mean(dim=(2, 3))), mean_pool.head(features.mean(dim=(2, 3))))
-        assert not torch.allclose(pooled.head(swapped.flatten(1)), pooled.head(features.flatten(1)))
+    """``pool_size`` 1 is the global mean; a larger one feeds the head the ``p²`` cell means of every channel."""
     x = torch.randn(2, 3, 16, 16)
+    features = torch.randn(2, 32, 2, 2)
+
+    def encode(encoder, bottleneck):
+        handle = encoder.contract.register_forward_hook(lambda module, args, out: bottleneck)
+        try:
+            return encoder(x).z
+        finally:
+            handle.remove()
+
+    mean_pool, pooled = tiny_encoder().eval(), tiny_encoder(pool_size=2).eval()
+    assert mean_pool.contract.out_resolution == 2 and pooled.head.in_features == 4 * mean_pool.head.in_features
+    swapped = features.flip(-1)  # the same channel means at other places
+    torch.testing.assert_close(encode(mean_pool, swapped), encode(mean_pool, features))
+    torch.testing.assert_close(encode(mean_pool, features), mean_pool.head(features.mean(dim=(2, 3))))
+    assert not torch.allclose(encode(pooled, swapped), encode(pooled, features))
+    torch.testing.assert_close(encode(pooled, features), pooled.head(features.flatten(1)))
     assert pooled(x).z.shape == mean_pool(x).z.shape == (2, 8)
-    with pytest.raises(ValueError, match="pool_size 3 must be a positive divisor"):
+    with pytest.raises(ValueError, match="pool_size=3: must divide the side 2"):
         tiny_encoder(pool_size=3)
 
 
@@ -143,5 +176,5 @@ def test_decoder_latent_grid_routes_z_spatially():
         gridded.z_to_grid.bias.zero_()
         gridded.load_state_dict({k: v for k, v in plain.state_dict().items()}, strict=False)
         torch.testing.assert_close(gridded(x, t, z), plain(x, t, z))  # a zero map adds nothing
-    with pytest.raises(ValueError, match="z_grid must be 0 or a positive side with a latent"):
+    with pytest.raises(ValueError, match="z_grid=2: must be 0 or a positive side with a latent"):
         SparseUNet(channels=3, train_size=16, z_dim=None, z_grid=2)

@@ -16,9 +16,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from infdiff.diffusion import GaussianMollifier, MollifiedDiffusion, Schedule, subset_diffusion_loss
+from infdiff.diffusion import DiscreteDDPM, GaussianMollifier, denoising_loss
+from infdiff.diffusion.timesteps import step_times
 from infdiff.ops import SparseImage
-from infdiff.pipeline.autoencoder import DiffusionAutoencoder, build_autoencoder, train_autoencoder
+from infdiff.pipeline.autoencoder import TrainedAutoencoder, build_autoencoder, train_autoencoder
+from infdiff.pipeline.build import SamplerSpec, build_loss, build_process
 from infdiff.pipeline.generation import generate_recons, generate_samples
 from infdiff.pipeline.latent import train_latent
 from infdiff.train.checkpoint import CheckpointManager
@@ -30,15 +32,15 @@ from infdiff.train.stop_signals import TrainingStopped
 ROOT = Path(__file__).resolve().parent.parent
 TINY_AE = [
     "data.img_size=16", "data.num_samples=64", "train.batch_size=4", "train.max_steps=6", "train.log_steps=2",
-    "train.plot_samples_steps=6", "train.plot_sampling_steps=3", "train.checkpoint_steps=3", "train.sample_size=2",
-    "model.nf=8", "model.time_emb_dim=16", "model.num_conv_blocks=1", "model.kernel_size=3",
-    "model.uno_base_channels=8", "model.uno_mults=(1,2)", "model.uno_blocks_per_level=(1,1)",
-    "model.uno_attn_resolutions=(4,)", "model.uno_num_groups=4", "model.z_dim=8",
+    "train.plot_samples_steps=6", "sampler.steps=3", "train.checkpoint_steps=3", "train.sample_size=2",
+    "model.nf=8", "model.time_dim=16", "model.num_conv_blocks=1", "model.kernel_size=3",
+    "model.uno.base_channels=8", "model.uno.channel_mults=(1,2)", "model.uno.blocks_per_level=(1,1)",
+    "model.uno.attn_resolutions=(4,)", "model.uno.num_groups=4", "model.z_dim=8",
 ]
 TINY_LATENT = [
     "train.batch_size=16", "train.max_steps=4", "train.log_steps=2", "train.eval_steps=2", "train.plot_samples_steps=4",
     "train.sample_size=2", "train.checkpoint_steps=2", "model.hidden=16", "model.num_layers=2",
-    "model.time_emb_dim=8", "diffusion.sampling_steps=3", "data.test_fraction=0.25",
+    "model.time_dim=8", "sampler.steps=3", "data.test_fraction=0.25",
 ]
 
 
@@ -48,7 +50,7 @@ def flags(name, config_file, overrides):
 
 def tiny_configs(output_dir, *extra_ae):
     out = [f"run.output_dir={output_dir}"]
-    configs, _ = parse_config_flags(
+    configs, _, _ = parse_config_flags(
         flags("config", "shapes_latent_config.py", TINY_LATENT + out)
         + flags("decoder_config", "shapes_32_config.py", TINY_AE + out + list(extra_ae)),
         names=("config", "decoder_config"))
@@ -68,10 +70,13 @@ def png_size(path):
         return image.size
 
 
+def newest_state(run):
+    return CheckpointManager(Path(run) / "checkpoints").newest_loadable()[1]
+
+
 def assert_same_final_state(run_a, run_b, step):
     """The newest checkpoints of two runs hold the same step, parameters, EMA and Adam moments."""
-    a = CheckpointManager(Path(run_a) / "checkpoints").load()
-    b = CheckpointManager(Path(run_b) / "checkpoints").load()
+    a, b = newest_state(run_a), newest_state(run_b)
     assert a["step"] == b["step"] == step
     for part in ("model", "ema"):
         left = a[part] if part == "model" else a[part]["model"]
@@ -82,6 +87,7 @@ def assert_same_final_state(run_a, run_b, step):
     for key, state in a["optimizer"]["state"].items():
         assert torch.equal(state["exp_avg"], b["optimizer"]["state"][key]["exp_avg"])
     assert a["scheduler"] == b["scheduler"]
+    assert a["rng"][0]["generators"][0].equal(b["rng"][0]["generators"][0]), "the loss's generator resumes too"
 
 
 def test_two_stages_then_samples_at_two_resolutions(tmp_path):
@@ -97,7 +103,7 @@ def test_two_stages_then_samples_at_two_resolutions(tmp_path):
     assert png_size(run / "samples" / "recon_00000006.png")[1] > 16 + 16 + 32
 
     script("train_latent_diffusion.py").main(flags("config", "shapes_latent_config.py", TINY_LATENT + out_flag)
-                                             + flags("decoder_config", "shapes_32_config.py", TINY_AE + out_flag))
+                                             + flags("decoder_config", "shapes_32_config.py", out_flag))
     latent_run = tmp_path / "shapes_32_sampler"
     metrics = read_metrics(latent_run / "metrics.jsonl")
     assert any("test_loss" in m for m in metrics)
@@ -113,19 +119,19 @@ def test_two_stages_then_samples_at_two_resolutions(tmp_path):
     again = generate_samples(latent, ae, num_samples=3, sample_img_size=32, sampling_steps=3, batch_size=2)
     assert again.directory.name.endswith("_1"), "an earlier output folder must never be overwritten"
     torch.testing.assert_close(again.images, out.images, msg="same seed must give the same samples")
-    script("experiments/generate_samples.py").main(
-        flags("config", "shapes_latent_config.py", TINY_LATENT + out_flag)
-        + flags("decoder_config", "shapes_32_config.py", TINY_AE + out_flag)
+    script("experiments/generate_samples.py").main(  # the runs' saved configs: no training override repeated
+        flags("config", "shapes_latent_config.py", out_flag) + flags("decoder_config", "shapes_32_config.py", out_flag)
         + ["--sample_img_size", "48", "--sampling_steps", "2", "--num_samples", "2", "--noise_size", "96"])
     assert png_size(latent_run / "samples_48px_2steps" / "sample_00001.png") == (48, 48)
     assert json.loads((latent_run / "samples_48px_2steps" / "samples.json").read_text())["noise_size"] == 96
 
     script("experiments/generate_recons.py").main(
-        flags("decoder_config", "shapes_32_config.py", TINY_AE + out_flag)
+        flags("decoder_config", "shapes_32_config.py", out_flag)
         + ["--sizes", "16", "32", "--num_images", "2", "--sampling_steps", "3", "--noise_size", "32"])
     recons = run / "recons"
     info = json.loads((recons / "recons.json").read_text())
     assert {"mse_16px", "mse_32px"} <= info.keys() and info["noise_size"] == 32
+    assert info["split"] == "test" and info["reference"] == "exact rendering", "held-out images by default"
     assert png_size(recons / "recon_32px_00001.png") == (32, 32)
 
 
@@ -176,8 +182,7 @@ def test_stage_two_resume_is_exact_and_reuses_the_latent_cache(tmp_path):
     resumed.run.experiment = "split"
     train_latent(resumed, ae)
     assert cache.stat().st_mtime_ns == stamp, "latents must be encoded once per encoder checkpoint"
-    a = CheckpointManager(tmp_path / "shapes_32_sampler" / "checkpoints").load()
-    b = CheckpointManager(tmp_path / "split" / "checkpoints").load()
+    a, b = newest_state(tmp_path / "shapes_32_sampler"), newest_state(tmp_path / "split")
     assert a["step"] == b["step"] == 4
     for key, value in a["ema"]["model"].items():
         assert torch.equal(value, b["ema"]["model"][key]), key
@@ -230,7 +235,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path, program):
     status, output = stop_with_sigterm_once_training([sys.executable, str(ROOT / program), *args], tmp_path,
                                                      tmp_path / "shapes_32" / "metrics.jsonl")
     assert status == 0, output
-    state = CheckpointManager(tmp_path / "shapes_32" / "checkpoints").load()
+    state = newest_state(tmp_path / "shapes_32")
     assert 2 <= state["step"] < 100000
     assert "stopped at step" in output and "Traceback" not in output
     assert not (tmp_path / "shapes_32_sampler").exists()
@@ -250,29 +255,31 @@ def test_two_process_ddp_training_on_cpu_writes_from_rank_zero_only(tmp_path):
     run = tmp_path / "shapes_32"
     logged = [m["step"] for m in read_metrics(run / "metrics.jsonl") if "loss" in m]
     assert logged == [2, 4], "each step must be logged once (rank 0 only)"
-    state = CheckpointManager(run / "checkpoints").load()
+    state = newest_state(run)
     assert state["step"] == 4 and len(state["rng"]) == 2, "both processes' RNG states are kept"
+    first, second = (rng["generators"][0] for rng in state["rng"])
+    assert not first.equal(second), "each process draws its own times, noise and subsets"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-00000002.pt",
                                                                       "checkpoint-00000004.pt"]
 
 
 class Passthrough(nn.Module):
-    """A "decoder" whose x0 estimate is its input: samples are then functions of the noise alone."""
+    """An "autoencoder" whose x0 estimate is its input: samples are then functions of the noise alone."""
 
     channels = 3
 
-    def forward(self, x, t, z):
-        return x
+    def conditioned_on(self, z):
+        return lambda x, t: x
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
 def test_decoding_with_a_noise_size_gives_one_sample_at_several_resolutions(sampler):
-    process = MollifiedDiffusion(Schedule.named("cosine", 100), GaussianMollifier(1.0, 16))
-    autoencoder = DiffusionAutoencoder(nn.Identity(), Passthrough(), process, target="x0")
+    process = DiscreteDDPM.named("cosine", 100, GaussianMollifier(1.0, 16), mollified_states=True)
+    autoencoder = TrainedAutoencoder(Passthrough(), process, "x0", SamplerSpec(sampler, 10))
     z = torch.zeros(2, 4)
 
     def pooled_correlation(noise_size):
-        small, large = (autoencoder.decode(z, size, 10, sampler, torch.Generator().manual_seed(0), noise_size)
+        small, large = (autoencoder.decode(z, size, generator=torch.Generator().manual_seed(0), noise_size=noise_size)
                         for size in (16, 32))
         a, b = small.flatten() - small.mean(), F.avg_pool2d(large, 2).flatten()
         b = b - b.mean()
@@ -296,68 +303,63 @@ def test_stage1_step_benchmark_writes_its_json(tmp_path):
 
 
 def test_a_subset_of_every_pixel_trains_on_the_dense_paths_with_the_sparse_loss(tmp_path):
-    ae, _ = tiny_configs(tmp_path, "mc_integral.q_sample=256", "mc_integral.encoder_q_sample=256")
+    ae, _ = tiny_configs(tmp_path)
     torch.manual_seed(0)
     model = build_autoencoder(ae).eval()
+    process = build_process(ae)
     x0 = torch.rand(2, 3, 16, 16) * 2 - 1
-    t = torch.tensor([3, 700])
-    torch.manual_seed(1)
-    dense = model(x0, t)["diffusion"]
-
+    t, white = step_times(torch.tensor([3, 700]), 1000), torch.randn(2, 3, 16, 16)
     everywhere = torch.arange(256).repeat(2, 1)
-    torch.manual_seed(1)
-    z = model.encoder(SparseImage.from_dense(x0, everywhere)).z
-
-    def sparse_decoder(values, timesteps):
-        return model.decoder(SparseImage(values, everywhere, (16, 16)), timesteps, z).values
-
-    sparse = subset_diffusion_loss(model.process, sparse_decoder, x0, t, everywhere, model.target)
+    dense = denoising_loss(process, lambda x, s: model(x, s, encoder_input=x0)[0], x0, t, white, None, "x0")
+    sparse = denoising_loss(process, lambda x, s: model(x, s, encoder_input=SparseImage.from_dense(x0, everywhere))[0],
+                            x0, t, white, everywhere, "x0")
     torch.testing.assert_close(dense, sparse, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("encoder_q_sample", [20, 7, 256])
-def test_the_encoder_sees_its_own_number_of_pixels(tmp_path, encoder_q_sample):
-    ae, _ = tiny_configs(tmp_path, "mc_integral.q_sample=20", f"mc_integral.encoder_q_sample={encoder_q_sample}")
+@pytest.mark.parametrize("encoder_points", [20, 7, 256])
+def test_the_encoder_sees_its_own_number_of_pixels(tmp_path, encoder_points):
+    ae, _ = tiny_configs(tmp_path, "loss.points=20", f"loss.encoder_points={encoder_points}")
     model = build_autoencoder(ae)
     seen = []
     model.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
-    model(torch.zeros(2, 3, 16, 16), torch.tensor([1, 2]))
+    build_loss(ae, build_process(ae))(model, torch.zeros(2, 3, 16, 16))
     (given,) = seen
-    if encoder_q_sample == 256:
+    if encoder_points == 256:
         assert given.shape == (2, 3, 16, 16), "every pixel: the encoder's dense path"
     else:
-        assert isinstance(given, SparseImage) and given.values.shape[:2] == (2, encoder_q_sample)
+        assert isinstance(given, SparseImage) and given.values.shape[:2] == (2, encoder_points)
 
 
-@pytest.mark.parametrize("key, value", [("q_sample", 0), ("q_sample", 257), ("encoder_q_sample", 1000)])
+@pytest.mark.parametrize("key, value", [("points", 0), ("points", 257), ("encoder_points", 1000)])
 def test_a_pixel_count_outside_the_grid_names_its_key(tmp_path, key, value):
-    ae, _ = tiny_configs(tmp_path, f"mc_integral.{key}={value}")
-    with pytest.raises(ValueError, match=rf"mc_integral.{key}={value}: expected a pixel count from 1 to .* = 256"):
-        build_autoencoder(ae)
+    ae, _ = tiny_configs(tmp_path, f"loss.{key}={value}")
+    with pytest.raises(ConfigError, match=rf"loss.{key}={value}: expected a pixel count from 1 to the 256 pixels"):
+        build_loss(ae, build_process(ae))
 
 
 def test_variant_benchmark_writes_its_json(tmp_path):
     out = tmp_path / "bench.json"
     script("benchmarks/stage1_variants.py").main(
-        ["--out", str(out), "--repeats", "1", "--variant", "quarter", "--variant", "all", "mc_integral.q_sample=256",
+        ["--out", str(out), "--repeats", "1", "--variant", "quarter", "--variant", "all", "loss.points=256",
          "mc_integral.encoder_q_sample=256", "--variant", "wider", "model.nf=16"]
-        + flags("config", "shapes_32_config.py", TINY_AE + ["mc_integral.encoder_q_sample=64"]))
+        + flags("config", "shapes_32_config.py", TINY_AE + ["loss.encoder_points=64"]))
     result = json.loads(out.read_text())
     variants = result["variants"]
     assert result["baseline"] == "quarter" and list(variants) == ["quarter", "all", "wider"]
-    assert {name: (v["q_sample"], v["encoder_q_sample"]) for name, v in variants.items()} == {
+    assert {name: (v["points"], v["encoder_points"]) for name, v in variants.items()} == {
         "quarter": (64, 64), "all": (256, 256), "wider": (64, 64)}
     assert variants["wider"]["parameters"] > variants["quarter"]["parameters"] == variants["all"]["parameters"]
     assert variants["quarter"]["ratio_to_baseline"] == 1.0
     assert all(v["median_step_s"] > 0 for v in variants.values())
 
 
-def test_variant_benchmark_draws_timesteps_from_each_variants_own_process(tmp_path):
+def test_variant_benchmark_trains_each_variant_with_its_own_process(tmp_path):
     out = tmp_path / "bench.json"
     script("benchmarks/stage1_variants.py").main(
-        ["--out", str(out), "--repeats", "2", "--variant", "paper", "--variant", "short", "diffusion.steps=40"]
+        ["--out", str(out), "--repeats", "2", "--variant", "paper", "--variant", "short", "process.steps=40"]
         + flags("config", "shapes_32_config.py", TINY_AE))
-    assert list(json.loads(out.read_text())["variants"]) == ["paper", "short"]
+    variants = json.loads(out.read_text())["variants"]
+    assert {name: v["process_steps"] for name, v in variants.items()} == {"paper": 1000, "short": 40}
 
 
 @pytest.mark.parametrize("variant, message", [(["x", "model.nff=3"], "no such key"), (["x", "model.nf"], "key=value")])
@@ -373,6 +375,21 @@ def test_the_learning_rate_decays_linearly_to_zero_over_its_fraction_of_the_step
     logged = {m["step"]: m["lr"] for m in read_metrics(tmp_path / "shapes_32") if "lr" in m}
     rate = ae.optimizer.learning_rate
     assert logged == pytest.approx({2: rate, 4: rate / 2, 6: 0.0}), "lr after step s: rate × min(1, (6 − s) / 4)"
+
+
+def test_stage_two_does_not_depend_on_whether_the_latents_were_cached(tmp_path):
+    """The loss draws from the loop's own generator, so encoding (which draws from the global one) changes nothing."""
+    ae, fresh = tiny_configs(tmp_path)
+    train_autoencoder(ae)
+    train_latent(fresh, ae)
+    _, cached = tiny_configs(tmp_path)
+    cached.run.experiment = "cached"
+    (tmp_path / "cached").mkdir()
+    shutil.copy(tmp_path / "shapes_32_sampler" / "latents.pt", tmp_path / "cached" / "latents.pt")
+    train_latent(cached, ae)
+    a, b = newest_state(tmp_path / "shapes_32_sampler"), newest_state(tmp_path / "cached")
+    for key, value in a["ema"]["model"].items():
+        assert torch.equal(value, b["ema"]["model"][key]), key
 
 
 def test_a_decay_fraction_outside_zero_to_one_names_its_key(tmp_path):

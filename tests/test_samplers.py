@@ -1,32 +1,29 @@
 import pytest
 import torch
 
-from infdiff.diffusion.mollifier import GaussianMollifier
-from infdiff.diffusion.parameterization import make_denoiser
-from infdiff.diffusion.process import MollifiedDiffusion
-from infdiff.diffusion.samplers import ddim_invert, sample_ddim, sample_ddpm
-from infdiff.diffusion.schedules import Schedule, respace
+from infdiff.diffusion import (SAMPLERS, DiscreteDDPM, GaussianMollifier, ddim_invert, make_denoiser, respace,
+                               sample_ddim, sample_ddpm)
 
 DATA_STD = 0.5
 
 
 def make_process(train_size=8, schedule="linear"):
-    return MollifiedDiffusion(Schedule.named(schedule, 1000), GaussianMollifier(1.0, train_size))
+    return DiscreteDDPM.named(schedule, 1000, GaussianMollifier(1.0, train_size), mollified_states=True)
 
 
 def gaussian_oracle(process, mean_image):
     """Exact E[y_0 | y_t] for x_0 ~ N(mean, DATA_STD² I) at the training grid, mollified.
 
     y_0 = T x_0 and η = T ξ share the covariance T Tᵀ (times DATA_STD², resp. 1), so
-    E[y_0 | y_t] = T m + c (y_t - sqrt(ᾱ) T m) with c = sqrt(ᾱ) s² / (ᾱ s² + 1 - ᾱ).  On a grid r
+    E[y_0 | y_t] = T m + c (y_t - α T m) with c = α s² / (α² s² + σ²).  On a grid r
     times finer both variances scale by the same r², so the same formula holds there.
     """
-    mollified_mean = process.mollify(mean_image)
+    mollified_mean = process.clean_state(mean_image)
 
     def denoise(y_t, t):
-        abar = process.alpha_bar(t, y_t)
-        c = abar.sqrt() * DATA_STD**2 / (abar * DATA_STD**2 + 1 - abar)
-        return mollified_mean + c * (y_t - abar.sqrt() * mollified_mean)
+        alpha, sigma = process.coefficients(t, y_t)
+        c = alpha * DATA_STD**2 / (alpha**2 * DATA_STD**2 + sigma**2)
+        return mollified_mean + c * (y_t - alpha * mollified_mean)
 
     return denoise
 
@@ -35,14 +32,17 @@ def relative_error(estimate, target):
     return ((estimate - target).norm() / target.norm()).item()
 
 
+def test_both_samplers_are_registered():
+    assert SAMPLERS["ddim"] is sample_ddim and SAMPLERS["ddpm"] is sample_ddpm
+
+
 def test_ddim_without_eta_is_deterministic_and_eta_adds_seeded_noise():
     process = make_process()
-    schedule = respace(process.schedule, 20)
     denoise = gaussian_oracle(process, torch.zeros(1, 1, 8, 8, dtype=torch.float64))
-    x_T = process.sample_noise((2, 1, 8, 8), torch.Generator().manual_seed(0), dtype=torch.float64)
-    first = sample_ddim(denoise, x_T, schedule, process)
-    assert torch.equal(first, sample_ddim(denoise, x_T, schedule, process))
-    noisy = [sample_ddim(denoise, x_T, schedule, process, 1.0, torch.Generator().manual_seed(1)) for _ in range(2)]
+    x_T = process.terminal_state((2, 1, 8, 8), torch.Generator().manual_seed(0), dtype=torch.float64)
+    first = sample_ddim(denoise, x_T, process, 20)
+    assert torch.equal(first, sample_ddim(denoise, x_T, process, 20))
+    noisy = [sample_ddim(denoise, x_T, process, 20, 1.0, torch.Generator().manual_seed(1)) for _ in range(2)]
     assert torch.equal(noisy[0], noisy[1])
     assert not torch.allclose(noisy[0], first)
 
@@ -52,68 +52,64 @@ def test_ddim_inversion_then_sampling_reconstructs_the_image():
     gen = torch.Generator().manual_seed(2)
     mean_image = 0.4 * torch.rand(1, 3, 8, 8, dtype=torch.float64, generator=gen) - 0.2
     denoise = gaussian_oracle(process, mean_image)
-    y0 = process.mollify(mean_image + DATA_STD * torch.randn(4, 3, 8, 8, dtype=torch.float64, generator=gen))
+    y0 = process.clean_state(mean_image + DATA_STD * torch.randn(4, 3, 8, 8, dtype=torch.float64, generator=gen))
     errors = {}
     for steps in (50, 100):
-        schedule = respace(process.schedule, steps)
-        x_T = ddim_invert(denoise, y0, schedule)
+        x_T = ddim_invert(denoise, y0, process, steps)
         assert relative_error(x_T, y0) > 0.5
-        errors[steps] = relative_error(sample_ddim(denoise, x_T, schedule, process), y0)
+        errors[steps] = relative_error(sample_ddim(denoise, x_T, process, steps), y0)
     assert errors[100] < 0.08
     assert errors[100] < 0.6 * errors[50]
+
+
+def point_mass_model(process, y0, seen=None):
+    """The exact mollified-noise prediction for data that is the single image ``y0``; records its step ids."""
+
+    def model(y_t, steps):
+        if seen is not None:
+            assert steps.dtype == torch.long and steps.shape == (y_t.shape[0],) and (steps == steps[0]).all()
+            seen.append(int(steps[0]))
+        abar = process.schedule.alphas_cumprod[steps].view(-1, 1, 1, 1)
+        return (y_t - abar.sqrt() * y0) / (1 - abar).sqrt()
+
+    return model
 
 
 def test_a_point_mass_is_sampled_exactly_through_make_denoiser():
     process = make_process()
     gen = torch.Generator().manual_seed(3)
     x0 = torch.rand(1, 2, 8, 8, dtype=torch.float64, generator=gen) * 2 - 1
-    y0 = process.mollify(x0)
-
-    def oracle_model(y_t, t):
-        abar = process.alpha_bar(t, y_t)
-        return (y_t - abar.sqrt() * y0) / (1 - abar).sqrt()
-
-    denoise = make_denoiser(oracle_model, process, "mollified_epsilon")
-    x_T = process.sample_noise((3, 2, 8, 8), gen, dtype=torch.float64)
-    schedule = respace(process.schedule, 25)
+    y0 = process.clean_state(x0)
+    denoise = make_denoiser(point_mass_model(process, y0), process, "mollified_epsilon")
+    x_T = process.terminal_state((3, 2, 8, 8), gen, dtype=torch.float64)
     expected = y0.expand(3, -1, -1, -1)
-    torch.testing.assert_close(sample_ddpm(denoise, x_T, schedule, process, generator=gen), expected)
-    torch.testing.assert_close(sample_ddim(denoise, x_T, schedule, process), expected)
-
-
-class Recorder:
-    def __init__(self, denoise):
-        self.denoise, self.timesteps = denoise, []
-
-    def __call__(self, y_t, t):
-        assert t.dtype == torch.long and t.shape == (y_t.shape[0],) and (t == t[0]).all()
-        self.timesteps.append(int(t[0]))
-        return self.denoise(y_t, t)
+    torch.testing.assert_close(sample_ddpm(denoise, x_T, process, 25, generator=gen), expected)
+    torch.testing.assert_close(sample_ddim(denoise, x_T, process, 25), expected)
 
 
 def test_respaced_samplers_call_the_model_with_original_timestep_ids():
     process = make_process()
-    schedule = respace(process.schedule, "ddim10")
-    kept = schedule.timesteps.tolist()
+    kept = respace(process.schedule, "ddim10").timesteps.tolist()
     assert kept == list(range(0, 1000, 100))
-    x_T = process.sample_noise((2, 1, 8, 8))
+    y0 = torch.zeros(2, 1, 8, 8)
+    x_T = process.terminal_state((2, 1, 8, 8))
     for sampler in (sample_ddpm, sample_ddim):
-        recorder = Recorder(gaussian_oracle(process, torch.zeros(1, 1, 8, 8)))
-        sampler(recorder, x_T, schedule, process)
-        assert recorder.timesteps == kept[::-1]
-    recorder = Recorder(gaussian_oracle(process, torch.zeros(1, 1, 8, 8)))
-    ddim_invert(recorder, x_T, schedule, progress=True)
-    assert recorder.timesteps == kept[:-1]
+        seen = []
+        sampler(make_denoiser(point_mass_model(process, y0, seen), process), x_T, process, "ddim10")
+        assert seen == kept[::-1]
+    seen = []
+    ddim_invert(make_denoiser(point_mass_model(process, y0, seen), process), x_T, process, "ddim10", progress=True)
+    assert seen == kept[:-1]
 
 
 def sample_variance(process, size, steps, variance="fixed_small"):
     """Mean per-pixel variance of DDPM samples from the Gaussian oracle, over its exact value DATA_STD² scale² mean_k g(k)²."""
     gen = torch.Generator().manual_seed(4)
     denoise = gaussian_oracle(process, torch.zeros(1, 1, size, size, dtype=torch.float64))
-    x_T = process.sample_noise((256, 1, size, size), gen, dtype=torch.float64)
-    samples = sample_ddpm(denoise, x_T, respace(process.schedule, steps), process, variance, gen)
-    gain = process.mollifier.gain((size, size), dtype=torch.float64)
-    expected = DATA_STD**2 * process.noise_scale((size, size)) ** 2 * gain.pow(2).mean().item()
+    x_T = process.terminal_state((256, 1, size, size), gen, dtype=torch.float64)
+    samples = sample_ddpm(denoise, x_T, process, steps, variance, gen)
+    gain = process.prior.gain((size, size), dtype=torch.float64)
+    expected = DATA_STD**2 * process.prior.noise_scale((size, size)) ** 2 * gain.pow(2).mean().item()
     return samples.pow(2).mean().item() / expected
 
 
@@ -131,9 +127,9 @@ def test_fixed_large_variance_is_used_when_asked():
 
 def test_bad_arguments_are_rejected():
     process = make_process()
-    x_T = process.sample_noise((1, 1, 8, 8))
+    x_T = process.terminal_state((1, 1, 8, 8))
     denoise = gaussian_oracle(process, torch.zeros(1, 1, 8, 8))
     with pytest.raises(ValueError, match="eta"):
-        sample_ddim(denoise, x_T, process.schedule, process, eta=-1.0)
+        sample_ddim(denoise, x_T, process, 10, eta=-1.0)
     with pytest.raises(ValueError, match="fixed_small"):
-        sample_ddpm(denoise, x_T, respace(process.schedule, 5), process, variance="learned")
+        sample_ddpm(denoise, x_T, process, 5, variance="learned")

@@ -59,18 +59,6 @@ def test_update_every_is_respected():
     assert torch.equal(ema.model.linear.bias, torch.full((1,), 6.0))  # 0 -> 4 -> 6
 
 
-def test_before_start_step_the_average_copies_the_model():
-    net = _Net()
-    _fill(net, 0.0)
-    ema = EMA(net, decay=0.5, update_every=1, start_step=5)
-    _fill(net, 2.0)
-    ema.update(net, step=4)
-    assert torch.equal(ema.model.linear.bias, torch.full((1,), 2.0))
-    _fill(net, 4.0)
-    ema.update(net, step=5)
-    assert torch.equal(ema.model.linear.bias, torch.full((1,), 3.0))
-
-
 def test_wrapped_model_is_unwrapped():
     net = _Net()
     _fill(net, 1.0)

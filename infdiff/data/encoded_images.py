@@ -1,7 +1,8 @@
 """The base of datasets whose images are stored encoded (files or byte strings).
 
 An item is decoded, converted to the requested channels, resized and centre-cropped to
-``size×size``, turned into a tensor ``(C, size, size)`` in ``[-1, 1]`` and optionally mirrored.
+``size×size``, turned into a tensor ``(C, size, size)`` in ``[-1, 1]`` (flips are a batch transform,
+:func:`~infdiff.data.transforms.flip_batch`).
 An image that cannot be decoded is reported once per process with an
 :class:`~infdiff.data.errors.UnreadableImageWarning` and skipped: the item is the next readable
 image in storage order (wrapping around), so the substitution is deterministic.
@@ -17,7 +18,7 @@ from torch.utils.data import Dataset
 
 from infdiff.data.checks import check_channels, require_int
 from infdiff.data.errors import DataError, UnreadableImageError, UnreadableImageWarning
-from infdiff.data.transforms import ImageSource, load_image, random_hflip, resize_center_crop, to_tensor
+from infdiff.data.transforms import ImageSource, load_image, resize_center_crop, to_tensor
 
 
 class EncodedImageDataset(Dataset):
@@ -29,10 +30,9 @@ class EncodedImageDataset(Dataset):
     came from in the error raised when no image at all can be read.
     """
 
-    def __init__(self, size: int, channels: int, random_flip: bool, location: str, key: str):
+    def __init__(self, size: int, channels: int, location: str, key: str):
         self.size = require_int(size, "size")
         self.channels = check_channels(channels)
-        self.random_flip = bool(random_flip)
         self.location = location
         self.key = key
         self._unreadable: Set[int] = set()
@@ -49,7 +49,7 @@ class EncodedImageDataset(Dataset):
         raise NotImplementedError
 
     def decode(self, index: int) -> torch.Tensor:
-        """Image ``index`` as a tensor ``(C, size, size)`` in ``[-1, 1]``, without flipping or skipping."""
+        """Image ``index`` as a tensor ``(C, size, size)`` in ``[-1, 1]``, without skipping."""
         image = load_image(self.encoded(index), self.channels, name=self.describe(index))
         return to_tensor(resize_center_crop(image, self.size))
 
@@ -67,6 +67,6 @@ class EncodedImageDataset(Dataset):
                 self._unreadable.add(candidate)
                 warnings.warn(f"skipping unreadable image: {err}", UnreadableImageWarning, stacklevel=2)
                 continue
-            return random_hflip(x) if self.random_flip else x
+            return x
         raise DataError(f"{self.key}={self.location!r}: none of its {length} images can be decoded "
                         f"(see the UnreadableImageWarning messages); expected readable PNG/JPEG/WebP/... images")

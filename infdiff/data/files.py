@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import List, Union
+from typing import List
 
 from infdiff.data.errors import DataError
-
-PathLike = Union[str, "os.PathLike[str]"]
+from infdiff.io import PathLike
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 

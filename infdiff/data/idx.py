@@ -24,8 +24,9 @@ from torch.utils.data import Dataset
 
 from infdiff.data.checks import check_channels, require_int
 from infdiff.data.errors import DataError
-from infdiff.data.files import PathLike, require_path
-from infdiff.data.transforms import convert_channels, random_hflip, resize_center_crop, to_tensor
+from infdiff.data.files import require_path
+from infdiff.data.transforms import convert_channels, resize_center_crop, to_tensor
+from infdiff.io import PathLike
 
 SPLIT_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
 IMAGES_MAGIC = 0x00000803  # two zero bytes, type 0x08 (unsigned byte), 3 dimensions
@@ -68,19 +69,17 @@ def read_idx_images(path: str) -> np.ndarray:
 class IDXDataset(Dataset):
     """The images of one split of an IDX dataset as ``(channels, size, size)`` tensors in ``[-1, 1]``.
 
-    ``channels=3`` replicates the grey level; ``random_flip`` (off by default: digits are not
-    mirror-symmetric) mirrors left-right with probability 1/2.
+    ``channels=3`` replicates the grey level.
     """
 
     def __init__(self, root: PathLike, split: str = "train", size: Optional[int] = None, channels: int = 1,
-                 random_flip: bool = False, key: str = "data.root_dir"):
+                 key: str = "data.root_dir"):
         resolved = require_path(root, key, "a directory holding MNIST / Fashion-MNIST IDX files")
         self.path = find_split_file(resolved, split, key)
         self.images = read_idx_images(self.path)
         self.split = split
         self.size = None if size is None else require_int(size, "size")
         self.channels = check_channels(channels)
-        self.random_flip = bool(random_flip)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -89,5 +88,4 @@ class IDXDataset(Dataset):
         image = Image.fromarray(self.images[index])
         if self.size is not None:
             image = resize_center_crop(image, self.size)
-        x = to_tensor(convert_channels(image, self.channels))
-        return random_hflip(x) if self.random_flip else x
+        return to_tensor(convert_channels(image, self.channels))

@@ -6,7 +6,8 @@ import os
 
 from infdiff.data.encoded_images import EncodedImageDataset
 from infdiff.data.errors import DataError
-from infdiff.data.files import IMAGE_EXTENSIONS, PathLike, list_images, require_path
+from infdiff.data.files import IMAGE_EXTENSIONS, list_images, require_path
+from infdiff.io import PathLike
 
 EXPECTED = "a directory of images (searched recursively)"
 
@@ -14,16 +15,14 @@ EXPECTED = "a directory of images (searched recursively)"
 class ImageFolderDataset(EncodedImageDataset):
     """Every image file below ``root`` in sorted relative-path order, as ``(C, size, size)`` in ``[-1, 1]``.
 
-    Images are resized (shorter side to ``size``, antialiased bicubic) and centre-cropped, and
-    mirrored left-right with probability 1/2 if ``random_flip``.  ``key`` is the config key
+    Images are resized (shorter side to ``size``, antialiased bicubic) and centre-cropped.  ``key`` is the config key
     ``root`` came from, quoted in errors.  Unreadable files are skipped with a warning (see
     :class:`~infdiff.data.encoded_images.EncodedImageDataset`).
     """
 
-    def __init__(self, root: PathLike, size: int, channels: int = 3, random_flip: bool = True,
-                 key: str = "data.root_dir"):
+    def __init__(self, root: PathLike, size: int, channels: int = 3, key: str = "data.root_dir"):
         resolved = require_path(root, key, EXPECTED)
-        super().__init__(size, channels, random_flip, location=os.fspath(root), key=key)
+        super().__init__(size, channels, location=os.fspath(root), key=key)
         self.root = resolved
         self.files = list_images(resolved)
         if not self.files:

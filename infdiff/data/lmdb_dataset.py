@@ -10,10 +10,11 @@ import lmdb
 
 from infdiff.data.encoded_images import EncodedImageDataset
 from infdiff.data.errors import DataError, UnreadableImageError
-from infdiff.data.files import PathLike, require_path
+from infdiff.data.files import require_path
 from infdiff.data.lmdb_format import EXPECTED, META_KEY, NumberedKeys, data_file, parse_meta, resume_command
 from infdiff.data.lmdb_handles import readonly_handle
 from infdiff.data.lmdb_keys import KeyTable, lmdb_keys
+from infdiff.io import PathLike
 
 
 def scan_layout(path: str, key: str) -> Tuple[Optional[bytes], Optional[KeyTable]]:
@@ -42,10 +43,9 @@ class LMDBDataset(EncodedImageDataset):
     workers never use a handle across ``fork``.
     """
 
-    def __init__(self, path: PathLike, size: int, channels: int = 3, random_flip: bool = True,
-                 key: str = "data.root_dir"):
+    def __init__(self, path: PathLike, size: int, channels: int = 3, key: str = "data.root_dir"):
         resolved = require_path(path, key, EXPECTED, directory=False)
-        super().__init__(size, channels, random_flip, location=os.fspath(path), key=key)
+        super().__init__(size, channels, location=os.fspath(path), key=key)
         self.path = resolved
         raw_meta, table = scan_layout(resolved, key)
         self.meta = None if raw_meta is None else self._checked_meta(raw_meta)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import sys
@@ -28,14 +27,14 @@ import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import lmdb
-from PIL import Image
 from tqdm.auto import tqdm
 
 from infdiff.data.checks import check_channels, require_int
 from infdiff.data.errors import DataError, UnreadableImageError, UnreadableImageWarning
-from infdiff.data.files import PathLike, list_images, require_path
+from infdiff.data.files import list_images, require_path
 from infdiff.data.lmdb_format import FORMAT, META_KEY, SOURCES_KEY, VERSION, encode_json, entry_key, parse_meta
 from infdiff.data.transforms import load_image, resize_center_crop
+from infdiff.io import PathLike, png_bytes
 
 DEFAULT_MAP_SIZE = 1 << 30
 DEFAULT_BATCH_SIZE = 256
@@ -43,16 +42,9 @@ DEFAULT_BATCH_SIZE = 256
 Entry = Tuple[bytes, bytes]
 
 
-def encode_png(img: Image.Image) -> bytes:
-    """``img`` as PNG bytes (lossless, so the dataset reads back exactly what was resized)."""
-    stream = io.BytesIO()
-    img.save(stream, format="PNG")
-    return stream.getvalue()
-
-
 def convert_image(path: str, size: int, channels: int) -> bytes:
     """The PNG of the image file at ``path`` resized and centre-cropped to ``size×size``."""
-    return encode_png(resize_center_crop(load_image(path, channels), size))
+    return png_bytes(resize_center_crop(load_image(path, channels), size))
 
 
 def sources_digest(files: Sequence[str]) -> str:

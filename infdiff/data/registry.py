@@ -1,28 +1,36 @@
-"""The named datasets of the ``data`` config section and :func:`build_dataset`.
+"""The named data sets of the ``data`` config section, :func:`build_dataset` and the loader's flip setting.
 
-Keys read from ``data`` (an ``ml_collections.ConfigDict`` or any mapping with ``.get``; a
-missing or ``None`` value takes the default):
+Each entry of :data:`DATASETS` builds a data set from the keys it reads (``data`` is an
+``ml_collections.ConfigDict`` or any mapping with ``.get``; a missing or ``None`` value takes the
+default); every data set also has ``name``, and the batch loader reads ``random_flip`` and
+``num_workers``.  A key that the chosen data set does not read warns (it is ignored), so a config
+switched from one data set to another never keeps a setting silently.
 
-* ``name``: one of :data:`DATASETS` (required);
-* ``root_dir``: the image folder, LMDB or IDX directory (required except for ``shapes``);
-* ``img_size``: side of the square images (required; ``mnist``/``fashion_mnist``: native 28×28);
-* ``channels``: 1 or 3 (default 3; ``mnist``/``fashion_mnist``: 1);
-* ``random_flip``: mirror left-right with probability 1/2 (default True for photos, False for
-  shapes and digits);
-* ``num_samples``: length of the ``shapes`` dataset (default, and when 0: 50000);
-* ``seed``: seed of the ``shapes`` dataset (default 0);
-* ``max_shapes``: most shapes in one ``shapes`` image (default 3);
-* ``radius_range``: ``(low, high)``, the range of a ``shapes`` shape's radius as a fraction of
-  the image side (default ``(0.12, 0.3)``);
-* ``split``: ``"train"`` or ``"test"`` for ``shapes`` and IDX datasets (default ``"train"``).
+====================================  ===========================================================
+``name``                              keys read
+====================================  ===========================================================
+``shapes``                            ``img_size``, ``channels`` (3), ``split``, ``num_samples``
+                                      (50000; 0 means that too), ``seed`` (0), ``max_shapes`` (3),
+                                      ``radius_range`` ((0.12, 0.3) of the side)
+``image_folder``, ``ffhq``,           ``root_dir`` (a folder, searched recursively), ``img_size``,
+``celeba``, ``celebahq``              ``channels`` (3)
+``lmdb``, ``churches``, ``lsun``      ``root_dir`` (an LSUN or ``prepare``-made LMDB), ``img_size``,
+                                      ``channels`` (3)
+``mnist``, ``fashion_mnist``          ``root_dir`` (the IDX files), ``img_size`` (native 28 when
+                                      unset), ``channels`` (1), ``split``
+====================================  ===========================================================
 
-Image folders and LMDBs have no split: point ``root_dir`` at the split's folder or db.
+``split`` is ``"train"`` or ``"test"``; image folders and LMDBs have none (point ``root_dir`` at
+the split's folder or db).  ``random_flip`` (mirror each training image left-right with
+probability 1/2) defaults to true for photos and false for shapes (already mirror-symmetric) and
+digits (not mirror-symmetric: setting it for them warns).
 """
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Any, Callable, Dict, Type
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, FrozenSet, Tuple
 
 from torch.utils.data import Dataset
 
@@ -32,9 +40,32 @@ from infdiff.data.idx import IDXDataset
 from infdiff.data.image_folder import ImageFolderDataset
 from infdiff.data.lmdb_dataset import LMDBDataset
 from infdiff.data.shapes import MAX_SHAPES, RADIUS_RANGE, ShapesDataset
+from infdiff.registry import Registry, RegistryError
 
 SPLITS = ("train", "test")
 DEFAULT_SHAPES_LENGTH = 50_000
+LOADER_KEYS = frozenset({"name", "random_flip", "num_workers"})
+
+
+class DataKeyWarning(UserWarning):
+    """A ``data`` key that the chosen data set does not use, or a flip it should not get."""
+
+
+@dataclass(frozen=True)
+class DataSetEntry:
+    """How to build one named data set: ``build(data)``, the ``keys`` it reads, its default number of
+    ``channels``, whether random flips suit it by default (``flips``) or at all (``mirror_symmetric``),
+    and its ``splits``."""
+
+    build: Callable[[Any], Dataset]
+    keys: FrozenSet[str]
+    channels: int
+    flips: bool
+    mirror_symmetric: bool
+    splits: Tuple[str, ...] = ()
+
+
+DATASETS = Registry("data set")
 
 
 def _get(data: Any, key: str, default: Any = None) -> Any:
@@ -47,15 +78,9 @@ def _int(data: Any, key: str, default: Any = None, minimum: int = 1) -> int:
     return require_int(_get(data, key, default), f"data.{key}", minimum)
 
 
-def _channels(data: Any, default: int) -> int:
-    return check_channels(_get(data, "channels", default), "data.channels")
-
-
-def _flag(data: Any, key: str, default: bool) -> bool:
-    value = _get(data, key, default)
-    if not isinstance(value, (bool, int)) or value not in (0, 1):
-        raise DataError(f"data.{key} must be true or false, got {value!r}")
-    return bool(value)
+def data_channels(data: Any) -> int:
+    """``data.channels``, or the data set's own number of channels when it is unset."""
+    return check_channels(_get(data, "channels", dataset_entry(data).channels), "data.channels")
 
 
 def _split(data: Any) -> str:
@@ -65,41 +90,75 @@ def _split(data: Any) -> str:
     return split
 
 
-def _radius_range(data: Any) -> tuple:
-    return check_range(_get(data, "radius_range", RADIUS_RANGE), "data.radius_range", 0.0, 0.5)
-
-
 def _shapes(data: Any) -> ShapesDataset:
     length = DEFAULT_SHAPES_LENGTH if _get(data, "num_samples", 0) == 0 else _int(data, "num_samples")
-    return ShapesDataset(_int(data, "img_size"), length=length,
-                         seed=_int(data, "seed", 0, minimum=0), channels=_channels(data, 3),
-                         random_flip=_flag(data, "random_flip", False), split=_split(data),
-                         max_shapes=_int(data, "max_shapes", MAX_SHAPES),
-                         radius_range=_radius_range(data))
+    radius_range = check_range(_get(data, "radius_range", RADIUS_RANGE), "data.radius_range", 0.0, 0.5)
+    return ShapesDataset(_int(data, "img_size"), length=length, seed=_int(data, "seed", 0, minimum=0),
+                         channels=data_channels(data), split=_split(data),
+                         max_shapes=_int(data, "max_shapes", MAX_SHAPES), radius_range=radius_range)
 
 
-def _stored_images(dataset_class: Type[Dataset], data: Any) -> Dataset:
-    return dataset_class(_get(data, "root_dir", ""), _int(data, "img_size"), channels=_channels(data, 3),
-                         random_flip=_flag(data, "random_flip", True), key="data.root_dir")
+def _stored_images(dataset_class):
+    def build(data: Any) -> Dataset:
+        return dataset_class(_get(data, "root_dir", ""), _int(data, "img_size"), channels=data_channels(data),
+                             key="data.root_dir")
+
+    return build
 
 
 def _idx(data: Any) -> IDXDataset:
     size = None if _get(data, "img_size") is None else _int(data, "img_size")
-    return IDXDataset(_get(data, "root_dir", ""), split=_split(data), size=size, channels=_channels(data, 1),
-                      random_flip=_flag(data, "random_flip", False), key="data.root_dir")
+    return IDXDataset(_get(data, "root_dir", ""), split=_split(data), size=size, channels=data_channels(data),
+                      key="data.root_dir")
 
 
-DATASETS: Dict[str, Callable[[Any], Dataset]] = {
-    "shapes": _shapes,
-    **dict.fromkeys(("image_folder", "ffhq", "celeba", "celebahq"), partial(_stored_images, ImageFolderDataset)),
-    **dict.fromkeys(("lmdb", "churches", "lsun"), partial(_stored_images, LMDBDataset)),
-    **dict.fromkeys(("mnist", "fashion_mnist"), _idx),
-}
+DATASETS.register("shapes", DataSetEntry(
+    _shapes, frozenset({"img_size", "channels", "split", "num_samples", "seed", "max_shapes", "radius_range"}),
+    channels=3, flips=False, mirror_symmetric=True, splits=SPLITS))
+for _names, _class in ((("image_folder", "ffhq", "celeba", "celebahq"), ImageFolderDataset),
+                       (("lmdb", "churches", "lsun"), LMDBDataset)):
+    for _name in _names:
+        DATASETS.register(_name, DataSetEntry(_stored_images(_class), frozenset({"root_dir", "img_size", "channels"}),
+                                              channels=3, flips=True, mirror_symmetric=True))
+for _name in ("mnist", "fashion_mnist"):
+    DATASETS.register(_name, DataSetEntry(_idx, frozenset({"root_dir", "img_size", "channels", "split"}), channels=1,
+                                          flips=False, mirror_symmetric=False, splits=SPLITS))
+
+
+def dataset_entry(data: Any) -> DataSetEntry:
+    """The :class:`DataSetEntry` named by ``data.name``."""
+    name = _get(data, "name")
+    try:
+        return DATASETS[name]
+    except RegistryError:
+        raise DataError(f"data.name={name!r} is not a known dataset; expected one of: "
+                        f"{', '.join(DATASETS.names())}") from None
 
 
 def build_dataset(data: Any) -> Dataset:
-    """The dataset described by the ``data`` config section (see the module docstring for its keys)."""
-    name = _get(data, "name")
-    if name not in DATASETS:
-        raise DataError(f"data.name={name!r} is not a known dataset; expected one of: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name](data)
+    """The dataset described by the ``data`` config section (see the module docstring for its keys).
+
+    Keys the data set does not read warn with :class:`DataKeyWarning` and are ignored.
+    """
+    entry = dataset_entry(data)
+    unused = sorted(set(data.keys()) - entry.keys - LOADER_KEYS)
+    if unused:
+        warnings.warn(f"data.{', data.'.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to the "
+                      f"{data.get('name')!r} data set and {'is' if len(unused) == 1 else 'are'} ignored; it reads "
+                      f"{', '.join(sorted(entry.keys))}", DataKeyWarning, stacklevel=2)
+    return entry.build(data)
+
+
+def random_flip(data: Any) -> bool:
+    """Whether training batches are mirrored at random: ``data.random_flip``, or the data set's default.
+
+    Flipping a data set that is not mirror-symmetric (digits) warns with :class:`DataKeyWarning`.
+    """
+    entry = dataset_entry(data)
+    value = _get(data, "random_flip", entry.flips)
+    if not isinstance(value, (bool, int)) or value not in (0, 1):
+        raise DataError(f"data.random_flip must be true or false, got {value!r}")
+    if value and not entry.mirror_symmetric:
+        warnings.warn(f"data.random_flip=True mirrors {data.get('name')!r} images, which are not mirror-symmetric; "
+                      "set --config.data.random_flip=false unless that is meant", DataKeyWarning, stacklevel=2)
+    return bool(value)

@@ -18,8 +18,8 @@ function, and :meth:`ShapesDataset.render_sample` gives the exact ground truth o
 any resolution (for scoring super-resolution).
 
 Geometry is the same for 1 and 3 channels (greyscale keeps each colour's HSV value, so shapes
-stay bright on a dark background).  Random flips are off by default: the distribution is
-already mirror-symmetric.
+stay bright on a dark background).  The distribution is already mirror-symmetric, so the data
+registry turns random flips off for it by default.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from torch.utils.data import Dataset
 
 from infdiff.data.checks import check_channels, check_range, require_int
 from infdiff.data.errors import DataError
-from infdiff.data.transforms import random_hflip
 from infdiff.ops.grid import as_size
 
 SPLIT_STREAMS = {"train": 0, "test": 1}
@@ -215,17 +214,16 @@ def render(sample: ShapesSample, size: Union[int, Tuple[int, int]], supersample:
 class ShapesDataset(Dataset):
     """``length`` procedural samples rendered at ``size`` as ``(channels, size, size)`` tensors in ``[-1, 1]``.
 
-    Item ``i`` is :func:`render` of :func:`sample_params` ``(i, seed, channels, split, max_shapes, radius_range)``,
-    mirrored left-right with probability 1/2 if ``random_flip``.
+    Item ``i`` is :func:`render` of :func:`sample_params` ``(i, seed, channels, split, max_shapes, radius_range)``.
     """
 
     def __init__(self, size: int, length: int = 50_000, seed: int = 0, channels: int = 3, supersample: int = 4,
-                 random_flip: bool = False, split: str = "train", max_shapes: int = MAX_SHAPES,
+                 split: str = "train", max_shapes: int = MAX_SHAPES,
                  radius_range: Tuple[float, float] = RADIUS_RANGE):
         sample_params(0, seed, channels, split, max_shapes, radius_range)  # validates all but size and length
         self.size, self.length, self.seed = require_int(size, "size"), require_int(length, "length"), int(seed)
         self.channels, self.supersample = check_channels(channels), require_int(supersample, "supersample")
-        self.random_flip, self.split, self.max_shapes = bool(random_flip), split, int(max_shapes)
+        self.split, self.max_shapes = split, int(max_shapes)
         self.radius_range = check_range(radius_range, "radius_range", 0.0, 0.5)
 
     def __len__(self) -> int:
@@ -244,5 +242,4 @@ class ShapesDataset(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for a dataset of {self.length} samples")
-        x = self.render_sample(index)
-        return random_hflip(x) if self.random_flip else x
+        return self.render_sample(index)

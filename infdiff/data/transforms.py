@@ -3,7 +3,7 @@
 Images are decoded with Pillow into 8-bit mode ``"L"`` (greyscale, 1 channel) or ``"RGB"``
 (3 channels), resized and centre-cropped to a square, and turned into float32 tensors
 ``(C, H, W)`` in ``[-1, 1]``: an 8-bit value ``v`` becomes ``v / 127.5 - 1``, which
-:func:`to_pil` inverts exactly.
+:func:`infdiff.io.to_pil` inverts exactly.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from PIL import Image, ImageOps
 
 from infdiff.data.checks import MODES, check_channels, require_int
 from infdiff.data.errors import UnreadableImageError
+from infdiff.io import PathLike
 
 RESAMPLE = Image.Resampling.BICUBIC
 # Pillow first box-reduces by an integer factor while the image stays >= REDUCING_GAP times the
@@ -28,7 +29,7 @@ REDUCING_GAP = 3.0
 
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, Image.DecompressionBombError)
 
-ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
+ImageSource = Union[PathLike, bytes, bytearray, memoryview]
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
@@ -104,17 +105,12 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous().float().div_(127.5).sub_(1.0)
 
 
-def to_pil(x: torch.Tensor) -> Image.Image:
-    """A tensor ``(C, H, W)`` in ``[-1, 1]`` with ``C`` 1 or 3 as an 8-bit ``"L"``/``"RGB"`` image (clamped)."""
-    if x.dim() != 3 or x.shape[0] not in MODES:
-        raise ValueError(f"to_pil expects a tensor (C, H, W) with C 1 or 3, got shape {tuple(x.shape)}")
-    array = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(array[:, :, 0] if x.shape[0] == 1 else array)
+def flip_batch(x: torch.Tensor, generator: Optional[torch.Generator] = None, p: float = 0.5) -> torch.Tensor:
+    """Each image of a batch ``(B, C, H, W)`` mirrored along its width axis with probability ``p``.
 
-
-def random_hflip(x: torch.Tensor, generator: Optional[torch.Generator] = None, p: float = 0.5) -> torch.Tensor:
-    """``x`` mirrored along its last (width) axis with probability ``p``.
-
-    With ``generator=None`` the global torch RNG decides; DataLoader seeds it per worker.
+    The draws come from ``generator`` (the global torch RNG if ``None``); a batch source that seeds
+    it from the run's seed and step flips a resumed run's batches as the uninterrupted run did.
     """
-    return x.flip(-1) if torch.rand((), generator=generator).item() < p else x
+    device = x.device if generator is None else generator.device
+    flip = torch.rand(x.shape[0], generator=generator, device=device) < p
+    return torch.where(flip.to(x.device).view(-1, *([1] * (x.dim() - 1))), x.flip(-1), x)

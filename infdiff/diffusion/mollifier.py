@@ -10,7 +10,8 @@ boundary conditions that convolution is diagonal in the DCT-II basis, with gain
 units (``std`` is given in pixels of the training grid).  Because ``g`` depends only on the
 DCT index ``k``, the same operator applied to a grid ``r`` times finer blurs with ``r * std``
 pixels: the same physical width, which is what lets a model trained at one resolution be
-sampled at another.
+sampled at another.  As a noise prior (:class:`~infdiff.diffusion.priors.NoisePrior`, registered as
+``"mollifier"``) it is ``C^{1/2} = T``: ∞-Diff's noise ``η = T ξ`` has covariance ``T T*``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Callable, Optional, Tuple
 import torch
 
 from infdiff.diffusion.dct import dct2, idct2
+from infdiff.diffusion.priors import PRIORS, NoisePrior
 from infdiff.ops.grid import Size, as_size
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -40,23 +42,29 @@ def _gaussian_gain(size: Size, sigma: Tuple[float, float], device, dtype: torch.
     return (g_h.unsqueeze(1) * g_w.unsqueeze(0)).to(device=device, dtype=dtype)
 
 
+@PRIORS.register("mollifier")
 @dataclass(frozen=True)
-class GaussianMollifier:
-    """Gaussian blur of ``std`` training-grid pixels; linear and self-adjoint; ``std == 0`` is the identity.
+class GaussianMollifier(NoisePrior):
+    """Gaussian blur ``T`` of ``std`` training-grid pixels; linear and self-adjoint; ``std == 0`` is the identity.
 
     ``train_size`` is the training grid ``(H, W)`` (or an int for square grids); it converts
-    ``std`` to unit-square units and may be omitted only for the identity.
+    ``std`` to unit-square units and may be omitted only for the identity.  ``noise_grid`` is
+    that of every prior (:func:`~infdiff.diffusion.priors.draw_white_noise`); ``inv_snr`` is the
+    Wiener regulariser of the inverse (:meth:`wiener_inverse`; ∞-Diff uses 0.05).
     """
 
     std: float = 1.0
     train_size: Optional[Size] = None
+    noise_grid: Optional[Size] = None
+    inv_snr: float = 0.05
 
     def __post_init__(self):
         if not self.std >= 0:
             raise ValueError(f"mollifier std must be >= 0 (in training-grid pixels), got {self.std!r}")
-        if self.train_size is not None:
-            object.__setattr__(self, "train_size", as_size(self.train_size))
-        elif self.std > 0:
+        if not self.inv_snr >= 0:
+            raise ValueError(f"inv_snr must be >= 0, got {self.inv_snr!r}")
+        self._check_grids()
+        if self.train_size is None and self.std > 0:
             raise ValueError(
                 f"GaussianMollifier(std={self.std}) needs train_size, the training grid (H, W), to "
                 "express std in unit-square units; pass train_size=... or use std=0 for the identity"
@@ -77,6 +85,14 @@ class GaussianMollifier:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``T x = IDCT(DCT(x) · g)`` over the last two dims of ``x`` ``(..., H, W)``, any ``H, W``."""
         return self._filter(x, lambda g: g)
+
+    def apply_sqrt_cov(self, x: torch.Tensor) -> torch.Tensor:
+        """``C^{1/2} x = T x``."""
+        return self(x)
+
+    def apply_inverse_sqrt_cov(self, x: torch.Tensor, inv_snr: Optional[float] = None) -> torch.Tensor:
+        """:meth:`wiener_inverse` with ``inv_snr`` (default: this prior's)."""
+        return self.wiener_inverse(x, self.inv_snr if inv_snr is None else inv_snr)
 
     def wiener_inverse(self, x: torch.Tensor, inv_snr: float = 0.05) -> torch.Tensor:
         """Regularised inverse ``IDCT(DCT(x) · g / (g^2 + inv_snr^2))`` for displaying samples.

@@ -1,16 +1,35 @@
-"""The forward (noising) process of ∞-Diff on mollified states."""
+"""Forward processes in continuous time: ``x_t = α(t) A x_0 + σ(t) η`` with ``η`` drawn from a prior.
+
+A :class:`DiffusionProcess` has a noise prior ``N(0, C)`` (:mod:`infdiff.diffusion.priors`), signal
+and noise levels ``α(t)``, ``σ(t)`` on ``t ∈ [0, 1]`` (``α(0) = 1``, ``σ(0) = 0``) and, for ∞-Diff's
+*mollified states*, the data operator ``A = C^{1/2}`` (Bond-Taylor & Willcocks 2024, §3:
+``x_t = T(√ᾱ_t x_0 + √(1-ᾱ_t) ξ)`` with ``T = C^{1/2}`` the mollifier); otherwise ``A = I``.
+Losses, targets and samplers are written against this protocol only.  Processes with an SDE
+(``dx = f(x, t) dt + g(t) dW_C``) also give :meth:`~DiffusionProcess.drift` and
+:meth:`~DiffusionProcess.diffusion`.
+
+:class:`DiscreteDDPM` is the discrete DDPM of Ho et al. (2020) as one implementation: its
+``T`` steps sit at ``t_k = (k + 1) / T`` (:mod:`infdiff.diffusion.timesteps`), its network is
+conditioned on the step id ``k``, and sampling respaces its schedule.  Processes are registered
+in :data:`PROCESSES` by the names a config's ``process.name`` uses.
+"""
 
 from __future__ import annotations
 
+import abc
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 
-from infdiff.diffusion.mollifier import GaussianMollifier
-from infdiff.diffusion.schedules import Schedule
-from infdiff.ops.grid import Size, as_size, white_noise_scale
+from infdiff.diffusion.priors import NoisePrior, WhiteNoise
+from infdiff.diffusion.schedules import RespaceSpec, Schedule, respace
+from infdiff.diffusion.timesteps import step_times, time_steps
+from infdiff.registry import Registry
+
+PROCESSES = Registry("process")
+ON_GRID = 1e-3  # |t T - k| below this reads time t as step k exactly
 
 
 def expand_like(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -21,113 +40,141 @@ def expand_like(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.reshape(-1, *([1] * (like.dim() - 1)))
 
 
+class DiffusionProcess(abc.ABC):
+    """``q(x_t | x_0) = N(α(t) A x_0, σ(t)² C)`` on ``t ∈ [0, 1]`` (module docstring).
+
+    Implementations are frozen dataclasses with the fields ``prior`` and ``mollified_states``
+    and define :meth:`alpha` and :meth:`sigma`.  ``num_steps`` is the number of training steps
+    of a discrete process (``None`` in continuous time, where training draws ``t`` from
+    ``[t_min, 1]``).
+    """
+
+    prior: NoisePrior
+    mollified_states: bool
+    num_steps: Optional[int] = None
+    t_min: float = 1e-3
+
+    @abc.abstractmethod
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        """Signal level ``α(t)`` (float64, shape and device of ``t``)."""
+
+    @abc.abstractmethod
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """Noise level ``σ(t)`` (float64, shape and device of ``t``)."""
+
+    def drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``f(x, t)`` of the forward SDE, where the process has one."""
+        raise NotImplementedError(f"{type(self).__name__} is not defined by an SDE")
+
+    def diffusion(self, t: torch.Tensor) -> torch.Tensor:
+        """``g(t)`` of the forward SDE ``dx = f dt + g dW_C``, where the process has one."""
+        raise NotImplementedError(f"{type(self).__name__} is not defined by an SDE")
+
+    def model_time(self, t: torch.Tensor) -> torch.Tensor:
+        """What the network is conditioned on at time ``t``: ``1000 t`` (the scale the sinusoidal
+        time embedding suits, :mod:`infdiff.nn.embeddings`)."""
+        return 1000.0 * t
+
+    def levels(self, t: float) -> Tuple[float, float]:
+        """``(α(t), σ(t))`` as Python floats, for samplers stepping a whole batch at one time."""
+        t = torch.tensor(float(t), dtype=torch.float64)
+        return float(self.alpha(t)), float(self.sigma(t))
+
+    def coefficients(self, t: torch.Tensor, like: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``α(t)``, ``σ(t)`` per example, broadcastable against ``like`` and in its dtype."""
+        return expand_like(self.alpha(t), like), expand_like(self.sigma(t), like)
+
+    def clean_state(self, x0: torch.Tensor) -> torch.Tensor:
+        """The state at ``t = 0``: ``y_0 = A x_0`` (``C^{1/2} x_0`` for mollified states)."""
+        return self.prior.apply_sqrt_cov(x0) if self.mollified_states else x0
+
+    def data_estimate(self, y0: torch.Tensor) -> torch.Tensor:
+        """``x_0`` from a clean state ``y_0 = A x_0`` (the prior's regularised inverse for mollified
+        states, ∞-Diff's Wiener filter), for display and scoring."""
+        return self.prior.apply_inverse_sqrt_cov(y0) if self.mollified_states else y0
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, white: Optional[torch.Tensor] = None,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """``x_t = α(t) A x_0 + σ(t) C^{1/2} ξ`` for white noise ``ξ`` (drawn from the prior if omitted).
+
+        ``x0`` is ``(B, C, H, W)`` (or ``(B, D)`` for vector data) and ``t`` ``(B,)``.  With mollified
+        states ``A = C^{1/2}``, applied once to ``α x_0 + σ ξ`` (∞-Diff §3).
+        """
+        if white is None:
+            white = self.prior.white_noise(x0.shape, generator, x0.device, x0.dtype)
+        elif white.shape != x0.shape:
+            raise ValueError(f"noise shape {tuple(white.shape)} must equal x0 shape {tuple(x0.shape)}")
+        alpha, sigma = self.coefficients(t, x0)
+        if self.mollified_states:
+            return self.prior.apply_sqrt_cov(alpha * x0 + sigma * white)
+        return alpha * x0 + sigma * self.prior.apply_sqrt_cov(white)
+
+    def terminal_state(self, shape: Sequence[int], generator: Optional[torch.Generator] = None, device=None,
+                       dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """A draw of ``x_1`` for data of unit scale: ``sqrt(α(1)² + σ(1)²) η`` (``η`` itself for a VP process)."""
+        alpha, sigma = self.levels(1.0)
+        return (alpha * alpha + sigma * sigma) ** 0.5 * self.prior.sample(shape, generator, device, dtype)
+
+    def sampling_times(self, steps: RespaceSpec) -> List[float]:
+        """Descending times a sampler visits (then it ends at ``t = 0``): ``steps`` evenly spaced."""
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"{type(self).__name__} samples with a positive int number of steps, got {steps!r}")
+        return [(i + 1) / steps for i in reversed(range(steps))]
+
+    def with_prior(self, prior: NoisePrior) -> "DiffusionProcess":
+        """This process with another prior (e.g. one drawing its noise on a finer grid)."""
+        return dataclasses.replace(self, prior=prior)
+
+
 @dataclass(frozen=True, eq=False)
-class MollifiedDiffusion:
-    """DDPM on mollified states ``y = T x`` with coloured noise ``η = T ξ``.
+class DiscreteDDPM(DiffusionProcess):
+    """DDPM with ``ᾱ`` from ``schedule``: ``α = sqrt(ᾱ)``, ``σ = sqrt(1 - ᾱ)`` (Ho et al. 2020, eq. 4).
 
-    ∞-Diff (Bond-Taylor & Willcocks 2024, §3):
-    ``x_t = T(sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ξ) = sqrt(ᾱ_t) y_0 + sqrt(1 - ᾱ_t) η``.
-    On a grid ``r`` times finer than ``train_size`` the white noise ``ξ`` is drawn with standard
-    deviation ``sqrt(r_h r_w)`` (:func:`infdiff.ops.grid.white_noise_scale`), so it is the same
-    noise *function*; every noise draw goes through :meth:`white_noise`.  ``train_size``
-    defaults to the mollifier's; with neither (vector data such as latents) noise is unscaled.
-    With the identity mollifier this is a plain DDPM.
-
-    ``noise_grid`` (for sampling) draws every ``ξ`` on that grid and averages it over the cells
-    of the requested one (see :meth:`white_noise`): runs at several resolutions with the same
-    generator seed then see discretisations of one noise function rather than independent draws.
+    ``schedule`` holds the steps ``k`` at ``t_k = (k + 1) / T``; between them ``log ᾱ`` is linear in
+    ``t`` (with ``ᾱ(0) = 1``), so the process is defined at every time although it is trained and
+    sampled on its steps.  ``mollified_states`` gives ∞-Diff's process (module docstring); with the
+    white prior and without it, a plain DDPM (e.g. over latent vectors).
     """
 
     schedule: Schedule
-    mollifier: GaussianMollifier = field(default_factory=lambda: GaussianMollifier(0.0))
-    train_size: Optional[Size] = None
-    noise_grid: Optional[Size] = None
+    prior: NoisePrior = field(default_factory=WhiteNoise)
+    mollified_states: bool = False
 
-    def __post_init__(self):
-        train_size = self.mollifier.train_size if self.train_size is None else as_size(self.train_size)
-        if self.mollifier.train_size not in (None, train_size):
-            raise ValueError(
-                f"train_size {train_size} differs from the mollifier's {self.mollifier.train_size}; "
-                "pass the same training grid to both (or omit it here)"
-            )
-        object.__setattr__(self, "train_size", train_size)
-        if self.noise_grid is not None:
-            if train_size is None:
-                raise ValueError("noise_grid needs a training grid (train_size or a mollifier with one)")
-            object.__setattr__(self, "noise_grid", as_size(self.noise_grid))
+    @classmethod
+    def named(cls, schedule: str = "cosine", steps: int = 1000, prior: Optional[NoisePrior] = None,
+              mollified_states: bool = False) -> "DiscreteDDPM":
+        """The process of a named beta schedule (:func:`~infdiff.diffusion.schedules.beta_schedule`)."""
+        return cls(Schedule.named(schedule, steps), prior or WhiteNoise(), mollified_states)
 
-    def alpha_bar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """``ᾱ_t`` at original timestep ids ``t`` ``(B,)``, broadcastable against ``like``."""
-        return expand_like(self.schedule.alphas_cumprod_at(t), like)
+    @property
+    def num_steps(self) -> int:
+        return self.schedule.num_steps
 
-    def mollify(self, x: torch.Tensor) -> torch.Tensor:
-        """``T x``."""
-        return self.mollifier(x)
+    def alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
+        """``ᾱ(t)`` (float64): exact on the steps, log-linear between them."""
+        t = torch.as_tensor(t)
+        table = torch.cat([torch.ones(1, dtype=torch.float64), self.schedule.alphas_cumprod]).to(t.device)
+        log_table = table.log()
+        position = t.to(torch.float64).clamp(0, 1) * self.num_steps
+        nearest = position.round()
+        below = position.floor().long().clamp(max=self.num_steps - 1)
+        between = (log_table[below] + (position - below) * (log_table[below + 1] - log_table[below])).exp()
+        return torch.where((position - nearest).abs() < ON_GRID, table[nearest.long()], between)
 
-    def noise_scale(self, shape: Sequence[int]) -> float:
-        """Standard deviation of per-pixel white noise on a grid of ``shape[-2:]`` (1 at ``train_size``)."""
-        if self.train_size is None:
-            return 1.0
-        if len(shape) < 2:
-            raise ValueError(f"expected a grid shape (..., H, W), got {tuple(shape)}")
-        return white_noise_scale(tuple(shape[-2:]), self.train_size)
+    def alpha(self, t):
+        return self.alpha_bar(t).sqrt()
 
-    def white_noise(
-        self,
-        shape: Sequence[int],
-        generator: Optional[torch.Generator] = None,
-        device: Union[str, torch.device, None] = None,
-        dtype: Optional[torch.dtype] = None,
-    ) -> torch.Tensor:
-        """White noise ``ξ`` of ``shape``, already scaled by :meth:`noise_scale`.
+    def sigma(self, t):
+        return (1 - self.alpha_bar(t)).sqrt()
 
-        With ``noise_grid = (rH, rW)`` for integers ``r`` the noise is drawn on that grid and
-        each ``r × r`` block is averaged: the mean of ``r²`` independent draws of standard
-        deviation ``r · s`` has standard deviation ``s`` (:meth:`noise_scale`), so the result has
-        the distribution of a direct draw and is the cell average of the finer draw.
-        """
-        shape = tuple(shape)
-        draw_shape = shape
-        if self.noise_grid is not None:
-            if len(shape) < 2 or any(fine % n for fine, n in zip(self.noise_grid, shape[-2:])):
-                raise ValueError(f"noise_grid {self.noise_grid} must be an integer multiple of the sampled grid "
-                                 f"{shape[-2:]} (shape {shape}); choose a common multiple of every sampling size")
-            draw_shape = (*shape[:-2], *self.noise_grid)
-        noise = torch.randn(draw_shape, generator=generator, device=device, dtype=dtype) * self.noise_scale(draw_shape)
-        if draw_shape == shape:
-            return noise
-        factors = [fine // n for fine, n in zip(self.noise_grid, shape[-2:])]
-        return F.avg_pool2d(noise.reshape(-1, 1, *self.noise_grid), kernel_size=factors).reshape(shape)
+    def model_time(self, t: torch.Tensor) -> torch.Tensor:
+        """The step id ``k`` of time ``t_k`` (long): the network is conditioned on steps as in DDPM."""
+        return time_steps(t, self.num_steps)
 
-    def sample_noise(
-        self,
-        shape: Sequence[int],
-        generator: Optional[torch.Generator] = None,
-        device: Union[str, torch.device, None] = None,
-        dtype: Optional[torch.dtype] = None,
-    ) -> torch.Tensor:
-        """Mollified noise ``η = T ξ`` of ``shape``; also the initial state ``x_T`` of samplers."""
-        return self.mollify(self.white_noise(shape, generator, device, dtype))
+    def sampling_times(self, steps: RespaceSpec) -> List[float]:
+        """The kept steps of ``respace(schedule, steps)``, descending (Nichol & Dhariwal 2021, §4)."""
+        kept = respace(self.schedule, steps).timesteps
+        return step_times(kept, self.num_steps, torch.float64).flip(0).tolist()
 
-    def noise_like(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Mollified noise with the shape, device and dtype of ``x``."""
-        return self.sample_noise(x.shape, generator, x.device, x.dtype)
 
-    def q_sample(
-        self,
-        x0: torch.Tensor,
-        t: torch.Tensor,
-        noise: Optional[torch.Tensor] = None,
-        generator: Optional[torch.Generator] = None,
-    ) -> torch.Tensor:
-        """``x_t = T(sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ξ)`` on the full grid (∞-Diff §3; Ho et al. 2020, eq. 4).
-
-        ``x0`` is ``(B, C, H, W)`` (or ``(B, D)`` for vector data), ``t`` ``(B,)`` original
-        timestep ids, ``noise`` the white noise ``ξ`` (drawn with :meth:`white_noise` if omitted).
-        """
-        if noise is None:
-            noise = self.white_noise(x0.shape, generator, x0.device, x0.dtype)
-        elif noise.shape != x0.shape:
-            raise ValueError(f"noise shape {tuple(noise.shape)} must equal x0 shape {tuple(x0.shape)}")
-        alpha_bar = self.alpha_bar(t, x0)
-        return self.mollify(alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise)
+PROCESSES.register("ddpm", DiscreteDDPM.named)

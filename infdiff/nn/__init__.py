@@ -1,5 +1,7 @@
 """Networks: sparse residual blocks, the coarse-grid U-Net, the ∞-Diff decoder/encoder, the latent MLP."""
 
+from infdiff.nn.archs import ARCHS
+from infdiff.nn.autoencoder import DiffusionAutoencoder, sparse_autoencoder
 from infdiff.nn.decoder import SparseUNet
 from infdiff.nn.embeddings import TimeEmbedding, timestep_embedding
 from infdiff.nn.encoder import Encoding, SparseEncoder, kl_to_standard_normal
@@ -10,7 +12,7 @@ from infdiff.nn.spectral import FourierConv2d, SpectralConv2d, SpectralResample2
 from infdiff.nn.uno import UNO, AttentionBlock, UNOEncoder
 
 __all__ = [
-    "SparseUNet", "SparseEncoder", "Encoding", "kl_to_standard_normal", "SparseResBlock", "MonteCarloConv",
+    "ARCHS", "DiffusionAutoencoder", "sparse_autoencoder", "SparseUNet", "SparseEncoder", "Encoding", "kl_to_standard_normal", "SparseResBlock", "MonteCarloConv",
     "UNO", "UNOEncoder", "AttentionBlock", "LatentMLP", "FiLM", "TimeEmbedding", "timestep_embedding",
     "SpectralConv2d", "FourierConv2d", "SpectralResample2d",
 ]

@@ -59,8 +59,7 @@ class SparseUNet(nn.Module):
                  uno: Optional[Mapping[str, Any]] = None, out_channels: Optional[int] = None, z_grid: int = 0):
         super().__init__()
         if z_grid < 0 or (z_grid and z_dim is None):
-            raise ValueError(f"z_grid must be 0 or a positive side with a latent (z_dim), got z_grid={z_grid}, "
-                             f"z_dim={z_dim}")
+            raise ValueError(f"z_grid={z_grid}: must be 0 or a positive side with a latent (z_dim={z_dim})")
         self.channels = channels
         self.uno_res = uno_res
         self.knn_neighbours = knn_neighbours

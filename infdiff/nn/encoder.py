@@ -65,8 +65,9 @@ class SparseEncoder(nn.Module):
         self.contract = UNOEncoder(uno_channels, resolution=uno_res, **dict(uno or {}))
         contracted = self.contract.out_resolution
         if pool_size < 1 or contracted % pool_size:
-            raise ValueError(f"encoder pool_size {pool_size} must be a positive divisor of the contracted "
-                             f"grid side {contracted}")
+            divisors = [d for d in range(1, contracted + 1) if contracted % d == 0]
+            raise ValueError(f"pool_size={pool_size}: must divide the side {contracted} of the contracted grid; "
+                             f"choose one of {divisors}")
         self.pool_size = pool_size
         self.head = nn.Linear(self.contract.out_channels * pool_size**2, 2 * z_dim if stochastic else z_dim)
 

@@ -13,7 +13,7 @@ from typing import Callable, Tuple, Union
 
 import torch
 
-from infdiff.ops import SparseImage, full_index, interpolate_to_grid, sample_grid_at_points
+from infdiff.ops import SparseImage, full_index, grid_to_sparse, interpolate_to_grid
 
 Field = Union[SparseImage, torch.Tensor]
 
@@ -64,6 +64,5 @@ def to_coarse_grid(field: Field, resolution: int, neighbours: int) -> torch.Tens
 
 def from_coarse_grid(grid: torch.Tensor, like: Field) -> Field:
     """Bilinear samples of ``grid`` at the pixels of ``like``, as a field of the same kind."""
-    sparse = as_sparse(like)
-    values = sample_grid_at_points(grid, sparse.coords())
+    values = grid_to_sparse(grid, as_sparse(like)).values
     return with_values(like, values.view(*field_values(like).shape[:-1], values.shape[-1]))

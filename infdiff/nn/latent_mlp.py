@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from infdiff.nn.archs import ARCHS
 from infdiff.nn.embeddings import TimeEmbedding
 
 
@@ -39,6 +40,7 @@ class LatentMLPLayer(nn.Module):
         return self.dropout(F.silu(self.norm(h)))
 
 
+@ARCHS.register("latent_mlp")
 class LatentMLP(nn.Module):
     """DiffAE's MLPSkipNet predicting from ``z_t (B, z_dim)`` and times ``t (B,)`` a ``(B, z_dim)``
     output (see the module docstring).

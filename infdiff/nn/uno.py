@@ -126,38 +126,31 @@ def plan_levels(
     """
     num_levels = len(channel_mults)
     if num_levels == 0 or any(m < 1 for m in channel_mults):
-        raise ValueError(
-            f"channel_mults must be non-empty positive ints, got {tuple(channel_mults)}"
-        )
+        raise ValueError(f"channel_mults={tuple(channel_mults)}: expected non-empty positive ints")
     if base_channels < 1:
-        raise ValueError(f"base_channels must be positive, got {base_channels}")
+        raise ValueError(f"base_channels={base_channels}: expected a positive int")
     if isinstance(blocks_per_level, int):
         blocks_per_level = (blocks_per_level,) * num_levels
     if len(blocks_per_level) != num_levels or any(n < 1 for n in blocks_per_level):
-        raise ValueError(
-            f"blocks_per_level must be a positive int or {num_levels} positive ints (one per "
-            f"level), got {tuple(blocks_per_level)}"
-        )
+        raise ValueError(f"blocks_per_level={tuple(blocks_per_level)}: expected a positive int or {num_levels} "
+                         "positive ints (one per level)")
     factor = 2 ** (num_levels - 1)
     if resolution < 1 or resolution % factor:
-        raise ValueError(
-            f"resolution {resolution} must be a positive multiple of 2^(levels - 1) = {factor} "
-            f"for {num_levels} levels (channel_mults={tuple(channel_mults)})"
-        )
+        raise ValueError(f"resolution={resolution}: must be a positive multiple of 2^(levels - 1) = {factor} for "
+                         f"{num_levels} levels (channel_mults={tuple(channel_mults)})")
     resolutions = [resolution // 2**i for i in range(num_levels)]
     missing = sorted(set(attn_resolutions) - set(resolutions))
     if missing:
-        raise ValueError(
-            f"attn_resolutions {missing} never occur; level resolutions are {resolutions}"
-        )
+        raise ValueError(f"attn_resolutions={tuple(attn_resolutions)}: {missing} never occur; the levels have sides "
+                         f"{resolutions} (resolution {resolution}, halved per level), choose among them")
     channels = [base_channels * m for m in channel_mults]
     if num_groups < 1:
-        raise ValueError(f"num_groups must be positive, got {num_groups}")
+        raise ValueError(f"num_groups={num_groups}: expected a positive int")
     bad = sorted({c for c in [base_channels, *channels] if c % num_groups})
     if bad:
-        raise ValueError(f"num_groups={num_groups} must divide every channel count, got {bad}")
+        raise ValueError(f"num_groups={num_groups}: must divide every channel count, got {bad}")
     if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        raise ValueError(f"dropout={dropout}: expected a rate in [0, 1)")
     return tuple(
         LevelSpec(
             index=i,

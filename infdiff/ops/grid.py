@@ -34,12 +34,6 @@ def index_to_rowcol(index: torch.Tensor, size: Size) -> Tuple[torch.Tensor, torc
     return torch.div(index, w, rounding_mode="floor"), index % w
 
 
-def rowcol_to_index(row: torch.Tensor, col: torch.Tensor, size: Size) -> torch.Tensor:
-    """Flat pixel ids ``row * W + col``."""
-    _, w = as_size(size)
-    return row * w + col
-
-
 def index_to_coords(index: torch.Tensor, size: Size, dtype=torch.float32) -> torch.Tensor:
     """Cell-centred unit-square coordinates ``(..., 2)`` (row, col order) of flat pixel ids."""
     h, w = as_size(size)

@@ -1,7 +1,7 @@
 """Random subsets of pixel coordinates (∞-Diff trains on a fraction of the pixels of each image).
 
 Each batch item keeps ``n`` distinct pixels of an ``H×W`` grid, returned as sorted flat ids
-``(B, n)``.  Two samplers are provided, chosen by name through :data:`SUBSET_SAMPLERS`:
+``(B, n)``.  Two designs are provided, chosen by name through the registry :data:`SUBSETS`:
 
 * ``"uniform"``: uniformly without replacement, independently per item;
 * ``"halton"``: a randomly shifted 2-D Halton sequence (bases 2 and 3, Cranley–Patterson
@@ -13,11 +13,14 @@ Each batch item keeps ``n`` distinct pixels of an ``H×W`` grid, returned as sor
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Callable, Dict, Optional
+from typing import Optional
 
 import torch
 
 from infdiff.ops.grid import Size, as_size
+from infdiff.registry import Registry
+
+SUBSETS = Registry("pixel-subset design")
 
 
 def _check_count(n: int, size: Size) -> int:
@@ -27,6 +30,7 @@ def _check_count(n: int, size: Size) -> int:
     return h * w
 
 
+@SUBSETS.register("uniform")
 def uniform_subset(batch: int, size: Size, n: int, generator: Optional[torch.Generator] = None,
                    device=None) -> torch.Tensor:
     """``n`` distinct pixel ids per item, uniformly without replacement; sorted ``(B, n)``."""
@@ -54,6 +58,7 @@ def halton_points(count: int) -> torch.Tensor:
     return torch.stack((radical_inverse(i, 2), radical_inverse(i, 3)), dim=1)
 
 
+@SUBSETS.register("halton")
 def halton_subset(batch: int, size: Size, n: int, generator: Optional[torch.Generator] = None,
                   device=None) -> torch.Tensor:
     """``n`` distinct pixel ids per item from a randomly rotated Halton sequence; sorted ``(B, n)``."""
@@ -75,15 +80,7 @@ def halton_subset(batch: int, size: Size, n: int, generator: Optional[torch.Gene
     return torch.stack(out).sort(dim=1).values.to(device)
 
 
-SUBSET_SAMPLERS: Dict[str, Callable[..., torch.Tensor]] = {
-    "uniform": uniform_subset,
-    "halton": halton_subset,
-}
-
-
-def sample_subset(kind: str, batch: int, size: Size, n: int,
-                  generator: Optional[torch.Generator] = None, device=None) -> torch.Tensor:
-    """Dispatch to the subset sampler named ``kind`` (one of :data:`SUBSET_SAMPLERS`)."""
-    if kind not in SUBSET_SAMPLERS:
-        raise ValueError(f"unknown subset sampler {kind!r}; expected one of {sorted(SUBSET_SAMPLERS)}")
-    return SUBSET_SAMPLERS[kind](batch, size, n, generator=generator, device=device)
+def draw_subset(kind: str, batch: int, size: Size, n: int, generator: Optional[torch.Generator] = None,
+                device=None) -> torch.Tensor:
+    """``n`` pixel ids per item from the design named ``kind`` (one of :data:`SUBSETS`)."""
+    return SUBSETS[kind](batch, size, n, generator=generator, device=device)

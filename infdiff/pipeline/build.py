@@ -1,83 +1,134 @@
-"""Turn configs into objects, so scripts, tests and benchmarks build them alike."""
+"""Turn config sections into objects, so scripts, tests and benchmarks build them alike.
+
+A section is the keyword arguments of what it builds plus its registry name (``name``, or
+``arch`` for ``model``): :func:`build_section` resolves the name, passes the section's other keys
+and whatever the stage derives (``train_size`` from ``data.img_size``, the ``prior`` of a
+process, the ``process`` of a loss, ``channels`` of the data), warns about keys the entry does not
+take, and turns a bad value into a :class:`ConfigError` naming the key.
+"""
 
 from __future__ import annotations
 
+import inspect
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional
+
+import torch
 from ml_collections import ConfigDict
 
-from infdiff.data import build_dataset
-from infdiff.diffusion import (GaussianMollifier, LossAwareTimestepSampler, MollifiedDiffusion, Schedule,
-                               UniformTimestepSampler)
-from infdiff.nn import LatentMLP, SparseEncoder, SparseUNet
-
-TIMESTEP_SAMPLERS = {
-    "uniform": UniformTimestepSampler,
-    "loss-second-moment": LossAwareTimestepSampler,
-}
+from infdiff.diffusion import LOSSES, PRIORS, PROCESSES, SAMPLERS, DiffusionProcess, NoisePrior
+from infdiff.nn import ARCHS
+from infdiff.registry import Registry, RegistryError
+from infdiff.train.config import ConfigError
 
 
-def build_process(config: ConfigDict) -> MollifiedDiffusion:
-    """The mollified forward process of stage 1 (``config.diffusion``, ``config.data.img_size``)."""
-    d = config.diffusion
-    mollifier = GaussianMollifier(d.gaussian_filter_std, config.data.img_size if d.gaussian_filter_std > 0 else None)
-    return MollifiedDiffusion(Schedule.named(d.noise_schedule, d.steps), mollifier)
+class ConfigKeyWarning(UserWarning):
+    """A config key the named entry of its section does not take (it is ignored)."""
 
 
-def build_latent_process(config: ConfigDict) -> MollifiedDiffusion:
-    """The plain DDPM of stage 2 over latent vectors (identity mollifier)."""
-    return MollifiedDiffusion(Schedule.named(config.diffusion.noise_schedule, config.diffusion.steps))
+def _plain(value: Any) -> Any:
+    """Config values as plain Python (nested sections as dicts)."""
+    return value.to_dict() if isinstance(value, ConfigDict) else value
 
 
-def build_timestep_sampler(config: ConfigDict):
-    """``config.diffusion.schedule_sampler`` over ``config.diffusion.steps`` steps."""
-    name = config.diffusion.schedule_sampler
-    if name not in TIMESTEP_SAMPLERS:
-        raise ValueError(f"diffusion.schedule_sampler={name!r}; expected one of {sorted(TIMESTEP_SAMPLERS)}")
-    return TIMESTEP_SAMPLERS[name](config.diffusion.steps)
+def _parameters(entry) -> Optional[set]:
+    """The keyword arguments ``entry`` takes, or ``None`` when it takes any (``**kwargs``)."""
+    params = inspect.signature(entry).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
-def _uno_kwargs(m: ConfigDict) -> dict:
-    return dict(base_channels=m.uno_base_channels, channel_mults=tuple(m.uno_mults),
-                blocks_per_level=tuple(m.uno_blocks_per_level), attn_resolutions=tuple(m.uno_attn_resolutions),
-                dropout=m.uno_dropout, dropout_from_resolution=m.uno_dropout_from_resolution,
-                conv_type=m.uno_conv_type, spectral_modes=m.uno_spectral_modes or None, num_groups=m.uno_num_groups,
-                append_coordinates=m.uno_append_coordinates or m.uno_conv_type == "spectral")
+def _keyed(path: str, keys, error: Exception, kind: str, name: str) -> ConfigError:
+    """``error`` as a :class:`ConfigError` naming the full key when its message starts with one."""
+    message = str(error)
+    if any(message.startswith(f"{key}=") or message.startswith(f"{key}.") for key in keys):
+        return ConfigError(f"{path}.{message}")
+    return ConfigError(f"{path} ({kind} {name!r}): {message}")
 
 
-def _sparse_front_kwargs(config: ConfigDict) -> dict:
-    m = config.model
-    return dict(channels=config.data.channels, train_size=config.data.img_size, nf=m.nf,
-                num_conv_blocks=m.num_conv_blocks, kernel_size=m.kernel_size, mlp_mult=m.mlp_mult,
-                knn_neighbours=m.knn_neighbours, uno_res=m.uno_res, uno_channels=m.uno_base_channels)
+def build_section(registry: Registry, section: Mapping[str, Any], path: str, name_key: str = "name",
+                  **derived) -> Any:
+    """``registry[section[name_key]](**rest of section, **derived)`` with config-level errors.
 
-
-def build_decoder(config: ConfigDict) -> SparseUNet:
-    """The ∞-Diff decoder (``config.model``), conditioned on ``z`` of ``model.z_dim``."""
-    uno = _uno_kwargs(config.model)
-    return SparseUNet(time_dim=config.model.time_emb_dim, z_dim=config.model.z_dim, uno=uno,
-                      z_grid=config.model.decoder_z_grid, **_sparse_front_kwargs(config))
-
-
-def build_encoder(config: ConfigDict) -> SparseEncoder:
-    """The sparse encoder (``config.model``); no dropout in the encoder's U-Net half."""
-    uno = dict(_uno_kwargs(config.model), dropout=0.0)
-    return SparseEncoder(z_dim=config.model.z_dim, stochastic=config.model.stochastic_encoding, uno=uno,
-                         pool_size=config.model.encoder_pool_size, **_sparse_front_kwargs(config))
-
-
-def build_latent_model(config: ConfigDict, z_dim: int) -> LatentMLP:
-    """DiffAE's MLP with skips over latents of width ``z_dim`` (``config.model`` of a latent config)."""
-    m = config.model
-    return LatentMLP(z_dim, hidden=m.hidden, num_layers=m.num_layers, time_dim=m.time_emb_dim, dropout=m.dropout,
-                     skip=m.skip)
-
-
-def build_unflipped_dataset(config: ConfigDict):
-    """``config.data``'s data set without its own random flips.
-
-    Training flips whole batches in the main process with the global RNG (restored on resume);
-    a data set flipping on its own, in loader workers or while building pictures, would make a
-    resumed run diverge.  Encoding and reconstruction want the images as stored anyway.
+    ``derived`` holds what the stage computes; an entry gets those of them it takes.
     """
-    data = ConfigDict(config.data.to_dict())
-    data.random_flip = False
-    return build_dataset(data)
+    name = section.get(name_key)
+    try:
+        entry = registry[name]
+    except RegistryError as error:
+        raise ConfigError(f"{path}.{name_key}={name!r}: {error}") from None
+    kwargs = {key: _plain(value) for key, value in section.items() if key != name_key}
+    accepted = _parameters(entry)
+    if accepted is not None:
+        ignored = sorted(set(kwargs) - accepted)
+        if ignored:
+            warnings.warn(f"{', '.join(f'{path}.{key}' for key in ignored)}: not taken by {registry.kind} {name!r} "
+                          f"(ignored); it takes {', '.join(sorted(accepted - set(derived)))}", ConfigKeyWarning,
+                          stacklevel=2)
+            kwargs = {key: value for key, value in kwargs.items() if key in accepted}
+        derived = {key: value for key, value in derived.items() if key in accepted}
+    try:
+        return entry(**kwargs, **derived)
+    except (TypeError, ValueError) as error:
+        raise _keyed(path, kwargs, error, registry.kind, name) from error
+
+
+def train_size(config: ConfigDict) -> Optional[int]:
+    """The training grid's side (``data.img_size``), or ``None`` for vector data (latents)."""
+    return config.data.get("img_size", None)
+
+
+def build_prior(config: ConfigDict) -> NoisePrior:
+    """The noise prior of ``config.prior`` on the training grid."""
+    return build_section(PRIORS, config.prior, "prior", train_size=train_size(config))
+
+
+def build_process(config: ConfigDict) -> DiffusionProcess:
+    """The forward process of ``config.process`` with the prior of ``config.prior``."""
+    return build_section(PROCESSES, config.process, "process", prior=build_prior(config))
+
+
+def build_loss(config: ConfigDict, process: DiffusionProcess):
+    """The loss of ``config.loss`` for ``process`` (pixel counts checked against the training grid)."""
+    return build_section(LOSSES, config.loss, "loss", process=process, train_size=train_size(config))
+
+
+def build_model(config: ConfigDict, **derived) -> torch.nn.Module:
+    """The network of ``config.model`` (``arch``), given what the stage derives from its data."""
+    return build_section(ARCHS, config.model, "model", name_key="arch", **derived)
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A sampler by name with its number of ``steps`` and its own options (e.g. DDIM's ``eta``)."""
+
+    name: str
+    steps: Any
+    options: Dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any], path: str = "sampler", name: Optional[str] = None,
+                     steps: Any = None) -> "SamplerSpec":
+        """The ``sampler`` section, with ``name`` / ``steps`` replaced when given (command-line flags);
+        options the chosen sampler does not take are dropped (with a warning if its own name was kept)."""
+        chosen = name or section["name"]
+        try:
+            function = SAMPLERS[chosen]
+        except RegistryError as error:
+            raise ConfigError(f"{path}.name={chosen!r}: {error}") from None
+        accepted = _parameters(function) or set()
+        options = {key: _plain(value) for key, value in section.items() if key not in ("name", "steps")}
+        ignored = sorted(set(options) - accepted)
+        if ignored and chosen == section["name"]:
+            warnings.warn(f"{', '.join(f'{path}.{key}' for key in ignored)}: not taken by sampler {chosen!r} "
+                          "(ignored)", ConfigKeyWarning, stacklevel=2)
+        return cls(chosen, section["steps"] if steps is None else steps,
+                   {key: value for key, value in options.items() if key in accepted})
+
+    def __call__(self, denoise, x_T: torch.Tensor, process: DiffusionProcess,
+                 generator: Optional[torch.Generator] = None, progress: bool = False) -> torch.Tensor:
+        """Run the sampler from ``x_T``; returns the final clean state."""
+        return SAMPLERS[self.name](denoise, x_T, process, self.steps, generator=generator, progress=progress,
+                                   **self.options)

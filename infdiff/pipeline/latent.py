@@ -3,50 +3,69 @@
 The data set is encoded once with the EMA encoder of the newest stage-1 checkpoint (cached in
 the run directory and re-encoded when that checkpoint changes), the latents are normalised per
 dimension, ``z̃ = (z − μ) / σ``, a held-out fraction is kept for a test loss, and an MLP with
-skips learns to denoise ``z̃`` (Preechakul et al. 2022; Bond-Taylor & Willcocks 2024, §4.2).
+skips learns to denoise ``z̃`` (Preechakul et al. 2022; Bond-Taylor & Willcocks 2024, §4.2) with
+the ``loss`` and ``process`` of the latent config, trained by the shared runner.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 from ml_collections import ConfigDict
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from infdiff.diffusion import MollifiedDiffusion, subset_diffusion_loss
-from infdiff.pipeline.autoencoder import load_autoencoder
-from infdiff.pipeline.build import (build_latent_model, build_latent_process, build_timestep_sampler,
-                                     build_unflipped_dataset)
-from infdiff.pipeline.runs import load_latest_checkpoint, run_directory, write_run_config
+from infdiff.data import build_dataset
+from infdiff.diffusion import TIME_DISTRIBUTIONS, DiffusionProcess, denoising_loss
+from infdiff.io import atomic_torch_save, atomic_write_text, torch_load
+from infdiff.pipeline.autoencoder import TrainedAutoencoder, load_autoencoder
+from infdiff.pipeline.build import SamplerSpec, build_loss, build_model, build_process
+from infdiff.pipeline.runs import check_trained_with, load_latest_checkpoint, run_directory
 from infdiff.pipeline.sampling import sample_latents
+from infdiff.pipeline.stage import Stage, run_stage
 from infdiff.train.batches import tensor_batches
-from infdiff.train.checkpoint import atomic_torch_save, atomic_write_text, torch_load
 from infdiff.train.images import save_image_grid
-from infdiff.train.loop import Hooks, Trainer, make_accelerator
-from infdiff.train.run_logger import RunLogger
+from infdiff.train.loop import Hooks
+from infdiff.train.settings import TrainSettings
 
 
-class LatentDiffusion(nn.Module):
-    """``forward(z0, t)``: per-example DDPM loss of the latent network on normalised latents."""
-
-    def __init__(self, net: nn.Module, process: MollifiedDiffusion, target: str = "epsilon", loss_type: str = "l1"):
-        super().__init__()
-        self.net, self.process, self.target, self.loss_type = net, process, target, loss_type
-
-    def forward(self, z0: torch.Tensor, t: torch.Tensor) -> Dict[str, torch.Tensor]:
-        loss = subset_diffusion_loss(self.process, self.net, z0, t, None, self.target, loss=self.loss_type)
-        return {"loss": loss, "diffusion": loss}
+def build_latent_model(config: ConfigDict, z_dim: int) -> nn.Module:
+    """Stage 2's network (``config.model``) over latents of width ``z_dim``."""
+    return build_model(config, z_dim=z_dim)
 
 
-def build_latent_diffusion(config: ConfigDict, z_dim: int) -> LatentDiffusion:
-    return LatentDiffusion(build_latent_model(config, z_dim), build_latent_process(config),
-                           config.diffusion.model_mean_type, config.diffusion.loss_type)
+@dataclass(frozen=True)
+class TrainedLatentModel:
+    """A latent network with its process, target and sampler, and the latent statistics it de-normalises with."""
+
+    model: nn.Module
+    process: DiffusionProcess
+    target: str
+    sampler: SamplerSpec
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @classmethod
+    def from_config(cls, config: ConfigDict, model: nn.Module, mean: torch.Tensor, std: torch.Tensor
+                    ) -> "TrainedLatentModel":
+        return cls(model, build_process(config), config.loss.target, SamplerSpec.from_section(config.sampler), mean,
+                   std)
+
+    def to(self, device) -> "TrainedLatentModel":
+        return TrainedLatentModel(self.model.to(device), self.process, self.target, self.sampler, self.mean.to(device),
+                                  self.std.to(device))
+
+    def sample(self, count: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """``count`` de-normalised latents."""
+        return sample_latents(self.model, self.process, self.target, self.sampler, count, self.mean, self.std,
+                              generator)
 
 
 def _checkpoint_identity(path: Path) -> dict:
@@ -55,26 +74,27 @@ def _checkpoint_identity(path: Path) -> dict:
 
 
 @torch.no_grad()
-def encode_dataset(encoder: nn.Module, dataset, batch_size: int, num_workers: int, device) -> torch.Tensor:
+def encode_dataset(autoencoder: TrainedAutoencoder, dataset, batch_size: int, num_workers: int, device
+                   ) -> torch.Tensor:
     """Deterministic latents ``(N, z_dim)`` of every image (the mean for a Gaussian encoder)."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    codes = [encoder(x.to(device), sample=False).mean.float().cpu() for x in tqdm(loader, desc="encoding")]
-    return torch.cat(codes)
+    batches = tqdm(loader, desc="encoding", disable=None)
+    return torch.cat([autoencoder.encode(x.to(device)).float().cpu() for x in batches])
 
 
-def cached_latents(latent_config: ConfigDict, decoder_config: ConfigDict, encoder: nn.Module, checkpoint: Path,
+def cached_latents(latent_config: ConfigDict, decoder_config: ConfigDict, autoencoder: TrainedAutoencoder,
                    device) -> torch.Tensor:
-    """Latents of the decoder config's data set by ``encoder`` (loaded from ``checkpoint``), read from
-    ``<run>/latents.pt`` unless that cache was written with another checkpoint."""
+    """Latents of the decoder config's data set, read from ``<run>/latents.pt`` unless that cache was
+    written with another checkpoint than ``autoencoder``'s."""
     cache = run_directory(latent_config) / "latents.pt"
-    identity = _checkpoint_identity(checkpoint)
+    identity = _checkpoint_identity(autoencoder.checkpoint)
     if cache.exists():
         stored = torch_load(cache)
         if stored.get("identity") == identity:
             return stored["latents"]
         tqdm.write(f"{cache} was encoded with another encoder checkpoint; encoding again")
-    dataset = build_unflipped_dataset(decoder_config)
-    latents = encode_dataset(encoder, dataset, latent_config.data.encode_batch_size,
+    dataset = build_dataset(decoder_config.data)
+    latents = encode_dataset(autoencoder, dataset, latent_config.data.encode_batch_size,
                              latent_config.data.num_workers, device)
     atomic_torch_save({"identity": identity, "latents": latents}, cache)
     return latents
@@ -90,78 +110,79 @@ def split_latents(latents: torch.Tensor, test_fraction: float, seed: int) -> Tup
 
 
 def test_loss_hook(test: torch.Tensor, config: ConfigDict, device):
-    """Held-out loss of the EMA model over a fixed set of timesteps and noises."""
+    """Held-out loss of the EMA model at a fixed set of uniformly drawn times and noises."""
+    process = build_process(config)
+    generator = torch.Generator()
+    times = TIME_DISTRIBUTIONS["uniform"](process)
 
     @torch.no_grad()
-    def evaluate(step: int, ema_model: LatentDiffusion) -> Dict[str, float]:
+    def evaluate(step: int, ema_model: nn.Module) -> Dict[str, float]:
         if len(test) == 0:
             return {}
-        generator = torch.Generator().manual_seed(config.run.seed)
-        t = torch.randint(0, config.diffusion.steps, (len(test),), generator=generator).to(device)
-        noise = torch.randn(test.shape, generator=generator).to(device)
-        loss = subset_diffusion_loss(ema_model.process, ema_model.net, test.to(device), t, None,
-                                     ema_model.target, noise, ema_model.loss_type)
+        generator.manual_seed(config.run.seed)
+        t, _ = times.sample(len(test), generator)
+        white = process.prior.white_noise(test.shape, generator)
+        loss = denoising_loss(process, ema_model, test.to(device), t.to(device), white.to(device), None,
+                              config.loss.target, config.loss.pointwise)
         return {"test_loss": float(loss.mean())}
 
     return evaluate
 
 
-def samples_hook(config: ConfigDict, decoder_config: ConfigDict, autoencoder: nn.Module, stats, run_dir: Path,
-                 device):
+def samples_hook(config: ConfigDict, decoder_config: ConfigDict, autoencoder: TrainedAutoencoder, mean, std,
+                 run_dir: Path, device):
     """Grids of images decoded (at the training resolution) from latents the EMA model samples."""
-    mean, std = (s.to(device) for s in stats)
+    mean, std = mean.to(device), std.to(device)
 
-    def visualize(step: int, ema_model: LatentDiffusion) -> None:
+    def visualize(step: int, ema_model: nn.Module) -> None:
         generator = torch.Generator(device=device).manual_seed(config.run.seed)
-        z = sample_latents(ema_model.net, ema_model.process, config.train.sample_size, mean.shape[-1], mean, std,
-                           ema_model.target, config.diffusion.sampling_steps, generator=generator)
-        images = autoencoder.decode(z, decoder_config.data.img_size, decoder_config.train.plot_sampling_steps,
-                                    generator=generator)
+        z = TrainedLatentModel.from_config(config, ema_model, mean, std).sample(config.train.sample_size, generator)
+        images = autoencoder.decode(z, decoder_config.data.img_size, generator=generator)
         save_image_grid(images, run_dir / "samples" / f"samples_{step:08d}.png")
 
     return visualize
 
 
-def train_latent(config: ConfigDict, decoder_config: ConfigDict) -> Path:
-    """Train (or resume) stage 2 for the stage-1 run named by ``decoder_config``."""
-    accelerator = make_accelerator(config.train.mixed_precision)
-    set_seed(config.run.seed)
-    run_dir = run_directory(config)
-    autoencoder, checkpoint, _ = load_autoencoder(decoder_config, accelerator.device, flag="decoder_config")
+def latent_stage(config: ConfigDict, accelerator: Accelerator, settings: TrainSettings, run_dir: Path,
+                 decoder_config: ConfigDict) -> Stage:
+    """Stage 2's network, loss, batches over the normalised latents, test loss and sample pictures."""
+    autoencoder = load_autoencoder(decoder_config, accelerator.device, flag="decoder_config")
     with accelerator.main_process_first():
-        latents = cached_latents(config, decoder_config, autoencoder.encoder, checkpoint, accelerator.device)
+        latents = cached_latents(config, decoder_config, autoencoder, accelerator.device)
     train, test = split_latents(latents, config.data.test_fraction, config.run.seed)
     mean, std = train.mean(0), train.std(0).clamp_min(1e-6)
     train, test = (train - mean) / std, (test - mean) / std
-
-    model = build_latent_diffusion(config, latents.shape[1])
-    stats = {"latent_mean": mean, "latent_std": std, "decoder_checkpoint": str(checkpoint)}
-    trainer = Trainer(model, config, run_dir, accelerator, build_timestep_sampler(config), Hooks(extra_state=stats))
-    if trainer.resume():
-        tqdm.write(f"resumed {run_dir} at step {trainer.step}")
+    hooks = Hooks()
     if accelerator.is_main_process:
-        trainer.hooks.evaluate = test_loss_hook(test, config, accelerator.device)
-        trainer.hooks.visualize = samples_hook(config, decoder_config, autoencoder, (mean, std), run_dir,
-                                               accelerator.device)
-        write_run_config(config, run_dir)
+        hooks = Hooks(evaluate=test_loss_hook(test, config, accelerator.device),
+                      visualize=samples_hook(config, decoder_config, autoencoder, mean, std, run_dir,
+                                             accelerator.device))
         atomic_write_text(json.dumps({"train": len(train), "test": len(test), "z_dim": latents.shape[1]}) + "\n",
                           run_dir / "latents.json")
 
     def batches(start_step: int):
-        for z in tensor_batches(train, config.train.batch_size, config.run.seed, start_step,
+        for z in tensor_batches(train, settings.batch_size, config.run.seed, start_step,
                                 accelerator.process_index, accelerator.num_processes):
             yield z.to(accelerator.device)
 
-    with RunLogger(run_dir, is_main=accelerator.is_main_process, tensorboard=config.run.tensorboard,
-                   wandb_project=config.run.wandb_project or None, config=config.to_dict()) as logger:
-        trainer.fit(batches, logger)
-    return run_dir
+    metadata = {"latent_mean": mean, "latent_std": std, "decoder_checkpoint": str(autoencoder.checkpoint)}
+    summary = {"data": f"{len(train)} + {len(test)} held-out latents of width {latents.shape[1]} from "
+                       f"{autoencoder.checkpoint} (step {autoencoder.step})"}
+    set_seed(config.run.seed)  # encoding draws from the global RNG: the run must not depend on whether it ran
+    return Stage(build_latent_model(config, latents.shape[1]), build_loss(config, build_process(config)), batches,
+                 hooks, metadata, summary)
 
 
-def load_latent_model(config: ConfigDict) -> Tuple[LatentDiffusion, torch.Tensor, torch.Tensor]:
-    """EMA latent model of the newest stage-2 checkpoint, with the latent mean and std."""
-    state, _ = load_latest_checkpoint(config, flag="config", script="train_latent_diffusion.py")
+def train_latent(config: ConfigDict, decoder_config: ConfigDict) -> Path:
+    """Train (or resume) stage 2 for the stage-1 run named by ``decoder_config``."""
+    return run_stage(config, lambda *args: latent_stage(*args, decoder_config=decoder_config))
+
+
+def load_latent_model(config: ConfigDict, flag: str = "config") -> TrainedLatentModel:
+    """EMA latent model of the newest stage-2 checkpoint, with the latent mean and std, in eval mode."""
+    state, path = load_latest_checkpoint(config, flag=flag, script="train_latent_diffusion.py")
+    check_trained_with(config, state, path, flag)
     mean, std = state["latent_mean"], state["latent_std"]
-    model = build_latent_diffusion(config, mean.shape[-1])
+    model = build_latent_model(config, mean.shape[-1])
     model.load_state_dict(state["ema"]["model"])
-    return model.eval(), mean, std
+    return TrainedLatentModel.from_config(config, model.eval(), mean, std)

@@ -13,6 +13,8 @@ from typing import Iterator, List
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from infdiff.train.rng import mixed_seed
+
 
 def batch_indices(num_samples: int, batch_size: int, seed: int, step: int, rank: int = 0,
                   world_size: int = 1) -> List[int]:
@@ -21,7 +23,7 @@ def batch_indices(num_samples: int, batch_size: int, seed: int, step: int, rank:
     if per_epoch == 0:
         raise ValueError(f"the data set has {num_samples} samples, fewer than one batch of {batch_size}")
     epoch, position = divmod(step, per_epoch)
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    generator = torch.Generator().manual_seed(mixed_seed(seed, epoch))
     order = torch.randperm(num_samples, generator=generator)
     batch = order[position * batch_size:(position + 1) * batch_size]
     return batch[rank::world_size].tolist()

@@ -5,7 +5,8 @@ A config file is a Python file defining ``get_config() -> ConfigDict``.  Scripts
 ``--NAME.section.key value``) overrides, as the ∞-Diff scripts do with absl's config flags.
 Configs are locked after loading: an unknown or mistyped key is an error naming the key and
 its closest existing spelling, never a silent default, and a value must parse as the type of
-the field it replaces.
+the field it replaces (a field that is ``None`` takes any Python literal, or the text itself).
+An ``aliases`` table maps other spellings of keys (e.g. a paper's) to the config's own.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import difflib
 import importlib.util
 import json
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import ml_collections
+
+Aliases = Mapping[str, str]
 
 
 class ConfigError(ValueError):
@@ -43,6 +46,8 @@ def load_config_file(path) -> ml_collections.ConfigDict:
 
 def _parse_value(text: str, current, key: str):
     """Parse ``text`` as a value of the same type as ``current`` (the field being overridden)."""
+    if current is None and text.strip().lower() in ("true", "false"):
+        return text.strip().lower() == "true"
     if isinstance(current, bool):
         lowered = text.strip().lower()
         if lowered in ("true", "1", "yes"):
@@ -55,6 +60,8 @@ def _parse_value(text: str, current, key: str):
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
+        if current is None:
+            return text
         raise ConfigError(f"--{key}={text!r}: expected a {type(current).__name__} literal") from None
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -75,16 +82,28 @@ def _known_keys(config: ml_collections.ConfigDict, prefix: str = "") -> List[str
     return keys
 
 
-def override(config: ml_collections.ConfigDict, dotted_key: str, text: str, flag: str = "config"):
-    """Set ``config.<dotted_key>`` from the string ``text``; unknown keys raise :class:`ConfigError`."""
+def resolve_key(config: ml_collections.ConfigDict, dotted_key: str, aliases: Optional[Aliases] = None) -> str:
+    """``dotted_key`` itself, or what ``aliases`` maps it to when the config has no such key."""
+    node = config
+    for part in dotted_key.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            return (aliases or {}).get(dotted_key, dotted_key)
+        node = node[part]
+    return dotted_key
+
+
+def override(config: ml_collections.ConfigDict, dotted_key: str, text: str, flag: str = "config",
+             aliases: Optional[Aliases] = None):
+    """Set ``config.<dotted_key>`` (or its alias) from the string ``text``; unknown keys raise :class:`ConfigError`."""
+    given, dotted_key = dotted_key, resolve_key(config, dotted_key, aliases)
     *parents, leaf = dotted_key.split(".")
     node = config
     for depth, part in enumerate([*parents, leaf]):
         is_leaf = depth == len(parents)
         if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-            suggestions = difflib.get_close_matches(dotted_key, _known_keys(config), n=3)
+            suggestions = difflib.get_close_matches(given, [*_known_keys(config), *(aliases or {})], n=3)
             hint = f"; did you mean {', '.join(f'--{flag}.{s}' for s in suggestions)}?" if suggestions else ""
-            raise ConfigError(f"--{flag}.{dotted_key}: no such key in the config{hint}")
+            raise ConfigError(f"--{flag}.{given}: no such key in the config{hint}")
         if not is_leaf:
             node = node[part]
     current = node[leaf]
@@ -93,8 +112,20 @@ def override(config: ml_collections.ConfigDict, dotted_key: str, text: str, flag
     node[leaf] = _parse_value(text, current, f"{flag}.{dotted_key}")
 
 
-def parse_config_flags(argv: Sequence[str], names: Sequence[str] = ("config",),
-                       required: Sequence[str] = ("config",)) -> Tuple[Dict[str, ml_collections.ConfigDict], List[str]]:
+Override = Tuple[str, str]
+
+
+class ConfigFlags(NamedTuple):
+    """What :func:`parse_config_flags` found: ``configs`` (files with overrides applied), the other
+    arguments, and each config's overrides ``(key, text)`` in command-line order."""
+
+    configs: Dict[str, ml_collections.ConfigDict]
+    rest: List[str]
+    overrides: Dict[str, List[Override]]
+
+
+def parse_config_flags(argv: Sequence[str], names: Sequence[str] = ("config",), required: Sequence[str] = ("config",),
+                       aliases: Optional[Aliases] = None) -> ConfigFlags:
     """Split ``argv`` into configs ``{name: ConfigDict}`` (files + overrides) and remaining arguments.
 
     ``--NAME PATH`` / ``--NAME=PATH`` loads a file; ``--NAME.a.b=V`` / ``--NAME.a.b V`` overrides.
@@ -124,11 +155,13 @@ def parse_config_flags(argv: Sequence[str], names: Sequence[str] = ("config",),
             configs[name] = load_config_file(files[name])
         elif name in required:
             raise ConfigError(f"--{name} path/to/config.py is required")
+    applied: Dict[str, List[Override]] = {name: [] for name in configs}
     for name, key, value in overrides:
         if name not in configs:
             raise ConfigError(f"--{name}.{key} given but no --{name} config file")
-        override(configs[name], key, value, flag=name)
-    return configs, rest
+        override(configs[name], key, value, flag=name, aliases=aliases)
+        applied[name].append((key, value))
+    return ConfigFlags(configs, rest, applied)
 
 
 def config_to_json(config: ml_collections.ConfigDict) -> str:

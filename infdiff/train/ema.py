@@ -32,23 +32,18 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 class EMA:
-    """``θ_ema ← d θ_ema + (1 − d) θ`` every ``update_every`` steps, from ``start_step`` on.
+    """``θ_ema ← d θ_ema + (1 − d) θ`` every ``update_every`` steps.
 
     ``ema.model`` is a deep copy of the (unwrapped) model in eval mode without gradients.
-    On update steps before ``start_step`` it is set to a copy of the model, so the average
-    starts from the weights at ``start_step`` rather than the initialisation. Buffers (e.g.
-    normalisation statistics) are copied, not averaged.
+    Buffers (e.g. normalisation statistics) are copied, not averaged.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.995, update_every: int = 10, start_step: int = 0):
-        if not 0.0 <= decay <= 1.0 or update_every < 1 or start_step < 0:
-            raise ValueError(
-                "expected 0 <= decay <= 1, update_every >= 1 and start_step >= 0, got "
-                f"decay={decay}, update_every={update_every}, start_step={start_step}"
-            )
+    def __init__(self, model: nn.Module, decay: float = 0.995, update_every: int = 10):
+        if not 0.0 <= decay <= 1.0 or update_every < 1:
+            raise ValueError(f"expected 0 <= decay <= 1 and update_every >= 1, got decay={decay}, "
+                             f"update_every={update_every}")
         self.decay = decay
         self.update_every = update_every
-        self.start_step = start_step
         self.model = copy.deepcopy(unwrap_model(model)).eval().requires_grad_(False)
         self.model.zero_grad(set_to_none=True)
 
@@ -58,9 +53,8 @@ class EMA:
         if step % self.update_every != 0:
             return False
         source = unwrap_model(model)
-        averaging = step >= self.start_step
         for ema_param, param in _paired(self.model.named_parameters(), source.named_parameters()):
-            if averaging and ema_param.is_floating_point():
+            if ema_param.is_floating_point():
                 ema_param.mul_(self.decay).add_(param.detach(), alpha=1.0 - self.decay)
             else:
                 ema_param.copy_(param)

@@ -6,7 +6,6 @@ are pure; the ``save_*`` functions encode with Pillow and write atomically.
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -16,23 +15,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from infdiff.train.checkpoint import PathLike, atomic_write_bytes
+from infdiff.io import PathLike, array_to_pil, atomic_write_bytes, check_images, png_bytes, to_uint8
 
 LABEL_COLOUR = "white"
-
-
-def _check_images(images: torch.Tensor) -> None:
-    """Raise unless ``images`` is a non-empty ``(B, C, H, W)`` tensor with 1 (grey) or 3 (RGB) channels."""
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] not in (1, 3) or not len(images):
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"expected a (B, C, H, W) tensor with B >= 1 and C in (1, 3), got {shape}")
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """``(B, C, H, W)`` values in ``[-1, 1]`` as a ``(B, H, W, C)`` uint8 array (clamped; NaN becomes mid-grey)."""
-    _check_images(images)
-    x = torch.nan_to_num(images.detach().float().cpu(), nan=0.0).clamp(-1.0, 1.0)
-    return ((x + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 def make_grid(images: torch.Tensor, nrow: Optional[int] = None, padding: int = 2, pad_value: int = 0) -> np.ndarray:
@@ -57,21 +42,9 @@ def make_grid(images: torch.Tensor, nrow: Optional[int] = None, padding: int = 2
     return grid
 
 
-def _to_pil(array: np.ndarray) -> Image.Image:
-    """An ``(H, W, 1)`` or ``(H, W, 3)`` uint8 array as a greyscale or RGB Pillow image."""
-    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
-
-
-def _png_bytes(image: Image.Image) -> bytes:
-    """``image`` encoded as PNG."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def save_image_grid(images: torch.Tensor, path: PathLike, nrow: Optional[int] = None, padding: int = 2) -> Path:
     """Write :func:`make_grid` of ``images`` to the PNG file ``path`` atomically; returns ``path``."""
-    return atomic_write_bytes(_png_bytes(_to_pil(make_grid(images, nrow, padding))), path)
+    return atomic_write_bytes(png_bytes(array_to_pil(make_grid(images, nrow, padding))), path)
 
 
 def save_images(images: torch.Tensor, directory: PathLike, prefix: str = "", start_index: int = 0) -> List[Path]:
@@ -84,7 +57,7 @@ def save_images(images: torch.Tensor, directory: PathLike, prefix: str = "", sta
         raise ValueError(f"start_index must be >= 0, got {start_index}")
     directory = Path(directory)
     return [
-        atomic_write_bytes(_png_bytes(_to_pil(image)), directory / f"{prefix}{start_index + i:05d}.png", fsync=False)
+        atomic_write_bytes(png_bytes(array_to_pil(image)), directory / f"{prefix}{start_index + i:05d}.png", fsync=False)
         for i, image in enumerate(to_uint8(images))
     ]
 
@@ -116,7 +89,7 @@ def make_resolution_comparison(
         raise ValueError("make_resolution_comparison needs at least one (label, images) row")
     labels, batches = zip(*rows)
     for images in batches:
-        _check_images(images)
+        check_images(images)
     if len({tuple(images.shape[:2]) for images in batches}) != 1:
         shapes = [tuple(images.shape) for images in batches]
         raise ValueError(f"every row must hold the same number of images and channels, got shapes {shapes}")
@@ -124,7 +97,7 @@ def make_resolution_comparison(
     upsampled = torch.cat(
         [F.interpolate(images.detach().float().cpu(), size=(height, width), mode="nearest") for images in batches]
     )
-    grid = _to_pil(make_grid(upsampled, nrow=len(batches[0]), padding=padding))
+    grid = array_to_pil(make_grid(upsampled, nrow=len(batches[0]), padding=padding))
     if not any(labels):
         return grid
     strip = _label_column([label or "" for label in labels], height, padding, grid.mode)
@@ -138,4 +111,4 @@ def save_resolution_comparison(
     rows: Sequence[Tuple[Optional[str], torch.Tensor]], path: PathLike, padding: int = 2
 ) -> Path:
     """Write :func:`make_resolution_comparison` of ``rows`` to the PNG file ``path`` atomically; returns ``path``."""
-    return atomic_write_bytes(_png_bytes(make_resolution_comparison(rows, padding)), path)
+    return atomic_write_bytes(png_bytes(make_resolution_comparison(rows, padding)), path)

@@ -1,63 +1,68 @@
-"""The training loop shared by both stages: accelerate, AMP, EMA, clipping, checkpoints, resume.
+"""The training loop shared by every stage and model family: accelerate, AMP, EMA, clipping, checkpoints, resume.
 
-``fit`` trains any module whose ``forward(batch, t)`` returns per-example tensors with a
-``"loss"`` entry (and a ``"diffusion"`` entry fed back to loss-aware timestep samplers).  It owns
-everything that is not the model: the optimiser (Adam/AdamW with linear warm-up and an optional
-linear decay to zero), mixed precision and devices through Hugging Face ``accelerate``, gradient
-clipping and skipping of exploding steps, the EMA, periodic logs, images and evaluations,
-atomic checkpoints every N steps keeping the last K, exact resumption (model, EMA, optimiser,
-scheduler, grad scaler, step, every process's RNG state; batches are a pure function of the
-step) and a clean stop with a checkpoint on Ctrl-C / SIGTERM (then :class:`TrainingStopped`).
-Only the main process writes files.
+:class:`Trainer` trains any module with any loss called as ``loss(model, batch, generator)``
+returning per-example parts with a ``"loss"`` entry (:mod:`infdiff.diffusion.losses`): the loss
+draws its own times, noise and subsets from the generator the loop owns (one per process, seeded
+from the run's seed and the process index, saved in checkpoints).  The loop owns everything that
+is not the model: the optimiser (Adam/AdamW with linear warm-up and an optional linear decay to
+zero), mixed precision and devices through Hugging Face ``accelerate``, gradient clipping and
+skipping of exploding steps, the EMA, periodic logs, images and evaluations, atomic checkpoints
+every N steps keeping the last K, exact resumption (model, EMA, optimiser, scheduler, grad scaler,
+loss state, step, every process's RNG states; batches are a pure function of the step) and a
+clean stop with a checkpoint on Ctrl-C / SIGTERM (then :class:`TrainingStopped`).  Only the main
+process writes files.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
-from ml_collections import ConfigDict
 from torch import nn
 from tqdm.auto import tqdm
 
 from infdiff.train.checkpoint import CheckpointManager
 from infdiff.train.ema import EMA
-from infdiff.train.rng import capture_rng_state, restore_rng_state
+from infdiff.train.rng import capture_rng_state, mixed_seed, restore_rng_state
 from infdiff.train.run_logger import RunLogger
 from infdiff.train.schedule import GradientGuard, lr_lambda
+from infdiff.train.settings import MIXED_PRECISIONS, OptimizerSettings, TrainSettings
 from infdiff.train.stop_signals import GracefulStop, TrainingStopped
 
 BatchSource = Callable[[int], Iterable[torch.Tensor]]
 
 
-@dataclass
+Loss = Callable[..., Dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
 class Hooks:
     """Stage-specific periodic work, run on the main process with the EMA model.
 
-    ``visualize(step, ema_model)`` writes pictures (and may return numbers to log);
-    ``evaluate(step, ema_model) -> metrics`` adds numbers to the log (e.g. a held-out loss).
+    ``visualize(step, ema_model)`` writes pictures (and may return numbers to log) every
+    ``train.plot_samples_steps``; ``evaluate(step, ema_model) -> metrics`` adds numbers to the log
+    (e.g. a held-out loss) every ``train.eval_steps``.
     """
 
     visualize: Optional[Callable[[int, nn.Module], Optional[Dict[str, float]]]] = None
     evaluate: Optional[Callable[[int, nn.Module], Dict[str, float]]] = None
-    extra_state: Dict[str, object] = field(default_factory=dict)
 
 
 def make_accelerator(mixed_precision: str) -> Accelerator:
     """An ``Accelerator`` on the GPUs when present (with ``mixed_precision``), else fp32 on the CPU."""
-    if mixed_precision not in ("no", "fp16", "bf16"):
-        raise ValueError(f"train.mixed_precision={mixed_precision!r}; expected 'no', 'fp16' or 'bf16'")
+    if mixed_precision not in MIXED_PRECISIONS:
+        raise ValueError(f"train.mixed_precision={mixed_precision!r}; expected one of {list(MIXED_PRECISIONS)}")
     cuda = torch.cuda.is_available()
     return Accelerator(mixed_precision=mixed_precision if cuda else "no", cpu=not cuda)
 
 
-def make_optimizer(model: nn.Module, opt: ConfigDict) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, opt: OptimizerSettings) -> torch.optim.Optimizer:
     """Adam (AdamW when ``weight_decay > 0``) with ``optimizer.*`` hyper-parameters.
 
     ``optimizer.fused`` selects PyTorch's fused kernel (CPU and CUDA since torch 2.4): the same update in
@@ -82,31 +87,35 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> List[str]:
 
 
 class Trainer:
-    """Holds the training state of one run directory; :meth:`fit` runs it to ``train.max_steps``."""
+    """The training state of one run directory; :meth:`fit` runs it to ``settings.max_steps``.
 
-    def __init__(self, model: nn.Module, config: ConfigDict, run_dir: Path, accelerator: Accelerator,
-                 timestep_sampler, hooks: Optional[Hooks] = None):
-        self.config, self.run_dir, self.accelerator = config, Path(run_dir), accelerator
-        self.timestep_sampler, self.hooks = timestep_sampler, hooks or Hooks()
-        opt = config.optimizer
-        optimizer = make_optimizer(model, opt)
-        if not 0 <= opt.decay_fraction <= 1:
-            raise ValueError(f"optimizer.decay_fraction={opt.decay_fraction}: expected a fraction of train.max_steps "
-                             "from 0 (constant rate) to 1 (linear decay from the first step)")
-        decay_steps = round(opt.decay_fraction * config.train.max_steps)
-        schedule = lr_lambda(opt.warmup_steps, config.train.max_steps, decay_steps)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        self.model, self.optimizer = accelerator.prepare(model, optimizer)
-        self.ema = EMA(accelerator.unwrap_model(self.model), config.train.ema_decay, config.train.ema_update_every)
-        self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", keep=config.train.keep_checkpoints)
-        threshold = config.optimizer.gradient_skip_threshold if config.optimizer.gradient_skip else None
-        self.guard = GradientGuard(config.train.grad_clip or None, threshold,
+    ``record`` (plain data, e.g. the run's config as a dict) and ``metadata`` (e.g. latent
+    statistics) are stored in every checkpoint; a resumed run whose ``record`` differs warns.
+    """
+
+    def __init__(self, model: nn.Module, loss: Loss, settings: TrainSettings, optimizer: OptimizerSettings,
+                 run_dir: Path, accelerator: Accelerator, hooks: Hooks = Hooks(), seed: int = 0,
+                 record: Optional[dict] = None, metadata: Optional[dict] = None):
+        self.settings, self.run_dir, self.accelerator = settings, Path(run_dir), accelerator
+        self.loss, self.hooks = loss, hooks
+        self.record, self.metadata = record or {}, metadata or {}
+        optimiser = make_optimizer(model, optimizer)
+        decay_steps = round(optimizer.decay_fraction * settings.max_steps)
+        schedule = lr_lambda(optimizer.warmup_steps, settings.max_steps, decay_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
+        self.model, self.optimizer = accelerator.prepare(model, optimiser)
+        self.ema = EMA(accelerator.unwrap_model(self.model), settings.ema_decay, settings.ema_update_every)
+        self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", keep=settings.keep_checkpoints)
+        self.guard = GradientGuard(settings.grad_clip or None, optimizer.skip_threshold,
                                    skip_nonfinite=accelerator.mixed_precision != "fp16")
+        self.generator = torch.Generator(device=accelerator.device)
+        self.generator.manual_seed(mixed_seed(seed, accelerator.process_index))
         self.step = 0
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        rng = gather_object([capture_rng_state()]) if self.accelerator.num_processes > 1 else [capture_rng_state()]
+        own = capture_rng_state([self.generator])
+        rng = gather_object([own]) if self.accelerator.num_processes > 1 else [own]
         scaler = self.accelerator.scaler
         return {
             "step": self.step,
@@ -115,11 +124,11 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
-            "timestep_sampler": self.timestep_sampler.state_dict(),
+            "loss": self.loss.state_dict() if hasattr(self.loss, "state_dict") else {},
             "gradient_guard": self.guard.state_dict(),
             "rng": rng,
-            "config": self.config.to_dict(),
-            **self.hooks.extra_state,
+            "config": self.record,
+            **self.metadata,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -129,14 +138,15 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if state["scaler"] is not None and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(state["scaler"])
-        self.timestep_sampler.load_state_dict(state["timestep_sampler"])
+        if hasattr(self.loss, "load_state_dict"):
+            self.loss.load_state_dict(state["loss"])
         self.guard.load_state_dict(state["gradient_guard"])
         rng = state["rng"]
         if len(rng) != self.accelerator.num_processes:
             warnings.warn(f"checkpoint was written by {len(rng)} processes and is resumed by "
                           f"{self.accelerator.num_processes}: training continues, but not bit-exactly")
-        restore_rng_state(rng[self.accelerator.process_index % len(rng)])
-        changed = config_differences(state["config"], self.config.to_dict())
+        restore_rng_state(rng[self.accelerator.process_index % len(rng)], [self.generator])
+        changed = config_differences(state["config"], self.record)
         if changed:
             warnings.warn("resuming with a config that differs from the checkpoint's: " + "; ".join(changed))
         self.step = state["step"]
@@ -163,32 +173,30 @@ class Trainer:
         return bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
 
     def train_step(self, batch: torch.Tensor) -> Dict[str, float]:
-        t, weights = self.timestep_sampler.sample(batch.shape[0], device=batch.device)
         with self.accelerator.autocast():
-            out = self.model(batch, t)
-        loss = (out["loss"] * weights.to(out["loss"].dtype)).mean()
+            out = self.loss(self.model, batch, self.generator)
+        loss = out["loss"].mean()
         self.optimizer.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
         grad_norm, skip = self.guard.clip_and_check(self.model.parameters(), self.accelerator.clip_grad_norm_)
         if not skip:
             self.optimizer.step()
             self.scheduler.step()
-        self.timestep_sampler.update(t, out["diffusion"].detach())
         metrics = {name: float(value.detach().float().mean()) for name, value in out.items()}
         metrics["grad_norm"] = grad_norm
         return metrics
 
     def fit(self, batches: BatchSource, logger: RunLogger) -> int:
-        """Train from the current step to ``train.max_steps``; returns the step.
+        """Train from the current step to ``settings.max_steps``; returns the step.
 
         On a stop request (Ctrl-C / SIGTERM in any process) every process writes the
         checkpoint of the same step and raises :class:`TrainingStopped`.
         """
-        train = self.config.train
+        train = self.settings
         window: Dict[str, float] = {}
         window_steps, window_start = 0, time.perf_counter()
         progress = tqdm(total=train.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
-                        disable=not self.accelerator.is_main_process)
+                        disable=None if self.accelerator.is_main_process else True)
         with GracefulStop() as stop, progress:
             for batch in batches(self.step):
                 if self.step >= train.max_steps:
@@ -218,7 +226,7 @@ class Trainer:
         return self.step
 
     def _periodic(self, step: int, logger: RunLogger) -> None:
-        train = self.config.train
+        train = self.settings
         if not self.accelerator.is_main_process:
             return
         if self.hooks.evaluate is not None and (step % train.eval_steps == 0 or step == train.max_steps):

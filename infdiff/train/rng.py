@@ -11,8 +11,21 @@ import random
 import warnings
 from typing import Any, Dict, Sequence
 
+SEED_STRIDE = 1_000_003  # a prime larger than any step, batch offset or process count mixed in
+
 import numpy as np
 import torch
+
+
+def mixed_seed(seed: int, *parts: int) -> int:
+    """One seed from a run's ``seed`` and further integers (epoch, batch offset, process index, ...).
+
+    ``((seed · P + parts[0]) · P + parts[1]) · ...`` with the prime ``P`` = :data:`SEED_STRIDE`:
+    distinct tuples of parts below ``P`` give distinct seeds, so every stream is its own.
+    """
+    for part in parts:
+        seed = seed * SEED_STRIDE + int(part)
+    return seed
 
 
 def capture_rng_state(generators: Sequence[torch.Generator] = ()) -> Dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 from tqdm import tqdm
 
-from infdiff.train.checkpoint import PathLike, atomic_write_text
+from infdiff.io import PathLike, atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
 WANDB_RUN_ID_FILE = "wandb_run_id.txt"

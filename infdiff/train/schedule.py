@@ -78,7 +78,6 @@ class GradientGuard:
     skip_threshold: Optional[float] = None
     skip_nonfinite: bool = True
     skipped: int = field(default=0, init=False)
-    consecutive_skipped: int = field(default=0, init=False)
 
     def __post_init__(self):
         for name in ("clip_norm", "skip_threshold"):
@@ -95,17 +94,15 @@ class GradientGuard:
         return grad_norm, self.record(grad_norm)
 
     def record(self, grad_norm: float) -> bool:
-        """Decide with :func:`should_skip_step` for a norm computed elsewhere, update the counters, return the decision."""
+        """Decide with :func:`should_skip_step` for a norm computed elsewhere, count a skip, return the decision."""
         skip = should_skip_step(grad_norm, self.skip_threshold, self.skip_nonfinite)
         self.skipped += skip
-        self.consecutive_skipped = self.consecutive_skipped + 1 if skip else 0
         return skip
 
     def state_dict(self) -> Dict[str, int]:
-        """The skip counters (the thresholds come from the constructor)."""
-        return {"skipped": self.skipped, "consecutive_skipped": self.consecutive_skipped}
+        """The skip counter (the thresholds come from the constructor)."""
+        return {"skipped": self.skipped}
 
     def load_state_dict(self, state: Dict[str, int]) -> None:
-        """Restore counters saved by :meth:`state_dict`."""
+        """Restore the counter saved by :meth:`state_dict`."""
         self.skipped = int(state["skipped"])
-        self.consecutive_skipped = int(state["consecutive_skipped"])

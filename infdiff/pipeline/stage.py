@@ -1,0 +1,95 @@
+"""One runner for every training stage: set-up, a start-up summary, the shared loop, logs.
+
+A stage (∞-Diff's autoencoder, its latent DDPM, any future model family) supplies a function
+that builds its :class:`Stage` (network, loss, batch source, hooks) for an accelerator;
+:func:`run_stage` does everything else: settings from ``config.train`` / ``config.optimizer``,
+seeding and optional determinism, the run directory, resuming, the summary printed before the
+first progress bar, the saved config, and the loggers.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from ml_collections import ConfigDict
+from torch import nn
+from tqdm.auto import tqdm
+
+from infdiff.pipeline.runs import run_directory, write_run_config
+from infdiff.train.loop import Hooks, Loss, Trainer, make_accelerator
+from infdiff.train.run_logger import RunLogger
+from infdiff.train.settings import OptimizerSettings, TrainSettings, from_section
+
+
+@dataclass
+class Stage:
+    """What a stage brings to :func:`run_stage`: its network, loss, batches from a step on, hooks
+    (only called on the main process), checkpoint ``metadata`` and summary lines (``data``, ...)."""
+
+    model: nn.Module
+    loss: Loss
+    batches: Callable[[int], Iterable[torch.Tensor]]
+    hooks: Hooks = Hooks()
+    metadata: dict = field(default_factory=dict)
+    summary: Dict[str, str] = field(default_factory=dict)
+
+
+StageBuilder = Callable[[ConfigDict, Accelerator, TrainSettings, Path], Stage]
+
+
+def make_deterministic() -> None:
+    """Ask PyTorch for deterministic kernels (warning where an op has none) and cuBLAS for fixed workspaces.
+
+    On the CPU the results of one machine and thread count repeat without it; it matters on GPUs,
+    where atomics and autotuned kernels change the order of sums (README, Reproducibility).
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+def _summary(config: ConfigDict, stage: Stage, trainer: Trainer, accelerator: Accelerator, resumed: bool
+             ) -> List[str]:
+    parameters = sum(p.numel() for p in stage.model.parameters())
+    device = f"{accelerator.device}" + (f" ({torch.get_num_threads()} threads)" if accelerator.device.type == "cpu"
+                                        else f" ×{accelerator.num_processes}")
+    settings = trainer.settings
+    lines = [f"run {trainer.run_dir}: " + (f"resuming at step {trainer.step}" if resumed else "fresh"),
+             *(f"  {name}: {text}" for name, text in stage.summary.items()),
+             f"  model: {config.model.arch}, {parameters:,} parameters; loss {config.loss.name} "
+             f"(target {config.loss.target}); process {config.process.name}, prior {config.prior.name}",
+             f"  device: {device}, precision {'fp32' if accelerator.mixed_precision == 'no' else accelerator.mixed_precision}"
+             f"; batch {settings.batch_size}, "
+             f"{settings.max_steps} steps, seed {config.run.seed}"]
+    return lines
+
+
+def run_stage(config: ConfigDict, build: StageBuilder) -> Path:
+    """Train (or resume) the stage ``build`` makes from ``config``; returns the run directory."""
+    settings = from_section(TrainSettings, config.train, "train")
+    optimizer = from_section(OptimizerSettings, config.optimizer, "optimizer")
+    if config.run.deterministic:
+        make_deterministic()
+    accelerator = make_accelerator(settings.mixed_precision)
+    set_seed(config.run.seed)
+    run_dir = run_directory(config)
+    stage = build(config, accelerator, settings, run_dir)
+    main = accelerator.is_main_process
+    trainer = Trainer(stage.model, stage.loss, settings, optimizer, run_dir, accelerator,
+                      hooks=stage.hooks if main else Hooks(), seed=config.run.seed, record=config.to_dict(),
+                      metadata=stage.metadata)
+    resumed = trainer.resume()
+    if main:
+        for line in _summary(config, stage, trainer, accelerator, resumed):
+            tqdm.write(line)
+        write_run_config(config, run_dir)
+    with RunLogger(run_dir, is_main=main, tensorboard=config.run.tensorboard,
+                   wandb_project=config.run.wandb_project or None, config=config.to_dict()) as logger:
+        trainer.fit(stage.batches, logger)
+    return run_dir
