@@ -90,45 +90,10 @@ steps; CPU) at the step named:
   samples show all four kinds of shape; the off-data ones (crescents, hooks, a Y) are no rarer.
 """
 
-from infdiff.pipeline.default_configs import autoencoder_config
+from infdiff.pipeline.default_configs import cpu_autoencoder_config
 
 
 def get_config():
-    config = autoencoder_config(dataset="shapes", img_size=32, experiment="shapes_32")
-    config.data.num_samples = 8192
-    config.data.max_shapes = 1
-    config.data.radius_range = (0.25, 0.35)
-    config.data.random_flip = True
-    config.data.num_workers = 0
-    config.train.batch_size = 16
-    config.train.max_steps = 2000
-    config.train.mixed_precision = "no"
-    config.train.ema_decay = 0.99
-    config.train.ema_update_every = 1
-    config.train.log_steps = 50
-    config.train.plot_samples_steps = 500
-    config.train.checkpoint_steps = 500
-    config.sampler.steps = 25
-    config.model.nf = 32
-    config.model.time_dim = 64
-    config.model.num_conv_blocks = 1
-    config.model.kernel_size = 5
-    config.model.uno.base_channels = 32
-    config.model.uno.channel_mults = (1, 2)
-    config.model.uno.blocks_per_level = (1, 1)
-    config.model.uno.attn_resolutions = (8,)
-    config.model.uno.dropout = 0.0
-    config.model.uno.num_groups = 8
-    config.model.z_dim = 64
-    config.model.encoder_pool_size = 4
-    config.model.decoder_z_grid = 4
-    config.model.stochastic = True
-    config.loss.kl_weight = 2e-5
-    size = config.data.get_ref("img_size")
-    config.loss.encoder_points = size * size
-    config.loss.target = "x0"
-    config.process.schedule = "linear"
-    config.optimizer.learning_rate = 2e-3
-    config.optimizer.warmup_steps = 50
-    config.optimizer.decay_fraction = 0.25
+    config = cpu_autoencoder_config(dataset="shapes", img_size=32, experiment="shapes_32")
+    config.data.update(num_samples=8192, max_shapes=1, radius_range=(0.25, 0.35), random_flip=True)
     return config

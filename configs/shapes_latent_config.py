@@ -8,26 +8,8 @@ In 64 samples decoded with each, the longer runs drew more complete rings where 
 one drew crescents (judged by eye).
 """
 
-from infdiff.pipeline.default_configs import latent_config
+from infdiff.pipeline.default_configs import cpu_latent_config
 
 
 def get_config():
-    config = latent_config(experiment="shapes_32_sampler")
-    config.data.test_fraction = 0.05
-    config.data.num_workers = 0
-    config.train.batch_size = 128
-    config.train.max_steps = 6000
-    config.train.ema_decay = 0.99
-    config.train.ema_update_every = 1
-    config.train.log_steps = 100
-    config.train.eval_steps = 250
-    config.train.plot_samples_steps = 6000
-    config.train.checkpoint_steps = 500
-    config.model.hidden = 256
-    config.model.num_layers = 6
-    config.model.time_dim = 64
-    config.sampler.steps = 50
-    config.optimizer.learning_rate = 5e-4
-    config.optimizer.weight_decay = 0.0
-    config.optimizer.decay_fraction = 0.25
-    return config
+    return cpu_latent_config(experiment="shapes_32_sampler")

@@ -3,8 +3,9 @@
 Each entry of :data:`DATASETS` builds a data set from the keys it reads (``data`` is an
 ``ml_collections.ConfigDict`` or any mapping with ``.get``; a missing or ``None`` value takes the
 default); every data set also has ``name``, and the batch loader reads ``random_flip`` and
-``num_workers``.  A key that the chosen data set does not read warns (it is ignored), so a config
-switched from one data set to another never keeps a setting silently.
+``num_workers``.  A key that the chosen data set does not read warns (it is ignored) unless it is
+unset (``None`` or ``""``), so a config switched from one data set to another never keeps a setting
+silently.
 
 ====================================  ===========================================================
 ``name``                              keys read
@@ -138,10 +139,11 @@ def dataset_entry(data: Any) -> DataSetEntry:
 def build_dataset(data: Any) -> Dataset:
     """The dataset described by the ``data`` config section (see the module docstring for its keys).
 
-    Keys the data set does not read warn with :class:`DataKeyWarning` and are ignored.
+    Keys the data set does not read warn with :class:`DataKeyWarning` and are ignored, unless unset
+    (``None`` or ``""``).
     """
     entry = dataset_entry(data)
-    unused = sorted(set(data.keys()) - entry.keys - LOADER_KEYS)
+    unused = sorted(key for key in set(data.keys()) - entry.keys - LOADER_KEYS if data[key] not in (None, ""))
     if unused:
         warnings.warn(f"data.{', data.'.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to the "
                       f"{data.get('name')!r} data set and {'is' if len(unused) == 1 else 'are'} ignored; it reads "

@@ -32,9 +32,10 @@ from ml_collections import ConfigDict, FieldReference
 
 from infdiff.data import dataset_entry
 
-# Defaults of every key a data set may read (each config holds those of its own data set only).
-_DATA_DEFAULTS = dict(root_dir="", channels=None, split="train", num_samples=0, seed=0, max_shapes=3,
-                      radius_range=(0.12, 0.3))
+# Every data section has these keys (unset: the data set's defaults), so a config can switch data sets;
+# the keys only some data sets read are added for those.
+_DATA_KEYS = dict(root_dir="", channels=None, split=None, random_flip=None, num_workers=4)
+_DATA_SET_KEYS = dict(num_samples=0, seed=0, max_shapes=3, radius_range=(0.12, 0.3))
 
 
 def _run_section(experiment: str) -> ConfigDict:
@@ -44,11 +45,11 @@ def _run_section(experiment: str) -> ConfigDict:
 
 
 def _data_section(dataset: str, img_size: FieldReference) -> ConfigDict:
-    """``dataset``'s keys (:mod:`infdiff.data.registry`) with their defaults, and the loader's: flips as the data
-    set prefers (``random_flip=None``), 4 loader workers."""
+    """The keys every data set may read (:mod:`infdiff.data.registry`), unset, and ``dataset``'s own with their
+    defaults; flips as the data set prefers, 4 loader workers."""
     keys = dataset_entry({"name": dataset}).keys
-    own = {key: value for key, value in _DATA_DEFAULTS.items() if key in keys}
-    return ConfigDict(dict(name=dataset, img_size=img_size, **own, random_flip=None, num_workers=4))
+    own = {key: value for key, value in _DATA_SET_KEYS.items() if key in keys}
+    return ConfigDict(dict(name=dataset, img_size=img_size, **_DATA_KEYS, **own))
 
 
 def _train_section(**specific) -> ConfigDict:
@@ -104,4 +105,41 @@ def latent_config(experiment: str = "ffhq_mollified_256_sampler") -> ConfigDict:
     config.loss = ConfigDict(dict(name="denoising", target="epsilon", pointwise="l1", timesteps="uniform"))
     config.sampler = ConfigDict(dict(name="ddim", steps=100, eta=0.0))
     config.optimizer = _optimizer_section(learning_rate=1e-4, weight_decay=0.04)
+    return config
+
+
+def cpu_autoencoder_config(dataset: str, img_size: int, experiment: str) -> ConfigDict:
+    """The CPU-sized stage 1 of ``make demo``, for any data set: a 1-block, two-level network on ``z`` of 64,
+    a Gaussian encoder, the ``x0`` target, the linear schedule, 2000 steps of batch 16 at 2e-3 decaying over
+    the last quarter.  Each choice was measured on the embedded shapes at 32²
+    (``configs/shapes_32_config.py``); the attention and pooling sides are those of a 32² grid (U-Net
+    levels 16 and 8), so other sizes set ``model.uno.attn_resolutions`` and ``model.encoder_pool_size``
+    (the error before training names the sides that work)."""
+    config = autoencoder_config(dataset, img_size, experiment)
+    config.data.num_workers = 0
+    config.train.update(batch_size=16, max_steps=2000, mixed_precision="no", ema_decay=0.99, ema_update_every=1,
+                        log_steps=50, plot_samples_steps=500, checkpoint_steps=500)
+    config.sampler.steps = 25
+    config.model.update(nf=32, time_dim=64, num_conv_blocks=1, kernel_size=5, z_dim=64, encoder_pool_size=4,
+                        decoder_z_grid=4, stochastic=True)
+    config.model.uno.update(base_channels=32, channel_mults=(1, 2), blocks_per_level=(1, 1), attn_resolutions=(8,),
+                            dropout=0.0, num_groups=8)
+    size = config.data.get_ref("img_size")
+    config.loss.encoder_points = size * size
+    config.loss.update(kl_weight=2e-5, target="x0")
+    config.process.schedule = "linear"
+    config.optimizer.update(learning_rate=2e-3, warmup_steps=50, decay_fraction=0.25)
+    return config
+
+
+def cpu_latent_config(experiment: str) -> ConfigDict:
+    """The CPU-sized stage 2 of ``make demo``: a 256 × 6 MLP, 6000 steps of batch 128 at 5e-4 decaying over the
+    last quarter, 50 sampling steps (measured on the shapes codes: ``configs/shapes_latent_config.py``)."""
+    config = latent_config(experiment)
+    config.data.num_workers = 0
+    config.train.update(batch_size=128, max_steps=6000, ema_decay=0.99, ema_update_every=1, log_steps=100,
+                        eval_steps=250, plot_samples_steps=6000, checkpoint_steps=500)
+    config.model.update(hidden=256, num_layers=6, time_dim=64)
+    config.sampler.steps = 50
+    config.optimizer.update(learning_rate=5e-4, weight_decay=0.0, decay_fraction=0.25)
     return config

@@ -60,12 +60,13 @@ def _summary(config: ConfigDict, stage: Stage, trainer: Trainer, accelerator: Ac
     device = f"{accelerator.device}" + (f" ({torch.get_num_threads()} threads)" if accelerator.device.type == "cpu"
                                         else f" ×{accelerator.num_processes}")
     settings = trainer.settings
+    precision = "fp32" if accelerator.mixed_precision == "no" else accelerator.mixed_precision
+    kernels = ", deterministic kernels" if config.run.deterministic else ""
     lines = [f"run {trainer.run_dir}: " + (f"resuming at step {trainer.step}" if resumed else "fresh"),
              *(f"  {name}: {text}" for name, text in stage.summary.items()),
              f"  model: {config.model.arch}, {parameters:,} parameters; loss {config.loss.name} "
              f"(target {config.loss.target}); process {config.process.name}, prior {config.prior.name}",
-             f"  device: {device}, precision {'fp32' if accelerator.mixed_precision == 'no' else accelerator.mixed_precision}"
-             f"; batch {settings.batch_size}, "
+             f"  device: {device}, precision {precision}{kernels}; batch {settings.batch_size}, "
              f"{settings.max_steps} steps, seed {config.run.seed}"]
     return lines
 
