@@ -1,10 +1,11 @@
 # `make demo`: install into .venv, then run the whole ∞-Diff pipeline on the embedded shapes data set.
 # `make test`: install into .venv (CPU torch pinned) and run the test suite; CI (.ci/run) calls exactly this.
+# `make style`: the formatter's check (ruff format, configured in pyproject.toml) and unused-name lint; CI runs it too.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test demo benchmark
+.PHONY: install test style format demo benchmark
 
 $(VENV)/.installed: setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +17,13 @@ install: $(VENV)/.installed
 
 test: install
 	$(VENV)/bin/python -m pytest -q
+
+style: install
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: install
+	$(VENV)/bin/ruff format .
 
 demo: install
 	$(VENV)/bin/python experiments/demo.py

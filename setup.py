@@ -24,5 +24,5 @@ setup(
         "tqdm",
         "scipy",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest", "ruff==0.17.6"]},
 )

@@ -15,8 +15,9 @@ from infdiff.pipeline.latent import train_latent
 
 
 def main(argv=None):
-    configs, _ = parse_command_line(__doc__, ["config", "decoder_config"], argv=argv,
-                                    trained={"decoder_config": STAGE_SCRIPTS["stage1"]})
+    configs, _ = parse_command_line(
+        __doc__, ["config", "decoder_config"], argv=argv, trained={"decoder_config": STAGE_SCRIPTS["stage1"]}
+    )
     run_dir = train_latent(configs["config"], configs["decoder_config"])
     print(f"stage 2 run: {run_dir}")
 

@@ -60,8 +60,9 @@ def make_variants(sparse: SparseImage, weight: torch.Tensor):
         dense = sparse.with_values(values).to_dense()
         out = dense_depthwise_conv(dense * sparse.mask(), weight)
         masked_norm = F.conv2d(sparse.mask(), torch.ones(1, 1, k, k, device=dense.device), padding=k // 2)
-        full_norm = F.conv2d(torch.ones_like(sparse.mask()), torch.ones(1, 1, k, k, device=dense.device),
-                             padding=k // 2)
+        full_norm = F.conv2d(
+            torch.ones_like(sparse.mask()), torch.ones(1, 1, k, k, device=dense.device), padding=k // 2
+        )
         out = out * (full_norm / masked_norm.clamp_min(1))
         return out.flatten(2).gather(2, sparse.index.unsqueeze(1).expand(-1, c, -1))
 
@@ -77,8 +78,12 @@ def make_variants(sparse: SparseImage, weight: torch.Tensor):
         neighbours = padded[table.t()]
         return (neighbours * weight.reshape(c, -1).t()).sum(1)
 
-    return {"sparse": sparse_route, "dense_masked": dense_masked, "dense_conv_only": dense_conv_only,
-            "gather_nkc": gather_nkc}
+    return {
+        "sparse": sparse_route,
+        "dense_masked": dense_masked,
+        "dense_conv_only": dense_conv_only,
+        "gather_nkc": gather_nkc,
+    }
 
 
 def run(size: int, batch: int, channels: int, kernel: int, density: float, repeats: int, device: str):
@@ -113,7 +118,12 @@ def run(size: int, batch: int, channels: int, kernel: int, density: float, repea
             peaks[name] = torch.cuda.max_memory_allocated() - base
     baseline = statistics.median(times["dense_masked"])
     return {
-        "size": size, "batch": batch, "channels": channels, "kernel": kernel, "density": density, "points": n,
+        "size": size,
+        "batch": batch,
+        "channels": channels,
+        "kernel": kernel,
+        "density": density,
+        "points": n,
         "variants": {
             name: {
                 "median_ms": 1e3 * statistics.median(t),
@@ -140,10 +150,13 @@ def main():
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
     results = {
         "benchmark": "sparse_depthwise_conv_fwd_bwd",
-        "device": args.device, "device_name": device_name, "torch": torch.__version__,
+        "device": args.device,
+        "device_name": device_name,
+        "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "runs": [run(s, args.batch, args.channels, args.kernel, args.density, args.repeats, args.device)
-                 for s in args.sizes],
+        "runs": [
+            run(s, args.batch, args.channels, args.kernel, args.density, args.repeats, args.device) for s in args.sizes
+        ],
     }
     text = json.dumps(results, indent=2)
     print(text)

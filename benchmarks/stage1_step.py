@@ -58,7 +58,7 @@ def main(argv=None):
         "parameters": sum(p.numel() for p in build_autoencoder(config).parameters()),
         "step_time_s": statistics.median(step_times[1:] or step_times),
         "wall_s": wall,
-        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None,
+        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         "metrics": records,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

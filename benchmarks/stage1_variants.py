@@ -72,8 +72,14 @@ def main(argv=None):
     def options(parser: argparse.ArgumentParser):
         parser.add_argument("--out", required=True, help="JSON file to write")
         parser.add_argument("--repeats", type=int, default=10)
-        parser.add_argument("--variant", nargs="+", action="append", required=True, metavar=("NAME", "KEY=VALUE"),
-                            help="a variant's name and its overrides; the first is the baseline")
+        parser.add_argument(
+            "--variant",
+            nargs="+",
+            action="append",
+            required=True,
+            metavar=("NAME", "KEY=VALUE"),
+            help="a variant's name and its overrides; the first is the baseline",
+        )
 
     configs, args = parse_command_line(__doc__, ["config"], options, argv)
     config = configs["config"]
@@ -117,11 +123,15 @@ def main(argv=None):
         "repeats": args.repeats,
         "baseline": baseline_name,
         "variants": {
-            name: {"overrides": overrides[name], "points": loss_settings[name][0]["points"],
-                   "encoder_points": loss_settings[name][0]["encoder_points"], "process_steps": loss_settings[name][1],
-                   "parameters": sum(p.numel() for p in model.parameters()),
-                   "median_step_s": statistics.median(times[name]),
-                   "ratio_to_baseline": statistics.median(times[name]) / baseline}
+            name: {
+                "overrides": overrides[name],
+                "points": loss_settings[name][0]["points"],
+                "encoder_points": loss_settings[name][0]["encoder_points"],
+                "process_steps": loss_settings[name][1],
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "median_step_s": statistics.median(times[name]),
+                "ratio_to_baseline": statistics.median(times[name]) / baseline,
+            }
             for name, (model, *_) in steps.items()
         },
     }

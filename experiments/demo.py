@@ -22,8 +22,10 @@ from infdiff.pipeline.runs import run_directory
 from infdiff.train.images import save_resolution_comparison
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIGS = {"config": ROOT / "configs/shapes_32_config.py",
-                   "latent_config": ROOT / "configs/shapes_latent_config.py"}
+DEFAULT_CONFIGS = {
+    "config": ROOT / "configs/shapes_32_config.py",
+    "latent_config": ROOT / "configs/shapes_latent_config.py",
+}
 
 
 def options(parser):
@@ -38,8 +40,9 @@ def options(parser):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     given = {arg.split("=")[0] for arg in argv}
-    defaults = [arg for name, path in DEFAULT_CONFIGS.items() if f"--{name}" not in given
-                for arg in (f"--{name}", str(path))]
+    defaults = [
+        arg for name, path in DEFAULT_CONFIGS.items() if f"--{name}" not in given for arg in (f"--{name}", str(path))
+    ]
     configs, args = parse_command_line(__doc__, ["config", "latent_config"], options, defaults + argv)
     config, latent_config = configs["config"], configs["latent_config"]
     train_autoencoder(config)
@@ -47,14 +50,29 @@ def main(argv=None):
     noise_size = math.lcm(*args.sizes)
     rows = []
     for size in args.sizes:
-        generated = generate_samples(latent_config, config, args.num_samples, size, args.sampling_steps,
-                                     batch_size=args.num_samples, seed=args.seed, sampler=args.sampler,
-                                     noise_size=noise_size)
+        generated = generate_samples(
+            latent_config,
+            config,
+            args.num_samples,
+            size,
+            args.sampling_steps,
+            batch_size=args.num_samples,
+            seed=args.seed,
+            sampler=args.sampler,
+            noise_size=noise_size,
+        )
         rows.append((f"{size}px", generated.images))
         print(f"{size}px samples: {generated.directory}")
     comparison = save_resolution_comparison(rows, run_directory(latent_config) / "demo_samples.png")
-    recons = generate_recons(config, args.sizes, num_images=8, sampling_steps=args.recon_sampling_steps,
-                             seed=args.seed, sampler=args.sampler, noise_size=noise_size)
+    recons = generate_recons(
+        config,
+        args.sizes,
+        num_images=8,
+        sampling_steps=args.recon_sampling_steps,
+        seed=args.seed,
+        sampler=args.sampler,
+        noise_size=noise_size,
+    )
     print(f"reconstructions (with exact-ground-truth errors in recons.json): {recons}")
     print(f"the same samples at {', '.join(f'{s}px' for s in args.sizes)}: {comparison}")
 

@@ -17,19 +17,34 @@ def options(parser):
     parser.add_argument("--sampling_steps", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     add_sampler_option(parser)
-    parser.add_argument("--split", default=None, help="data split to reconstruct (default: 'test' where the "
-                                                     "data set has one)")
+    parser.add_argument(
+        "--split", default=None, help="data split to reconstruct (default: 'test' where the data set has one)"
+    )
     parser.add_argument("--out_dir", default=None)
-    parser.add_argument("--noise_size", type=int, default=None,
-                        help="draw the decoder's noise on this grid and average it down (a common multiple of "
-                             "--sizes), so every size decodes the same noise function")
+    parser.add_argument(
+        "--noise_size",
+        type=int,
+        default=None,
+        help="draw the decoder's noise on this grid and average it down (a common multiple of "
+        "--sizes), so every size decodes the same noise function",
+    )
 
 
 def main(argv=None):
-    configs, args = parse_command_line(__doc__, ["decoder_config"], options, argv,
-                                       trained={"decoder_config": STAGE_SCRIPTS["stage1"]})
-    out = generate_recons(configs["decoder_config"], args.sizes, args.num_images, args.sampling_steps, args.seed,
-                          args.sampler, args.out_dir, args.noise_size, args.split)
+    configs, args = parse_command_line(
+        __doc__, ["decoder_config"], options, argv, trained={"decoder_config": STAGE_SCRIPTS["stage1"]}
+    )
+    out = generate_recons(
+        configs["decoder_config"],
+        args.sizes,
+        args.num_images,
+        args.sampling_steps,
+        args.seed,
+        args.sampler,
+        args.out_dir,
+        args.noise_size,
+        args.split,
+    )
     print(f"reconstructions written to {out}")
 
 

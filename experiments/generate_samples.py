@@ -20,18 +20,35 @@ def options(parser):
     parser.add_argument("--seed", type=int, default=0)
     add_sampler_option(parser)
     parser.add_argument("--out_dir", default=None, help="output folder (default: inside the latent run)")
-    parser.add_argument("--noise_size", type=int, default=None,
-                        help="draw the decoder's noise on this grid and average it down (a multiple of "
-                             "--sample_img_size): runs at several sizes with one seed then show the same samples")
+    parser.add_argument(
+        "--noise_size",
+        type=int,
+        default=None,
+        help="draw the decoder's noise on this grid and average it down (a multiple of "
+        "--sample_img_size): runs at several sizes with one seed then show the same samples",
+    )
 
 
 def main(argv=None):
-    configs, args = parse_command_line(__doc__, ["config", "decoder_config"], options, argv,
-                                       trained={"config": STAGE_SCRIPTS["stage2"],
-                                                "decoder_config": STAGE_SCRIPTS["stage1"]})
-    out = generate_samples(configs["config"], configs["decoder_config"], args.num_samples, args.sample_img_size,
-                           args.sampling_steps, args.batch_size, args.seed, args.sampler, args.out_dir,
-                           args.noise_size)
+    configs, args = parse_command_line(
+        __doc__,
+        ["config", "decoder_config"],
+        options,
+        argv,
+        trained={"config": STAGE_SCRIPTS["stage2"], "decoder_config": STAGE_SCRIPTS["stage1"]},
+    )
+    out = generate_samples(
+        configs["config"],
+        configs["decoder_config"],
+        args.num_samples,
+        args.sample_img_size,
+        args.sampling_steps,
+        args.batch_size,
+        args.seed,
+        args.sampler,
+        args.out_dir,
+        args.noise_size,
+    )
     print(f"samples written to {out.directory}")
 
 

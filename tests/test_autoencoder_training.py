@@ -6,8 +6,7 @@ from infdiff.diffusion import AutoencoderLoss, DiscreteDDPM, GaussianMollifier, 
 from infdiff.nn import DiffusionAutoencoder, SparseEncoder, SparseUNet
 
 SIZE = 16
-UNO = dict(base_channels=16, channel_mults=(1, 2), blocks_per_level=1, attn_resolutions=(4,), num_groups=4,
-           dropout=0.0)
+UNO = dict(base_channels=16, channel_mults=(1, 2), blocks_per_level=1, attn_resolutions=(4,), num_groups=4, dropout=0.0)
 
 
 def tiny_autoencoder():
@@ -22,16 +21,22 @@ def mollified_process():
 
 def one_image(batch):
     u = (torch.arange(SIZE) + 0.5) / SIZE
-    img = torch.stack([torch.sin(2 * torch.pi * u)[:, None] * torch.cos(2 * torch.pi * u)[None, :],
-                       u[:, None] - u[None, :], torch.cos(3 * u)[:, None].expand(SIZE, SIZE)])
+    img = torch.stack(
+        [
+            torch.sin(2 * torch.pi * u)[:, None] * torch.cos(2 * torch.pi * u)[None, :],
+            u[:, None] - u[None, :],
+            torch.cos(3 * u)[:, None].expand(SIZE, SIZE),
+        ]
+    )
     return img.unsqueeze(0).expand(batch, -1, -1, -1)
 
 
 def test_tiny_autoencoder_overfits_one_image_through_the_stage_one_loss():
     """∞-Diff's stage-1 loss: decoder on one random quarter of the pixels, encoder on a fresh quarter."""
     model = tiny_autoencoder()
-    loss = AutoencoderLoss(mollified_process(), points=SIZE * SIZE // 4, encoder_points=SIZE * SIZE // 4,
-                           train_size=SIZE)
+    loss = AutoencoderLoss(
+        mollified_process(), points=SIZE * SIZE // 4, encoder_points=SIZE * SIZE // 4, train_size=SIZE
+    )
     optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
 
     def held_out_loss():

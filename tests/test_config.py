@@ -14,14 +14,28 @@ def test_every_shipped_config_loads_and_is_locked():
         config = load_config_file(path)
         with pytest.raises(AttributeError):
             config.not_a_section = 1
-        assert {"run", "data", "train", "model", "prior", "process", "loss", "sampler", "optimizer"} == set(config), path
+        assert {"run", "data", "train", "model", "prior", "process", "loss", "sampler", "optimizer"} == set(config), (
+            path
+        )
 
 
 def test_overrides_parse_types_and_follow_field_references():
     configs, rest, overrides = parse_config_flags(
-        ["--config", f"{CONFIGS}/ffhq_256_config.py", "--config.data.img_size=128", "--config.train.batch_size", "8",
-         "--config.model.uno.channel_mults=(1,2,4)", "--config.optimizer.learning_rate=1e-3",
-         "--config.data.random_flip=false", "--config.data.channels=1", "--config.run.experiment=x", "--other", "1"])
+        [
+            "--config",
+            f"{CONFIGS}/ffhq_256_config.py",
+            "--config.data.img_size=128",
+            "--config.train.batch_size",
+            "8",
+            "--config.model.uno.channel_mults=(1,2,4)",
+            "--config.optimizer.learning_rate=1e-3",
+            "--config.data.random_flip=false",
+            "--config.data.channels=1",
+            "--config.run.experiment=x",
+            "--other",
+            "1",
+        ]
+    )
     c = configs["config"]
     assert (c.data.img_size, c.train.batch_size, c.model.uno.channel_mults) == (128, 8, (1, 2, 4))
     assert c.optimizer.learning_rate == 1e-3 and c.data.random_flip is False and c.run.experiment == "x"
@@ -34,11 +48,21 @@ def test_overrides_parse_types_and_follow_field_references():
 def test_the_paper_code_spellings_set_infdiffs_keys():
     """∞-Diff's command lines keep working: its keys are mapped in infdiff.pipeline.legacy_keys."""
     configs, _, _ = parse_config_flags(
-        ["--config", f"{CONFIGS}/ffhq_256_config.py", "--config.mc_integral.q_sample=1000",
-         "--config.mc_integral.type=halton", "--config.diffusion.model_mean_type=epsilon",
-         "--config.diffusion.gaussian_filter_std=0.5", "--config.diffusion.noise_schedule=linear",
-         "--config.model.uno_mults=(1,2)", "--config.model.kld_weight=0.5", "--config.model.time_emb_dim=64",
-         "--config.train.plot_sampling_steps=7"], aliases=LEGACY_KEYS)
+        [
+            "--config",
+            f"{CONFIGS}/ffhq_256_config.py",
+            "--config.mc_integral.q_sample=1000",
+            "--config.mc_integral.type=halton",
+            "--config.diffusion.model_mean_type=epsilon",
+            "--config.diffusion.gaussian_filter_std=0.5",
+            "--config.diffusion.noise_schedule=linear",
+            "--config.model.uno_mults=(1,2)",
+            "--config.model.kld_weight=0.5",
+            "--config.model.time_emb_dim=64",
+            "--config.train.plot_sampling_steps=7",
+        ],
+        aliases=LEGACY_KEYS,
+    )
     c = configs["config"]
     assert (c.loss.points, c.loss.subset, c.loss.target, c.loss.kl_weight) == (1000, "halton", "epsilon", 0.5)
     assert (c.prior.std, c.process.schedule, c.model.uno.channel_mults) == (0.5, "linear", (1, 2))
@@ -48,27 +72,38 @@ def test_the_paper_code_spellings_set_infdiffs_keys():
 
 def test_a_typo_in_a_paper_spelling_suggests_it():
     with pytest.raises(ConfigError, match=r"no such key.*did you mean --config.mc_integral.q_sample"):
-        parse_config_flags(["--config", f"{CONFIGS}/ffhq_256_config.py", "--config.mc_integral.q_sampel=3"],
-                           aliases=LEGACY_KEYS)
+        parse_config_flags(
+            ["--config", f"{CONFIGS}/ffhq_256_config.py", "--config.mc_integral.q_sampel=3"], aliases=LEGACY_KEYS
+        )
 
 
 def test_two_configs_side_by_side():
     configs, _, _ = parse_config_flags(
-        ["--config", f"{CONFIGS}/ffhq_latent_config.py", "--decoder_config", f"{CONFIGS}/ffhq_256_config.py",
-         "--decoder_config.run.experiment=ae", "--config.run.experiment=latent"],
-        names=("config", "decoder_config"))
+        [
+            "--config",
+            f"{CONFIGS}/ffhq_latent_config.py",
+            "--decoder_config",
+            f"{CONFIGS}/ffhq_256_config.py",
+            "--decoder_config.run.experiment=ae",
+            "--config.run.experiment=latent",
+        ],
+        names=("config", "decoder_config"),
+    )
     assert configs["config"].run.experiment == "latent" and configs["decoder_config"].run.experiment == "ae"
 
 
-@pytest.mark.parametrize("flag,message", [
-    ("--config.train.batchsize=3", "no such key.*did you mean --config.train.batch_size"),
-    ("--config.trainn.batch_size=3", "no such key"),
-    ("--config.train.batch_size=three", "expected a int"),
-    ("--config.optimizer.fused=maybe", "expected a boolean"),
-    ("--config.model=3", "is a section"),
-    ("--config.model.uno_mults=5", "expected a tuple"),
-    ("--config.model.uno.channel_mults=5", "expected a tuple"),
-])
+@pytest.mark.parametrize(
+    "flag,message",
+    [
+        ("--config.train.batchsize=3", "no such key.*did you mean --config.train.batch_size"),
+        ("--config.trainn.batch_size=3", "no such key"),
+        ("--config.train.batch_size=three", "expected a int"),
+        ("--config.optimizer.fused=maybe", "expected a boolean"),
+        ("--config.model=3", "is a section"),
+        ("--config.model.uno_mults=5", "expected a tuple"),
+        ("--config.model.uno.channel_mults=5", "expected a tuple"),
+    ],
+)
 def test_bad_overrides_are_clear_errors(flag, message):
     with pytest.raises(ConfigError, match=message):
         parse_config_flags(["--config", f"{CONFIGS}/ffhq_256_config.py", flag], aliases=LEGACY_KEYS)
@@ -89,7 +124,8 @@ def test_missing_or_broken_config_files(tmp_path):
 
 def test_override_function_on_a_locked_config(tmp_path):
     path = tmp_path / "c.py"
-    path.write_text(textwrap.dedent("""
+    path.write_text(
+        textwrap.dedent("""
         from ml_collections import ConfigDict
         def get_config():
             c = ConfigDict()
@@ -97,7 +133,8 @@ def test_override_function_on_a_locked_config(tmp_path):
             c.a.ratio = 0.5
             c.a.name = "x"
             return c
-    """))
+    """)
+    )
     config = load_config_file(path)
     override(config, "a.ratio", "1")
     assert config.a.ratio == 1.0 and isinstance(config.a.ratio, float)

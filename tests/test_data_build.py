@@ -6,8 +6,18 @@ import pytest
 from ml_collections import ConfigDict
 from PIL import Image
 
-from infdiff.data import (DATASETS, DataError, DataKeyWarning, IDXDataset, ImageFolderDataset, LMDBDataset,
-                          ShapesDataset, build_dataset, data_channels, random_flip)
+from infdiff.data import (
+    DATASETS,
+    DataError,
+    DataKeyWarning,
+    IDXDataset,
+    ImageFolderDataset,
+    LMDBDataset,
+    ShapesDataset,
+    build_dataset,
+    data_channels,
+    random_flip,
+)
 from infdiff.data.prepare import prepare_lmdb
 
 
@@ -25,10 +35,16 @@ def roots(tmp_path_factory):
 
 
 EXPECTED = {
-    "shapes": (ShapesDataset, None), "image_folder": (ImageFolderDataset, "folder"),
-    "ffhq": (ImageFolderDataset, "folder"), "celeba": (ImageFolderDataset, "folder"),
-    "celebahq": (ImageFolderDataset, "folder"), "lmdb": (LMDBDataset, "lmdb"), "churches": (LMDBDataset, "lmdb"),
-    "lsun": (LMDBDataset, "lmdb"), "mnist": (IDXDataset, "idx"), "fashion_mnist": (IDXDataset, "idx"),
+    "shapes": (ShapesDataset, None),
+    "image_folder": (ImageFolderDataset, "folder"),
+    "ffhq": (ImageFolderDataset, "folder"),
+    "celeba": (ImageFolderDataset, "folder"),
+    "celebahq": (ImageFolderDataset, "folder"),
+    "lmdb": (LMDBDataset, "lmdb"),
+    "churches": (LMDBDataset, "lmdb"),
+    "lsun": (LMDBDataset, "lmdb"),
+    "mnist": (IDXDataset, "idx"),
+    "fashion_mnist": (IDXDataset, "idx"),
 }
 
 
@@ -53,8 +69,19 @@ def test_defaults_and_overrides(roots):
     assert len(shapes) == 50_000 and shapes.seed == 0 and shapes.split == "train"
     assert not random_flip({"name": "shapes"}) and random_flip({"name": "shapes", "random_flip": True})
     assert len(build_dataset(ConfigDict({"name": "shapes", "img_size": 8, "num_samples": 0}))) == 50_000
-    shapes = build_dataset(ConfigDict({"name": "shapes", "img_size": 8, "num_samples": 7, "seed": 2, "split": "test",
-                                       "channels": 1, "random_flip": True}))
+    shapes = build_dataset(
+        ConfigDict(
+            {
+                "name": "shapes",
+                "img_size": 8,
+                "num_samples": 7,
+                "seed": 2,
+                "split": "test",
+                "channels": 1,
+                "random_flip": True,
+            }
+        )
+    )
     assert (len(shapes), shapes.seed, shapes.split, shapes.channels) == (7, 2, "test", 1)
     assert shapes.max_shapes == 3
     assert build_dataset(ConfigDict({"name": "shapes", "img_size": 8, "max_shapes": 1})).max_shapes == 1
@@ -71,8 +98,17 @@ def test_channels_come_from_the_data_set_unless_set():
 
 
 def test_keys_that_do_not_apply_to_the_data_set_warn(roots):
-    data = ConfigDict({"name": "mnist", "root_dir": roots["idx"], "img_size": 8, "max_shapes": 1,
-                       "radius_range": (0.2, 0.3), "num_workers": 2, "random_flip": False})
+    data = ConfigDict(
+        {
+            "name": "mnist",
+            "root_dir": roots["idx"],
+            "img_size": 8,
+            "max_shapes": 1,
+            "radius_range": (0.2, 0.3),
+            "num_workers": 2,
+            "random_flip": False,
+        }
+    )
     with pytest.warns(DataKeyWarning, match=r"data.max_shapes, data.radius_range do not apply to the 'mnist'"):
         build_dataset(data)
     with pytest.warns(DataKeyWarning, match="mirrors 'mnist' images, which are not mirror-symmetric"):
@@ -99,15 +135,18 @@ def test_a_bad_flip_setting_names_its_key():
         random_flip({"name": "shapes", "random_flip": "yes"})
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("img_size", None, "data.img_size must be an integer >= 1, got None"),
-    ("img_size", -4, "data.img_size must be an integer >= 1"),
-    ("channels", 4, "data.channels must be 1 .greyscale. or 3"),
-    ("split", "val", "data.split must be one of train, test"),
-    ("num_samples", -3, "data.num_samples must be an integer >= 1"),
-    ("max_shapes", 0, "data.max_shapes must be an integer >= 1"),
-    ("radius_range", (0.3, 0.2), r"data.radius_range must be two numbers \(a, b\) with 0.0 < a <= b <= 0.5"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("img_size", None, "data.img_size must be an integer >= 1, got None"),
+        ("img_size", -4, "data.img_size must be an integer >= 1"),
+        ("channels", 4, "data.channels must be 1 .greyscale. or 3"),
+        ("split", "val", "data.split must be one of train, test"),
+        ("num_samples", -3, "data.num_samples must be an integer >= 1"),
+        ("max_shapes", 0, "data.max_shapes must be an integer >= 1"),
+        ("radius_range", (0.3, 0.2), r"data.radius_range must be two numbers \(a, b\) with 0.0 < a <= b <= 0.5"),
+    ],
+)
 def test_bad_values_name_their_key(key, value, message):
     data = ConfigDict({"name": "shapes", "img_size": 8})
     data[key] = value

@@ -5,8 +5,14 @@ import pytest
 import torch
 from PIL import Image
 
-from infdiff.data import (DataError, ImageFolderDataset, UnreadableImageWarning, load_image, resize_center_crop,
-                          to_tensor)
+from infdiff.data import (
+    DataError,
+    ImageFolderDataset,
+    UnreadableImageWarning,
+    load_image,
+    resize_center_crop,
+    to_tensor,
+)
 
 
 def write_image(path, array, **save_args):
@@ -18,8 +24,9 @@ def write_image(path, array, **save_args):
 def gradient(height, width):
     """An RGB image whose left and right halves differ (so flips are visible)."""
     rows, cols = np.mgrid[0:height, 0:width]
-    return np.stack([cols * 255 // max(width - 1, 1), rows * 255 // max(height - 1, 1), np.full_like(rows, 60)],
-                    axis=-1).astype(np.uint8)
+    return np.stack(
+        [cols * 255 // max(width - 1, 1), rows * 255 // max(height - 1, 1), np.full_like(rows, 60)], axis=-1
+    ).astype(np.uint8)
 
 
 def test_discovery_is_recursive_sorted_and_filters_by_extension(tmp_path):
@@ -35,9 +42,14 @@ def test_discovery_is_recursive_sorted_and_filters_by_extension(tmp_path):
         assert float(x.min()) >= -1 and float(x.max()) <= 1
 
 
-@pytest.mark.parametrize("name, save_args", [
-    ("img.png", {}), ("img.jpg", {"quality": 95, "subsampling": 0}), ("img.webp", {"lossless": True}),
-])
+@pytest.mark.parametrize(
+    "name, save_args",
+    [
+        ("img.png", {}),
+        ("img.jpg", {"quality": 95, "subsampling": 0}),
+        ("img.webp", {"lossless": True}),
+    ],
+)
 def test_formats_decode_to_the_source_pixels(tmp_path, name, save_args):
     array = gradient(8, 8)
     write_image(tmp_path / name, array, **save_args)

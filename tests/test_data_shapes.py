@@ -19,8 +19,9 @@ def test_samples_are_deterministic_and_distinct():
 
 
 def test_max_shapes_bounds_the_count_and_keeps_the_background():
-    counts = {max_shapes: [len(sample_params(i, max_shapes=max_shapes).shapes) for i in range(60)]
-              for max_shapes in (1, 3)}
+    counts = {
+        max_shapes: [len(sample_params(i, max_shapes=max_shapes).shapes) for i in range(60)] for max_shapes in (1, 3)
+    }
     assert set(counts[1]) == {1} and set(counts[3]) == {1, 2, 3}
     for i in range(10):
         assert sample_params(i, max_shapes=1).background == sample_params(i).background
@@ -71,8 +72,9 @@ def test_rendering_nests_across_resolutions(size):
 
 def test_render_sample_gives_the_ground_truth_at_any_resolution():
     dataset = ShapesDataset(16, supersample=4)
-    torch.testing.assert_close(F.avg_pool2d(dataset.render_sample(3, 64, supersample=1)[None], 4)[0], dataset[3],
-                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        F.avg_pool2d(dataset.render_sample(3, 64, supersample=1)[None], 4)[0], dataset[3], rtol=0, atol=1e-6
+    )
 
 
 def single_shape(kind, radius=0.25, ratio=0.0, angle=0.3, centre=(0.5, 0.5)):
@@ -80,12 +82,15 @@ def single_shape(kind, radius=0.25, ratio=0.0, angle=0.3, centre=(0.5, 0.5)):
     return ShapesSample(black, (Shape(kind, centre, radius, ratio, angle, (1.0,)),))
 
 
-@pytest.mark.parametrize("kind, ratio, area", [
-    ("disc", 0.0, math.pi * 0.25 ** 2),
-    ("ring", 0.5, math.pi * 0.25 ** 2 * 0.75),
-    ("rectangle", 0.6, 4 * 0.25 * 0.25 * 0.6),
-    ("triangle", 1.0, 3 * math.sqrt(3) / 4 * 0.25 ** 2),
-])
+@pytest.mark.parametrize(
+    "kind, ratio, area",
+    [
+        ("disc", 0.0, math.pi * 0.25**2),
+        ("ring", 0.5, math.pi * 0.25**2 * 0.75),
+        ("rectangle", 0.6, 4 * 0.25 * 0.25 * 0.6),
+        ("triangle", 1.0, 3 * math.sqrt(3) / 4 * 0.25**2),
+    ],
+)
 def test_pixel_values_are_cell_averages(kind, ratio, area):
     coverage = (render(single_shape(kind, ratio=ratio), 64, supersample=8) + 1) / 2
     assert float(coverage.mean()) == pytest.approx(area, abs=2e-3)

@@ -5,8 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from infdiff.data import (DataError, UnreadableImageError, load_image, flip_batch, resize_center_crop, to_pil,
-                          to_tensor)
+from infdiff.data import DataError, UnreadableImageError, load_image, flip_batch, resize_center_crop, to_pil, to_tensor
 from infdiff.data.transforms import convert_channels
 
 

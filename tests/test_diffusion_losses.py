@@ -1,8 +1,16 @@
 import pytest
 import torch
 
-from infdiff.diffusion import (TARGETS, AutoencoderLoss, DiffusionLoss, DiscreteDDPM, GaussianMollifier, LossAwareTimesteps,
-                               denoising_loss, get_target)
+from infdiff.diffusion import (
+    TARGETS,
+    AutoencoderLoss,
+    DiffusionLoss,
+    DiscreteDDPM,
+    GaussianMollifier,
+    LossAwareTimesteps,
+    denoising_loss,
+    get_target,
+)
 from infdiff.diffusion.timesteps import step_times
 from infdiff.ops import SparseImage
 from infdiff.ops.sparse_image import gather_pixels
@@ -83,7 +91,9 @@ def test_the_loss_draws_its_own_times_noise_and_subset_from_the_generator(proces
     first = loss(model, x0, torch.Generator().manual_seed(3))
     second = loss(model, x0, torch.Generator().manual_seed(3))
     third = loss(model, x0, torch.Generator().manual_seed(4))
-    assert first.keys() == {"loss", "diffusion"} and first["loss"].shape == (3,) and first["loss"].dtype == torch.float32
+    assert (
+        first.keys() == {"loss", "diffusion"} and first["loss"].shape == (3,) and first["loss"].dtype == torch.float32
+    )
     torch.testing.assert_close(first["loss"], second["loss"], rtol=0, atol=0)
     for a, b in zip(seen[0], seen[1]):
         assert torch.equal(a, b)
@@ -102,15 +112,17 @@ def test_every_pixel_means_the_dense_path(process, batch):
 def test_importance_weights_multiply_the_loss_and_the_time_distribution_learns(process, batch):
     loss = DiffusionLoss(process, "x0", timesteps="loss-second-moment", points=30)
     assert isinstance(loss.times, LossAwareTimesteps)
-    parts = loss(lambda x, s: x.with_values(torch.zeros_like(x.values)), batch[0].float(),
-                 torch.Generator().manual_seed(0))
+    parts = loss(
+        lambda x, s: x.with_values(torch.zeros_like(x.values)), batch[0].float(), torch.Generator().manual_seed(0)
+    )
     torch.testing.assert_close(parts["loss"], parts["diffusion"])  # uniform until warmed up
     assert int(loss.times.state_dict()["counts"].sum()) == 3
     loss.times._counts.fill_(10)
     loss.times._losses[:500] = 10.0
     loss.times._losses[500:] = 1.0
-    parts = loss(lambda x, s: x.with_values(torch.zeros_like(x.values)), batch[0].float(),
-                 torch.Generator().manual_seed(0))
+    parts = loss(
+        lambda x, s: x.with_values(torch.zeros_like(x.values)), batch[0].float(), torch.Generator().manual_seed(0)
+    )
     assert not torch.allclose(parts["loss"], parts["diffusion"])
 
 
@@ -134,12 +146,18 @@ def test_the_autoencoder_loss_feeds_the_encoder_a_fresh_view_and_weights_its_kl(
     assert torch.equal(seen["encoder"], x0), "every pixel: the encoder gets the dense image"
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(points=81), "points=81: expected a pixel count from 1 to the 80 pixels"),
-    (dict(points=0), "points=0"), (dict(encoder_points=True), "encoder_points=True"),
-    (dict(kl_weight=-1.0), "kl_weight=-1.0"), (dict(pointwise="huber"), "pointwise='huber'"),
-    (dict(subset="sobol"), "unknown pixel-subset design 'sobol'"), (dict(timesteps="lognormal"), "unknown training-time"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(points=81), "points=81: expected a pixel count from 1 to the 80 pixels"),
+        (dict(points=0), "points=0"),
+        (dict(encoder_points=True), "encoder_points=True"),
+        (dict(kl_weight=-1.0), "kl_weight=-1.0"),
+        (dict(pointwise="huber"), "pointwise='huber'"),
+        (dict(subset="sobol"), "unknown pixel-subset design 'sobol'"),
+        (dict(timesteps="lognormal"), "unknown training-time"),
+    ],
+)
 def test_bad_settings_are_rejected_naming_the_argument(process, kwargs, message):
     with pytest.raises(ValueError, match=message):
         AutoencoderLoss(process, train_size=(8, 10), **kwargs)

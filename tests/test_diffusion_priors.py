@@ -74,16 +74,16 @@ def test_draws_at_the_coordinates_of_a_sparse_image_have_the_grids_statistics(pr
     gen = torch.Generator().manual_seed(5)
     points = SparseImage(torch.zeros(400, 20, 1), uniform_subset(400, 16, 20, generator=gen), (16, 16))
     drawn = prior.sample_at(points, 3, gen, dtype=torch.float64)
-    assert isinstance(drawn, SparseImage) and drawn.values.shape == (400, 20, 3) and torch.equal(drawn.index,
-                                                                                                points.index)
+    assert (
+        isinstance(drawn, SparseImage) and drawn.values.shape == (400, 20, 3) and torch.equal(drawn.index, points.index)
+    )
     dense = prior.sample((400, 3, 16, 16), gen, dtype=torch.float64)
     assert drawn.values.var().item() == pytest.approx(dense.var().item(), rel=0.05)
 
 
 def test_white_noise_at_points_with_a_noise_grid_reads_the_averaged_draw():
     prior = WhiteNoise(train_size=8, noise_grid=32)
-    points = SparseImage(torch.zeros(2, 5, 1), uniform_subset(2, 16, 5, generator=torch.Generator().manual_seed(0)),
-                         16)
+    points = SparseImage(torch.zeros(2, 5, 1), uniform_subset(2, 16, 5, generator=torch.Generator().manual_seed(0)), 16)
     drawn = prior.sample_at(points, 1, torch.Generator().manual_seed(6))
     dense = prior.sample((2, 1, 16, 16), torch.Generator().manual_seed(6))
     torch.testing.assert_close(drawn.values[..., 0], dense.flatten(1).gather(1, points.index))
@@ -94,13 +94,16 @@ def test_noise_grid_draws_one_noise_function_at_every_resolution():
     prior = GaussianMollifier(1.0, 8)
     nested = prior.with_noise_grid((32, 24))
     fine = nested.white_noise((2, 3, 32, 24), torch.Generator().manual_seed(5), dtype=torch.float64)
-    torch.testing.assert_close(fine, prior.white_noise((2, 3, 32, 24), torch.Generator().manual_seed(5),
-                                                       dtype=torch.float64))
+    torch.testing.assert_close(
+        fine, prior.white_noise((2, 3, 32, 24), torch.Generator().manual_seed(5), dtype=torch.float64)
+    )
     for size in ((16, 12), (8, 8), (4, 6)):
         coarse = nested.white_noise((2, 3, *size), torch.Generator().manual_seed(5), dtype=torch.float64)
         torch.testing.assert_close(coarse, F.adaptive_avg_pool2d(fine, size))
-    torch.testing.assert_close(nested.sample((2, 3, 8, 8), torch.Generator().manual_seed(5), dtype=torch.float64),
-                               prior(F.adaptive_avg_pool2d(fine, (8, 8))))
+    torch.testing.assert_close(
+        nested.sample((2, 3, 8, 8), torch.Generator().manual_seed(5), dtype=torch.float64),
+        prior(F.adaptive_avg_pool2d(fine, (8, 8))),
+    )
 
 
 def test_noise_grid_keeps_the_per_pixel_distribution():

@@ -63,8 +63,10 @@ def test_continuous_time_is_exact_on_the_steps_and_log_linear_between(process):
     between = process.alpha_bar(torch.tensor([0.5 / 1000, 500.5 / 1000], dtype=torch.float64))
     torch.testing.assert_close(between[0], abar[0].sqrt(), rtol=1e-12, atol=0)
     torch.testing.assert_close(between[1], (abar[499] * abar[500]).sqrt(), rtol=1e-12, atol=0)
-    torch.testing.assert_close(process.alpha(torch.tensor(0.3)) ** 2 + process.sigma(torch.tensor(0.3)) ** 2,
-                               torch.tensor(1.0, dtype=torch.float64))
+    torch.testing.assert_close(
+        process.alpha(torch.tensor(0.3)) ** 2 + process.sigma(torch.tensor(0.3)) ** 2,
+        torch.tensor(1.0, dtype=torch.float64),
+    )
     assert process.model_time(step_times(torch.tensor([0, 7, 999]), 1000)).tolist() == [0, 7, 999]
     assert process.num_steps == 1000
 
@@ -86,8 +88,9 @@ def test_terminal_state_is_the_prior_noise_for_a_variance_preserving_process(pro
 def test_data_estimate_undoes_the_mollifier_of_mollified_states(process):
     u = (torch.arange(8, dtype=torch.float64) + 0.5) / 8
     x = (torch.sin(3 * u)[:, None] * torch.cos(5 * u)[None, :]).view(1, 1, 8, 8)
-    torch.testing.assert_close(process.data_estimate(process.clean_state(x)), process.prior.wiener_inverse(
-        process.prior(x), 0.05))
+    torch.testing.assert_close(
+        process.data_estimate(process.clean_state(x)), process.prior.wiener_inverse(process.prior(x), 0.05)
+    )
     assert process.data_estimate(process.clean_state(x)).sub(x).norm() < 0.5 * process.clean_state(x).sub(x).norm()
 
 
@@ -100,8 +103,9 @@ def test_vector_data_uses_a_plain_ddpm():
     noise = torch.randn(4, 7, dtype=torch.float64, generator=gen)
     steps = torch.tensor([0, 10, 50, 99])
     abar = process.schedule.alphas_cumprod[steps].unsqueeze(1)
-    torch.testing.assert_close(process.q_sample(x0, step_times(steps, 100), noise),
-                               abar.sqrt() * x0 + (1 - abar).sqrt() * noise)
+    torch.testing.assert_close(
+        process.q_sample(x0, step_times(steps, 100), noise), abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    )
 
 
 def test_a_discrete_process_has_no_sde_and_bad_inputs_are_rejected(process):

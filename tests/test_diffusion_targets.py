@@ -8,8 +8,9 @@ from infdiff.diffusion.timesteps import step_times
 
 @pytest.fixture(scope="module", params=["mollified", "coloured noise only"])
 def process(request):
-    return DiscreteDDPM.named("cosine", 1000, GaussianMollifier(1.5, (8, 12)),
-                              mollified_states=request.param == "mollified")
+    return DiscreteDDPM.named(
+        "cosine", 1000, GaussianMollifier(1.5, (8, 12)), mollified_states=request.param == "mollified"
+    )
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from infdiff.diffusion import (TIME_DISTRIBUTIONS, DiscreteDDPM, LossAwareTimesteps, UniformTimes, UniformTimesteps)
+from infdiff.diffusion import TIME_DISTRIBUTIONS, DiscreteDDPM, LossAwareTimesteps, UniformTimes, UniformTimesteps
 from infdiff.diffusion.timesteps import step_times, time_steps
 
 
@@ -57,8 +57,9 @@ def test_loss_aware_distribution_concentrates_on_high_loss_steps_with_unbiased_w
 
 def test_only_the_most_recent_losses_count():
     distribution = LossAwareTimesteps(2, history=3)
-    distribution.update(step_times(torch.tensor([0, 0, 0, 1, 1, 1]), 2),
-                        torch.tensor([100.0, 100.0, 100.0, 1.0, 1.0, 1.0]))
+    distribution.update(
+        step_times(torch.tensor([0, 0, 0, 1, 1, 1]), 2), torch.tensor([100.0, 100.0, 100.0, 1.0, 1.0, 1.0])
+    )
     distribution.update(step_times(torch.tensor([0, 0, 0]), 2), torch.tensor([1.0, 1.0, 1.0]))
     torch.testing.assert_close(distribution.probabilities(), torch.tensor([0.5, 0.5], dtype=torch.float64))
 

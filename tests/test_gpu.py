@@ -18,8 +18,12 @@ def test_sparse_conv_on_cuda_matches_cpu():
     gpu = sparse_depthwise_conv(SparseImage.from_dense(x.cuda(), index.cuda()), weight.cuda()).values
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-4)
     full = SparseImage.from_dense(x.cuda())
-    torch.testing.assert_close(sparse_depthwise_conv(full, weight.cuda()).to_dense(),
-                               dense_depthwise_conv(x.cuda(), weight.cuda()), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        sparse_depthwise_conv(full, weight.cuda()).to_dense(),
+        dense_depthwise_conv(x.cuda(), weight.cuda()),
+        rtol=1e-4,
+        atol=1e-4,
+    )
 
 
 def test_knn_interpolation_on_cuda_matches_cpu():
@@ -32,8 +36,16 @@ def test_knn_interpolation_on_cuda_matches_cpu():
 
 
 def test_decoder_sparse_and_dense_on_cuda_under_bf16_autocast():
-    decoder = SparseUNet(channels=3, train_size=32, nf=32, time_dim=64, z_dim=16, uno_res=16, uno_channels=32,
-                         uno=dict(base_channels=32, channel_mults=(1, 2), attn_resolutions=(8,), num_groups=8)).cuda()
+    decoder = SparseUNet(
+        channels=3,
+        train_size=32,
+        nf=32,
+        time_dim=64,
+        z_dim=16,
+        uno_res=16,
+        uno_channels=32,
+        uno=dict(base_channels=32, channel_mults=(1, 2), attn_resolutions=(8,), num_groups=8),
+    ).cuda()
     x = torch.randn(2, 3, 32, 32, device="cuda")
     t, z = torch.tensor([1, 500], device="cuda"), torch.randn(2, 16, device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):

@@ -1,8 +1,17 @@
 import pytest
 import torch
 
-from infdiff.ops import (SparseImage, gather_pixels, grid_coords, halton_subset, index_to_coords, resized_kernel_size,
-                         draw_subset, uniform_subset, white_noise_scale)
+from infdiff.ops import (
+    SparseImage,
+    gather_pixels,
+    grid_coords,
+    halton_subset,
+    index_to_coords,
+    resized_kernel_size,
+    draw_subset,
+    uniform_subset,
+    white_noise_scale,
+)
 
 
 def test_coordinates_are_cell_centred_row_major():
@@ -17,7 +26,7 @@ def test_resolution_helpers():
     assert resized_kernel_size(7, 2.0) == 15
     assert resized_kernel_size(7, 0.25) == 3
     assert white_noise_scale(128, 64) == pytest.approx(2.0)
-    assert white_noise_scale((64, 128), 64) == pytest.approx(2 ** 0.5)
+    assert white_noise_scale((64, 128), 64) == pytest.approx(2**0.5)
     with pytest.raises(ValueError):
         resized_kernel_size(4, 2.0)
 
@@ -36,7 +45,7 @@ def test_uniform_subset_is_uniform():
     ids = uniform_subset(4000, 8, 16, generator=g)
     counts = torch.bincount(ids.flatten(), minlength=64).double()
     expected = 4000 * 16 / 64
-    assert float((counts - expected).abs().max()) < 6 * expected ** 0.5
+    assert float((counts - expected).abs().max()) < 6 * expected**0.5
 
 
 def test_halton_subset_is_more_even_than_uniform():
@@ -50,7 +59,8 @@ def test_halton_subset_is_more_even_than_uniform():
         return float(counts.std(1).mean())
 
     assert block_spread(halton_subset(16, 32, 256, generator=g)) < 0.7 * block_spread(
-        uniform_subset(16, 32, 256, generator=g))
+        uniform_subset(16, 32, 256, generator=g)
+    )
 
 
 def test_subset_errors():

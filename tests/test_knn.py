@@ -2,8 +2,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from infdiff.ops import (SparseImage, grid_coords, interpolate_to_grid, knn_brute_force, knn_grid_search,
-                         sample_grid_at_points, uniform_subset)
+from infdiff.ops import (
+    SparseImage,
+    grid_coords,
+    interpolate_to_grid,
+    knn_brute_force,
+    knn_grid_search,
+    sample_grid_at_points,
+    uniform_subset,
+)
 
 
 def points_distance(sparse, ids, grid_size):
@@ -13,12 +20,14 @@ def points_distance(sparse, ids, grid_size):
     return (picked - query.unsqueeze(2)).square().sum(-1)
 
 
-@pytest.mark.parametrize("size,n,grid,k", [(64, 1024, 32, 3), (32, 32, 16, 3), (40, 1600, 20, 4),
-                                           ((24, 36), 100, (12, 9), 3), (16, 5, 8, 5)])
+@pytest.mark.parametrize(
+    "size,n,grid,k", [(64, 1024, 32, 3), (32, 32, 16, 3), (40, 1600, 20, 4), ((24, 36), 100, (12, 9), 3), (16, 5, 8, 5)]
+)
 def test_window_search_equals_brute_force(size, n, grid, k):
     g = torch.Generator().manual_seed(0)
-    sparse = SparseImage.from_dense(torch.zeros(2, 1, *((size, size) if isinstance(size, int) else size)),
-                                    uniform_subset(2, size, n, generator=g))
+    sparse = SparseImage.from_dense(
+        torch.zeros(2, 1, *((size, size) if isinstance(size, int) else size)), uniform_subset(2, size, n, generator=g)
+    )
     dist, ids = knn_grid_search(sparse, grid, k)
     ref_dist, _ = knn_brute_force(grid_coords(grid).expand(2, -1, -1), sparse.coords(), k)
     torch.testing.assert_close(dist, ref_dist)
@@ -54,8 +63,7 @@ def test_interpolation_is_inverse_squared_distance_average():
     _, ids = knn_grid_search(sparse, 8, 3)
     weights = 1 / points_distance(sparse, ids, 8)
     weights = weights / weights.sum(-1, keepdim=True)
-    values = torch.gather(sparse.values.unsqueeze(1).expand(-1, 64, -1, -1), 2,
-                          ids.unsqueeze(-1).expand(-1, -1, -1, 3))
+    values = torch.gather(sparse.values.unsqueeze(1).expand(-1, 64, -1, -1), 2, ids.unsqueeze(-1).expand(-1, -1, -1, 3))
     ref = (values * weights.unsqueeze(-1)).sum(2).transpose(1, 2).reshape(2, 3, 8, 8)
     torch.testing.assert_close(grid, ref, rtol=1e-4, atol=1e-4)
 

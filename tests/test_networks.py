@@ -5,14 +5,24 @@ import torch.nn.functional as F
 from infdiff.nn import SparseEncoder, SparseResBlock, SparseUNet, kl_to_standard_normal
 from infdiff.ops import SparseImage, uniform_subset
 
-TINY_UNO = dict(base_channels=16, channel_mults=(1, 2, 2), blocks_per_level=1, attn_resolutions=(8,),
-                num_groups=4, dropout=0.0)
+TINY_UNO = dict(
+    base_channels=16, channel_mults=(1, 2, 2), blocks_per_level=1, attn_resolutions=(8,), num_groups=4, dropout=0.0
+)
 
 
 def tiny_decoder(train_size=16, uno_res=8, **kw):
     torch.manual_seed(0)
-    return SparseUNet(channels=3, train_size=train_size, nf=16, time_dim=32, z_dim=8, uno_res=uno_res,
-                      uno_channels=16, uno=dict(TINY_UNO, attn_resolutions=(uno_res // 4,)), **kw)
+    return SparseUNet(
+        channels=3,
+        train_size=train_size,
+        nf=16,
+        time_dim=32,
+        z_dim=8,
+        uno_res=uno_res,
+        uno_channels=16,
+        uno=dict(TINY_UNO, attn_resolutions=(uno_res // 4,)),
+        **kw,
+    )
 
 
 def tiny_encoder(**kw):
@@ -131,8 +141,14 @@ def test_encoder_accepts_any_subset_and_dense_images():
         torch.testing.assert_close(enc(SparseImage.from_dense(x)).z, z_dense)
 
         def mean_error(points):
-            codes = [enc(SparseImage.from_dense(x, uniform_subset(2, 16, points, generator=torch.Generator()
-                                                                  .manual_seed(seed)))).z for seed in range(5)]
+            codes = [
+                enc(
+                    SparseImage.from_dense(
+                        x, uniform_subset(2, 16, points, generator=torch.Generator().manual_seed(seed))
+                    )
+                ).z
+                for seed in range(5)
+            ]
             return sum(float((z - z_dense).norm()) for z in codes) / 5
 
         errors = [mean_error(points) for points in (64, 192, 240)]  # measured 0.98, 0.68, 0.34 times |z_dense|

@@ -73,19 +73,34 @@ def registered():
 
 
 def toy_config(output_dir) -> ConfigDict:
-    return ConfigDict(dict(
-        run=dict(experiment="toy", output_dir=str(output_dir), seed=0, deterministic=False, tensorboard=False,
-                 wandb_project=""),
-        data=dict(num_samples=4096),
-        train=dict(batch_size=256, max_steps=400, log_steps=100, checkpoint_steps=400, ema_decay=0.9,
-                   ema_update_every=1, plot_samples_steps=10_000),
-        model=dict(arch="latent_mlp", hidden=64, num_layers=3, time_dim=32),
-        prior=dict(name="toy_scaled_white", scale=1.0),
-        process=dict(name="toy_ve_sde", sigma_min=0.01, sigma_max=5.0),
-        loss=dict(name="denoising", target="epsilon", pointwise="mse", timesteps="uniform"),
-        sampler=dict(name="ddim", steps=40, eta=0.0),
-        optimizer=dict(learning_rate=3e-3, decay_fraction=0.25),
-    ))
+    return ConfigDict(
+        dict(
+            run=dict(
+                experiment="toy",
+                output_dir=str(output_dir),
+                seed=0,
+                deterministic=False,
+                tensorboard=False,
+                wandb_project="",
+            ),
+            data=dict(num_samples=4096),
+            train=dict(
+                batch_size=256,
+                max_steps=400,
+                log_steps=100,
+                checkpoint_steps=400,
+                ema_decay=0.9,
+                ema_update_every=1,
+                plot_samples_steps=10_000,
+            ),
+            model=dict(arch="latent_mlp", hidden=64, num_layers=3, time_dim=32),
+            prior=dict(name="toy_scaled_white", scale=1.0),
+            process=dict(name="toy_ve_sde", sigma_min=0.01, sigma_max=5.0),
+            loss=dict(name="denoising", target="epsilon", pointwise="mse", timesteps="uniform"),
+            sampler=dict(name="ddim", steps=40, eta=0.0),
+            optimizer=dict(learning_rate=3e-3, decay_fraction=0.25),
+        )
+    )
 
 
 def mixture(count: int, seed: int) -> torch.Tensor:
@@ -100,8 +115,12 @@ def toy_stage(config, accelerator, settings, run_dir) -> Stage:
         for x in tensor_batches(data, settings.batch_size, config.run.seed, start_step):
             yield x.to(accelerator.device)
 
-    return Stage(build_model(config, z_dim=2), build_loss(config, build_process(config)), batches,
-                 summary={"data": f"{len(data)} points of a two-mode mixture"})
+    return Stage(
+        build_model(config, z_dim=2),
+        build_loss(config, build_process(config)),
+        batches,
+        summary={"data": f"{len(data)} points of a two-mode mixture"},
+    )
 
 
 def near_a_mode(points: torch.Tensor) -> torch.Tensor:
@@ -110,7 +129,8 @@ def near_a_mode(points: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
 def test_a_toy_sde_and_prior_train_with_the_shared_loop_and_sample_with_the_shared_samplers(
-        tmp_path, registered, sampler):
+    tmp_path, registered, sampler
+):
     config = toy_config(tmp_path)
     process = build_process(config)
     assert isinstance(process, VarianceExplodingSDE) and isinstance(process.prior, ScaledWhiteNoise)
@@ -119,10 +139,26 @@ def test_a_toy_sde_and_prior_train_with_the_shared_loop_and_sample_with_the_shar
     model = build_model(config, z_dim=2)
     model.load_state_dict(state["ema"]["model"])
     spec = SamplerSpec.from_section(config.sampler, name=sampler)
-    samples = sample_latents(model.eval(), process, config.loss.target, spec, 2000, torch.zeros(2), torch.ones(2),
-                             torch.Generator().manual_seed(1))
-    untrained = sample_latents(build_model(config, z_dim=2).eval(), process, config.loss.target, spec, 2000,
-                               torch.zeros(2), torch.ones(2), torch.Generator().manual_seed(1))
+    samples = sample_latents(
+        model.eval(),
+        process,
+        config.loss.target,
+        spec,
+        2000,
+        torch.zeros(2),
+        torch.ones(2),
+        torch.Generator().manual_seed(1),
+    )
+    untrained = sample_latents(
+        build_model(config, z_dim=2).eval(),
+        process,
+        config.loss.target,
+        spec,
+        2000,
+        torch.zeros(2),
+        torch.ones(2),
+        torch.Generator().manual_seed(1),
+    )
     assert near_a_mode(samples) > 0.8 > 0.2 > near_a_mode(untrained)
     left = (samples[:, 0] < 0).float().mean()
     assert 0.35 < left < 0.65, "both modes are sampled"

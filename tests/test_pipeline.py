@@ -31,16 +31,39 @@ from infdiff.train.stop_signals import TrainingStopped
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_AE = [
-    "data.img_size=16", "data.num_samples=64", "train.batch_size=4", "train.max_steps=6", "train.log_steps=2",
-    "train.plot_samples_steps=6", "sampler.steps=3", "train.checkpoint_steps=3", "train.sample_size=2",
-    "model.nf=8", "model.time_dim=16", "model.num_conv_blocks=1", "model.kernel_size=3",
-    "model.uno.base_channels=8", "model.uno.channel_mults=(1,2)", "model.uno.blocks_per_level=(1,1)",
-    "model.uno.attn_resolutions=(4,)", "model.uno.num_groups=4", "model.z_dim=8",
+    "data.img_size=16",
+    "data.num_samples=64",
+    "train.batch_size=4",
+    "train.max_steps=6",
+    "train.log_steps=2",
+    "train.plot_samples_steps=6",
+    "sampler.steps=3",
+    "train.checkpoint_steps=3",
+    "train.sample_size=2",
+    "model.nf=8",
+    "model.time_dim=16",
+    "model.num_conv_blocks=1",
+    "model.kernel_size=3",
+    "model.uno.base_channels=8",
+    "model.uno.channel_mults=(1,2)",
+    "model.uno.blocks_per_level=(1,1)",
+    "model.uno.attn_resolutions=(4,)",
+    "model.uno.num_groups=4",
+    "model.z_dim=8",
 ]
 TINY_LATENT = [
-    "train.batch_size=16", "train.max_steps=4", "train.log_steps=2", "train.eval_steps=2", "train.plot_samples_steps=4",
-    "train.sample_size=2", "train.checkpoint_steps=2", "model.hidden=16", "model.num_layers=2",
-    "model.time_dim=8", "sampler.steps=3", "data.test_fraction=0.25",
+    "train.batch_size=16",
+    "train.max_steps=4",
+    "train.log_steps=2",
+    "train.eval_steps=2",
+    "train.plot_samples_steps=4",
+    "train.sample_size=2",
+    "train.checkpoint_steps=2",
+    "model.hidden=16",
+    "model.num_layers=2",
+    "model.time_dim=8",
+    "sampler.steps=3",
+    "data.test_fraction=0.25",
 ]
 
 
@@ -53,7 +76,8 @@ def tiny_configs(output_dir, *extra_ae):
     configs, _, _ = parse_config_flags(
         flags("config", "shapes_latent_config.py", TINY_LATENT + out)
         + flags("decoder_config", "shapes_32_config.py", TINY_AE + out + list(extra_ae)),
-        names=("config", "decoder_config"))
+        names=("config", "decoder_config"),
+    )
     return configs["decoder_config"], configs["config"]
 
 
@@ -96,14 +120,18 @@ def test_two_stages_then_samples_at_two_resolutions(tmp_path):
     ae_flags = flags("config", "shapes_32_config.py", TINY_AE + out_flag)
     script("train_inf_ae_diffusion.py").main(ae_flags)
     run = tmp_path / "shapes_32"
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-00000003.pt",
-                                                                      "checkpoint-00000006.pt"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "checkpoint-00000003.pt",
+        "checkpoint-00000006.pt",
+    ]
     recon = json.loads((run / "samples" / "recon_00000006.json").read_text())
     assert {"recon_mse_1x", "recon_mse_2x"} <= recon.keys()
     assert png_size(run / "samples" / "recon_00000006.png")[1] > 16 + 16 + 32
 
-    script("train_latent_diffusion.py").main(flags("config", "shapes_latent_config.py", TINY_LATENT + out_flag)
-                                             + flags("decoder_config", "shapes_32_config.py", out_flag))
+    script("train_latent_diffusion.py").main(
+        flags("config", "shapes_latent_config.py", TINY_LATENT + out_flag)
+        + flags("decoder_config", "shapes_32_config.py", out_flag)
+    )
     latent_run = tmp_path / "shapes_32_sampler"
     metrics = read_metrics(latent_run / "metrics.jsonl")
     assert any("test_loss" in m for m in metrics)
@@ -120,14 +148,17 @@ def test_two_stages_then_samples_at_two_resolutions(tmp_path):
     assert again.directory.name.endswith("_1"), "an earlier output folder must never be overwritten"
     torch.testing.assert_close(again.images, out.images, msg="same seed must give the same samples")
     script("experiments/generate_samples.py").main(  # the runs' saved configs: no training override repeated
-        flags("config", "shapes_latent_config.py", out_flag) + flags("decoder_config", "shapes_32_config.py", out_flag)
-        + ["--sample_img_size", "48", "--sampling_steps", "2", "--num_samples", "2", "--noise_size", "96"])
+        flags("config", "shapes_latent_config.py", out_flag)
+        + flags("decoder_config", "shapes_32_config.py", out_flag)
+        + ["--sample_img_size", "48", "--sampling_steps", "2", "--num_samples", "2", "--noise_size", "96"]
+    )
     assert png_size(latent_run / "samples_48px_2steps" / "sample_00001.png") == (48, 48)
     assert json.loads((latent_run / "samples_48px_2steps" / "samples.json").read_text())["noise_size"] == 96
 
     script("experiments/generate_recons.py").main(
         flags("decoder_config", "shapes_32_config.py", out_flag)
-        + ["--sizes", "16", "32", "--num_images", "2", "--sampling_steps", "3", "--noise_size", "32"])
+        + ["--sizes", "16", "32", "--num_images", "2", "--sampling_steps", "3", "--noise_size", "32"]
+    )
     recons = run / "recons"
     info = json.loads((recons / "recons.json").read_text())
     assert {"mse_16px", "mse_32px"} <= info.keys() and info["noise_size"] == 32
@@ -199,9 +230,10 @@ def test_demo_script_runs_the_whole_pipeline(tmp_path, capsys):
     """``make demo``'s script on tiny configs: both stages, samples at every size, reconstructions."""
     out = [f"run.output_dir={tmp_path}"]
     script("experiments/demo.py").main(
-        flags("config", "shapes_32_config.py", TINY_AE + out) + flags("latent_config", "shapes_latent_config.py",
-                                                                    TINY_LATENT + out)
-        + ["--sizes", "16", "24", "--num_samples", "2", "--sampling_steps", "2", "--recon_sampling_steps", "2"])
+        flags("config", "shapes_32_config.py", TINY_AE + out)
+        + flags("latent_config", "shapes_latent_config.py", TINY_LATENT + out)
+        + ["--sizes", "16", "24", "--num_samples", "2", "--sampling_steps", "2", "--recon_sampling_steps", "2"]
+    )
     comparison = tmp_path / "shapes_32_sampler" / "demo_samples.png"
     assert comparison.exists() and str(comparison) in capsys.readouterr().out
     recons = json.loads((tmp_path / "shapes_32" / "recons" / "recons.json").read_text())
@@ -228,12 +260,14 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path, program):
     """A stopped stage 1 keeps its checkpoint and ends the program: the demo must not go on to
     stage 2 and sampling with a half-trained autoencoder."""
     out = [f"run.output_dir={tmp_path}"]
-    args = flags("config", "shapes_32_config.py", TINY_AE + out + ["train.max_steps=100000",
-                                                                   "train.checkpoint_steps=100000"])
+    args = flags(
+        "config", "shapes_32_config.py", TINY_AE + out + ["train.max_steps=100000", "train.checkpoint_steps=100000"]
+    )
     if program.endswith("demo.py"):
         args += flags("latent_config", "shapes_latent_config.py", TINY_LATENT + out)
-    status, output = stop_with_sigterm_once_training([sys.executable, str(ROOT / program), *args], tmp_path,
-                                                     tmp_path / "shapes_32" / "metrics.jsonl")
+    status, output = stop_with_sigterm_once_training(
+        [sys.executable, str(ROOT / program), *args], tmp_path, tmp_path / "shapes_32" / "metrics.jsonl"
+    )
     assert status == 0, output
     state = newest_state(tmp_path / "shapes_32")
     assert 2 <= state["step"] < 100000
@@ -241,16 +275,27 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path, program):
     assert not (tmp_path / "shapes_32_sampler").exists()
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
-                    reason="torchrun not installed")
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+    reason="torchrun not installed",
+)
 def test_two_process_ddp_training_on_cpu_writes_from_rank_zero_only(tmp_path):
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    args = flags("config", "shapes_32_config.py", TINY_AE + [f"run.output_dir={tmp_path}", "train.max_steps=4",
-                                                              "train.checkpoint_steps=2", "train.plot_samples_steps=4"])
+    args = flags(
+        "config",
+        "shapes_32_config.py",
+        TINY_AE
+        + [f"run.output_dir={tmp_path}", "train.max_steps=4", "train.checkpoint_steps=2", "train.plot_samples_steps=4"],
+    )
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    result = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29517",
-                             str(ROOT / "train_inf_ae_diffusion.py"), *args],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [torchrun, "--nproc_per_node", "2", "--master_port", "29517", str(ROOT / "train_inf_ae_diffusion.py"), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     run = tmp_path / "shapes_32"
     logged = [m["step"] for m in read_metrics(run / "metrics.jsonl") if "loss" in m]
@@ -259,8 +304,10 @@ def test_two_process_ddp_training_on_cpu_writes_from_rank_zero_only(tmp_path):
     assert state["step"] == 4 and len(state["rng"]) == 2, "both processes' RNG states are kept"
     first, second = (rng["generators"][0] for rng in state["rng"])
     assert not first.equal(second), "each process draws its own times, noise and subsets"
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-00000002.pt",
-                                                                      "checkpoint-00000004.pt"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "checkpoint-00000002.pt",
+        "checkpoint-00000004.pt",
+    ]
 
 
 class Passthrough(nn.Module):
@@ -279,8 +326,10 @@ def test_decoding_with_a_noise_size_gives_one_sample_at_several_resolutions(samp
     z = torch.zeros(2, 4)
 
     def pooled_correlation(noise_size):
-        small, large = (autoencoder.decode(z, size, generator=torch.Generator().manual_seed(0), noise_size=noise_size)
-                        for size in (16, 32))
+        small, large = (
+            autoencoder.decode(z, size, generator=torch.Generator().manual_seed(0), noise_size=noise_size)
+            for size in (16, 32)
+        )
         a, b = small.flatten() - small.mean(), F.avg_pool2d(large, 2).flatten()
         b = b - b.mean()
         return float(a @ b / (a.norm() * b.norm()))
@@ -293,7 +342,8 @@ def test_stage1_step_benchmark_writes_its_json(tmp_path):
     """``benchmarks/stage1_step.py`` (the source of the committed GPU numbers) on a tiny config."""
     out = tmp_path / "bench.json"
     script("benchmarks/stage1_step.py").main(
-        ["--out", str(out)] + flags("config", "shapes_32_config.py", TINY_AE + [f"run.output_dir={tmp_path}"]))
+        ["--out", str(out)] + flags("config", "shapes_32_config.py", TINY_AE + [f"run.output_dir={tmp_path}"])
+    )
     result = json.loads(out.read_text())
     ae, _ = tiny_configs(tmp_path)
     assert result["parameters"] == sum(p.numel() for p in build_autoencoder(ae).parameters())
@@ -311,8 +361,15 @@ def test_a_subset_of_every_pixel_trains_on_the_dense_paths_with_the_sparse_loss(
     t, white = step_times(torch.tensor([3, 700]), 1000), torch.randn(2, 3, 16, 16)
     everywhere = torch.arange(256).repeat(2, 1)
     dense = denoising_loss(process, lambda x, s: model(x, s, encoder_input=x0)[0], x0, t, white, None, "x0")
-    sparse = denoising_loss(process, lambda x, s: model(x, s, encoder_input=SparseImage.from_dense(x0, everywhere))[0],
-                            x0, t, white, everywhere, "x0")
+    sparse = denoising_loss(
+        process,
+        lambda x, s: model(x, s, encoder_input=SparseImage.from_dense(x0, everywhere))[0],
+        x0,
+        t,
+        white,
+        everywhere,
+        "x0",
+    )
     torch.testing.assert_close(dense, sparse, rtol=1e-4, atol=1e-6)
 
 
@@ -340,14 +397,31 @@ def test_a_pixel_count_outside_the_grid_names_its_key(tmp_path, key, value):
 def test_variant_benchmark_writes_its_json(tmp_path):
     out = tmp_path / "bench.json"
     script("benchmarks/stage1_variants.py").main(
-        ["--out", str(out), "--repeats", "1", "--variant", "quarter", "--variant", "all", "loss.points=256",
-         "mc_integral.encoder_q_sample=256", "--variant", "wider", "model.nf=16"]
-        + flags("config", "shapes_32_config.py", TINY_AE + ["loss.encoder_points=64"]))
+        [
+            "--out",
+            str(out),
+            "--repeats",
+            "1",
+            "--variant",
+            "quarter",
+            "--variant",
+            "all",
+            "loss.points=256",
+            "mc_integral.encoder_q_sample=256",
+            "--variant",
+            "wider",
+            "model.nf=16",
+        ]
+        + flags("config", "shapes_32_config.py", TINY_AE + ["loss.encoder_points=64"])
+    )
     result = json.loads(out.read_text())
     variants = result["variants"]
     assert result["baseline"] == "quarter" and list(variants) == ["quarter", "all", "wider"]
     assert {name: (v["points"], v["encoder_points"]) for name, v in variants.items()} == {
-        "quarter": (64, 64), "all": (256, 256), "wider": (64, 64)}
+        "quarter": (64, 64),
+        "all": (256, 256),
+        "wider": (64, 64),
+    }
     assert variants["wider"]["parameters"] > variants["quarter"]["parameters"] == variants["all"]["parameters"]
     assert variants["quarter"]["ratio_to_baseline"] == 1.0
     assert all(v["median_step_s"] > 0 for v in variants.values())
@@ -357,7 +431,8 @@ def test_variant_benchmark_trains_each_variant_with_its_own_process(tmp_path):
     out = tmp_path / "bench.json"
     script("benchmarks/stage1_variants.py").main(
         ["--out", str(out), "--repeats", "2", "--variant", "paper", "--variant", "short", "process.steps=40"]
-        + flags("config", "shapes_32_config.py", TINY_AE))
+        + flags("config", "shapes_32_config.py", TINY_AE)
+    )
     variants = json.loads(out.read_text())["variants"]
     assert {name: v["process_steps"] for name, v in variants.items()} == {"paper": 1000, "short": 40}
 
@@ -365,8 +440,9 @@ def test_variant_benchmark_trains_each_variant_with_its_own_process(tmp_path):
 @pytest.mark.parametrize("variant, message", [(["x", "model.nff=3"], "no such key"), (["x", "model.nf"], "key=value")])
 def test_variant_benchmark_rejects_bad_overrides(tmp_path, variant, message):
     with pytest.raises(ConfigError, match=message):
-        script("benchmarks/stage1_variants.py").main(["--out", str(tmp_path / "b.json"), "--variant", *variant]
-                                                     + flags("config", "shapes_32_config.py", TINY_AE))
+        script("benchmarks/stage1_variants.py").main(
+            ["--out", str(tmp_path / "b.json"), "--variant", *variant] + flags("config", "shapes_32_config.py", TINY_AE)
+        )
 
 
 def test_the_learning_rate_decays_linearly_to_zero_over_its_fraction_of_the_steps(tmp_path):

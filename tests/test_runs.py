@@ -17,14 +17,17 @@ from test_pipeline import ROOT, TINY_AE, TINY_LATENT, flags, script, tiny_config
 def trained(tmp_path_factory):
     """A tiny stage-1 run trained from the command line with the tiny overrides (not repeated later)."""
     out = tmp_path_factory.mktemp("runs")
-    script("train_inf_ae_diffusion.py").main(flags("config", "shapes_32_config.py", TINY_AE + [f"run.output_dir={out}"]))
+    script("train_inf_ae_diffusion.py").main(
+        flags("config", "shapes_32_config.py", TINY_AE + [f"run.output_dir={out}"])
+    )
     return out
 
 
 def stage_two(out, *decoder_overrides):
     script("train_latent_diffusion.py").main(
         flags("config", "shapes_latent_config.py", TINY_LATENT + [f"run.output_dir={out}"])
-        + flags("decoder_config", "shapes_32_config.py", [f"run.output_dir={out}", *decoder_overrides]))
+        + flags("decoder_config", "shapes_32_config.py", [f"run.output_dir={out}", *decoder_overrides])
+    )
 
 
 def test_overrides_that_leave_the_weights_alone_apply_to_the_saved_config(trained, capsys):
@@ -35,9 +38,14 @@ def test_overrides_that_leave_the_weights_alone_apply_to_the_saved_config(traine
     assert saved["model"]["hidden"] == 16
 
 
-@pytest.mark.parametrize("override, key", [("model.nf=16", "model.nf=8"), ("model.uno_mults=(1,2,2)",
-                                                                             "model.uno.channel_mults=[1, 2]"),
-                                           ("loss.target=epsilon", "loss.target='x0'")])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("model.nf=16", "model.nf=8"),
+        ("model.uno_mults=(1,2,2)", "model.uno.channel_mults=[1, 2]"),
+        ("loss.target=epsilon", "loss.target='x0'"),
+    ],
+)
 def test_overrides_that_contradict_the_trained_weights_are_refused(trained, capsys, override, key):
     with pytest.raises(SystemExit) as stopped:
         stage_two(trained, override)
@@ -63,24 +71,43 @@ def test_a_run_without_its_saved_config_says_how_to_record_it(trained, tmp_path,
 
 
 def test_the_paper_code_command_line_spellings_train(tmp_path):
-    legacy = ["mc_integral.q_sample=32", "mc_integral.encoder_q_sample=64", "diffusion.model_mean_type=x0",
-              "model.uno_mults=(1,2)", "model.uno_base_channels=8", "model.uno_blocks_per_level=(1,1)",
-              "model.uno_attn_resolutions=(4,)", "model.uno_num_groups=4", "model.time_emb_dim=16",
-              "train.plot_sampling_steps=2", "diffusion.steps=50"]
+    legacy = [
+        "mc_integral.q_sample=32",
+        "mc_integral.encoder_q_sample=64",
+        "diffusion.model_mean_type=x0",
+        "model.uno_mults=(1,2)",
+        "model.uno_base_channels=8",
+        "model.uno_blocks_per_level=(1,1)",
+        "model.uno_attn_resolutions=(4,)",
+        "model.uno_num_groups=4",
+        "model.time_emb_dim=16",
+        "train.plot_sampling_steps=2",
+        "diffusion.steps=50",
+    ]
     tiny = [o for o in TINY_AE if not o.startswith(("model.uno", "model.time_dim", "sampler"))]
-    script("train_inf_ae_diffusion.py").main(flags("config", "shapes_32_config.py",
-                                                   tiny + legacy + [f"run.output_dir={tmp_path}"]))
+    script("train_inf_ae_diffusion.py").main(
+        flags("config", "shapes_32_config.py", tiny + legacy + [f"run.output_dir={tmp_path}"])
+    )
     saved = json.loads((tmp_path / "shapes_32" / "config.json").read_text())
     assert (saved["loss"]["points"], saved["loss"]["encoder_points"], saved["loss"]["target"]) == (32, 64, "x0")
-    assert (saved["model"]["uno"]["channel_mults"], saved["sampler"]["steps"], saved["process"]["steps"]) == ([1, 2], 2,
-                                                                                                            50)
+    assert (saved["model"]["uno"]["channel_mults"], saved["sampler"]["steps"], saved["process"]["steps"]) == (
+        [1, 2],
+        2,
+        50,
+    )
 
 
 def test_a_run_prints_what_it_is_before_training_and_plain_lines_when_not_a_terminal(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    command = [sys.executable, str(ROOT / "train_inf_ae_diffusion.py"),
-               *flags("config", "shapes_32_config.py", TINY_AE + [f"run.output_dir={tmp_path}", "train.max_steps=4",
-                                                                  "run.deterministic=true"])]
+    command = [
+        sys.executable,
+        str(ROOT / "train_inf_ae_diffusion.py"),
+        *flags(
+            "config",
+            "shapes_32_config.py",
+            TINY_AE + [f"run.output_dir={tmp_path}", "train.max_steps=4", "run.deterministic=true"],
+        ),
+    ]
     first = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
     lines = first.stdout.splitlines()
@@ -90,6 +117,12 @@ def test_a_run_prints_what_it_is_before_training_and_plain_lines_when_not_a_term
     assert lines[3].startswith("  device: cpu") and "deterministic" in lines[3] and "batch 4, 4 steps" in lines[3]
     assert any(line.startswith("step 2 | loss") for line in lines)
     assert "\r" not in first.stdout + first.stderr, "no progress-bar redraws in a redirected log"
-    again = subprocess.run([*command[:-1], "--config.train.max_steps=6"], cwd=tmp_path, env=env, capture_output=True,
-                           text=True, timeout=300)
+    again = subprocess.run(
+        [*command[:-1], "--config.train.max_steps=6"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.stdout.splitlines()[0] == f"run {tmp_path / 'shapes_32'}: resuming at step 4"

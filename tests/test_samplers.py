@@ -1,8 +1,16 @@
 import pytest
 import torch
 
-from infdiff.diffusion import (SAMPLERS, DiscreteDDPM, GaussianMollifier, ddim_invert, make_denoiser, respace,
-                               sample_ddim, sample_ddpm)
+from infdiff.diffusion import (
+    SAMPLERS,
+    DiscreteDDPM,
+    GaussianMollifier,
+    ddim_invert,
+    make_denoiser,
+    respace,
+    sample_ddim,
+    sample_ddpm,
+)
 
 DATA_STD = 0.5
 

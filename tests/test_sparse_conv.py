@@ -2,8 +2,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from infdiff.ops import (SparseImage, dense_depthwise_conv, gather_pixels, neighbour_table, resize_kernel,
-                         resized_kernel_size, sparse_depthwise_conv, uniform_subset)
+from infdiff.ops import (
+    SparseImage,
+    dense_depthwise_conv,
+    gather_pixels,
+    neighbour_table,
+    resize_kernel,
+    resized_kernel_size,
+    sparse_depthwise_conv,
+    uniform_subset,
+)
 
 
 def masked_dense_reference(sparse: SparseImage, weight: torch.Tensor, train_k: int) -> torch.Tensor:
@@ -41,8 +49,9 @@ def test_gradcheck_features_and_weights():
     sparse = SparseImage.from_dense(x, uniform_subset(2, (7, 6), 20, generator=g))
     values = sparse.values.clone().requires_grad_()
     weight = torch.randn(3, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda v, w: sparse_depthwise_conv(sparse.with_values(v), w).values,
-                                    (values, weight))
+    assert torch.autograd.gradcheck(
+        lambda v, w: sparse_depthwise_conv(sparse.with_values(v), w).values, (values, weight)
+    )
 
 
 def test_gradients_match_dense_autograd():

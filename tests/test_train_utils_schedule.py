@@ -107,13 +107,18 @@ def test_invalid_guard_settings_raise():
 @pytest.mark.parametrize("weight_decay, fused", [(0.0, True), (0.04, False)])
 def test_make_optimizer_builds_the_optimiser_its_settings_describe(weight_decay, fused):
     model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.GELU(), torch.nn.Linear(7, 3))
-    settings = OptimizerSettings(learning_rate=3e-3, adam_beta1=0.8, adam_beta2=0.95, weight_decay=weight_decay,
-                                 fused=fused)
+    settings = OptimizerSettings(
+        learning_rate=3e-3, adam_beta1=0.8, adam_beta2=0.95, weight_decay=weight_decay, fused=fused
+    )
     optimizer = make_optimizer(model, settings)
     assert type(optimizer) is (torch.optim.AdamW if weight_decay else torch.optim.Adam)
     (group,) = optimizer.param_groups
-    assert (group["lr"], group["betas"], group["weight_decay"], group["fused"]) == (3e-3, (0.8, 0.95), weight_decay,
-                                                                                     fused)
+    assert (group["lr"], group["betas"], group["weight_decay"], group["fused"]) == (
+        3e-3,
+        (0.8, 0.95),
+        weight_decay,
+        fused,
+    )
     assert group["params"] == list(model.parameters())
 
 

@@ -9,15 +9,40 @@ from infdiff.data.errors import DataError, UnreadableImageError, UnreadableImage
 from infdiff.data.idx import IDXDataset
 from infdiff.data.image_folder import ImageFolderDataset
 from infdiff.data.lmdb_dataset import LMDBDataset
-from infdiff.data.registry import (DATASETS, DataKeyWarning, DataSetEntry, build_dataset, data_channels,
-                                   dataset_entry, random_flip)
+from infdiff.data.registry import (
+    DATASETS,
+    DataKeyWarning,
+    DataSetEntry,
+    build_dataset,
+    data_channels,
+    dataset_entry,
+    random_flip,
+)
 from infdiff.data.shapes import ShapesDataset, ShapesSample, render, sample_params
 from infdiff.data.transforms import flip_batch, load_image, resize_center_crop, to_tensor
 from infdiff.io import to_pil
 
 __all__ = [
-    "DataError", "UnreadableImageError", "UnreadableImageWarning", "build_dataset", "DATASETS", "DataKeyWarning",
-    "DataSetEntry", "data_channels", "dataset_entry", "random_flip", "ShapesDataset",
-    "ShapesSample", "render", "sample_params", "ImageFolderDataset", "LMDBDataset", "IDXDataset", "load_image",
-    "resize_center_crop", "to_tensor", "to_pil", "flip_batch",
+    "DataError",
+    "UnreadableImageError",
+    "UnreadableImageWarning",
+    "build_dataset",
+    "DATASETS",
+    "DataKeyWarning",
+    "DataSetEntry",
+    "data_channels",
+    "dataset_entry",
+    "random_flip",
+    "ShapesDataset",
+    "ShapesSample",
+    "render",
+    "sample_params",
+    "ImageFolderDataset",
+    "LMDBDataset",
+    "IDXDataset",
+    "load_image",
+    "resize_center_crop",
+    "to_tensor",
+    "to_pil",
+    "flip_batch",
 ]

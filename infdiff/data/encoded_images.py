@@ -68,5 +68,7 @@ class EncodedImageDataset(Dataset):
                 warnings.warn(f"skipping unreadable image: {err}", UnreadableImageWarning, stacklevel=2)
                 continue
             return x
-        raise DataError(f"{self.key}={self.location!r}: none of its {length} images can be decoded "
-                        f"(see the UnreadableImageWarning messages); expected readable PNG/JPEG/WebP/... images")
+        raise DataError(
+            f"{self.key}={self.location!r}: none of its {length} images can be decoded "
+            f"(see the UnreadableImageWarning messages); expected readable PNG/JPEG/WebP/... images"
+        )

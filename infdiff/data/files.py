@@ -42,6 +42,7 @@ def list_images(root: str) -> List[str]:
     for folder, subdirs, names in os.walk(root, followlinks=True):
         subdirs[:] = [d for d in subdirs if not d.startswith(".")]
         rel = os.path.relpath(folder, root)
-        found.extend(name if rel == "." else f"{rel}/{name}".replace(os.sep, "/") for name in names
-                     if is_image_file(name))
+        found.extend(
+            name if rel == "." else f"{rel}/{name}".replace(os.sep, "/") for name in names if is_image_file(name)
+        )
     return sorted(found)

@@ -41,8 +41,10 @@ def find_split_file(root: str, split: str, key: str) -> str:
         path = os.path.join(root, candidate)
         if os.path.isfile(path):
             return path
-    raise DataError(f"{key}={root!r} has no {name} or {name}.gz; expected a directory holding the MNIST / "
-                    f"Fashion-MNIST IDX files of the {split!r} split")
+    raise DataError(
+        f"{key}={root!r} has no {name} or {name}.gz; expected a directory holding the MNIST / "
+        f"Fashion-MNIST IDX files of the {split!r} split"
+    )
 
 
 def read_idx_images(path: str) -> np.ndarray:
@@ -57,12 +59,16 @@ def read_idx_images(path: str) -> np.ndarray:
         raise DataError(f"{path}: only {len(raw)} bytes, shorter than an IDX3 header (16 bytes)")
     magic, count, rows, cols = struct.unpack(">4I", raw[:16])
     if magic != IMAGES_MAGIC:
-        raise DataError(f"{path}: magic number 0x{magic:08x}, expected 0x{IMAGES_MAGIC:08x} (IDX file of uint8 "
-                        f"images, 3 dimensions); is this a labels file or not IDX at all?")
+        raise DataError(
+            f"{path}: magic number 0x{magic:08x}, expected 0x{IMAGES_MAGIC:08x} (IDX file of uint8 "
+            f"images, 3 dimensions); is this a labels file or not IDX at all?"
+        )
     expected = count * rows * cols
     if len(raw) - 16 != expected:
-        raise DataError(f"{path}: header announces {count} images of {rows}x{cols} ({expected} bytes of pixels) "
-                        f"but the file holds {len(raw) - 16}; the file is truncated or corrupt")
+        raise DataError(
+            f"{path}: header announces {count} images of {rows}x{cols} ({expected} bytes of pixels) "
+            f"but the file holds {len(raw) - 16}; the file is truncated or corrupt"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(count, rows, cols)
 
 
@@ -72,8 +78,14 @@ class IDXDataset(Dataset):
     ``channels=3`` replicates the grey level.
     """
 
-    def __init__(self, root: PathLike, split: str = "train", size: Optional[int] = None, channels: int = 1,
-                 key: str = "data.root_dir"):
+    def __init__(
+        self,
+        root: PathLike,
+        split: str = "train",
+        size: Optional[int] = None,
+        channels: int = 1,
+        key: str = "data.root_dir",
+    ):
         resolved = require_path(root, key, "a directory holding MNIST / Fashion-MNIST IDX files")
         self.path = find_split_file(resolved, split, key)
         self.images = read_idx_images(self.path)

@@ -27,8 +27,10 @@ class ImageFolderDataset(EncodedImageDataset):
         self.files = list_images(resolved)
         if not self.files:
             extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
-            raise DataError(f"{key}={os.fspath(root)!r} contains no image files (looked recursively for {extensions}); "
-                            f"expected {EXPECTED}")
+            raise DataError(
+                f"{key}={os.fspath(root)!r} contains no image files (looked recursively for {extensions}); "
+                f"expected {EXPECTED}"
+            )
 
     def __len__(self) -> int:
         return len(self.files)

@@ -59,14 +59,19 @@ class LMDBDataset(EncodedImageDataset):
         where = f"{self.key}={self.location!r}"
         meta = parse_meta(raw_meta, where)
         if meta.get("complete") is not True:
-            raise DataError(f"{where} is an incomplete infdiff LMDB ({meta.get('processed', 0)} of "
-                            f"{meta.get('num_sources', '?')} source images processed, prepare was interrupted); "
-                            f"re-run `{resume_command(meta, self.path)}` to resume it")
+            raise DataError(
+                f"{where} is an incomplete infdiff LMDB ({meta.get('processed', 0)} of "
+                f"{meta.get('num_sources', '?')} source images processed, prepare was interrupted); "
+                f"re-run `{resume_command(meta, self.path)}` to resume it"
+            )
         if not isinstance(meta.get("length"), int) or meta["length"] < 0:
             raise DataError(f"{where}: __meta__ has no valid 'length' (got {meta.get('length')!r})")
         if isinstance(meta.get("size"), int) and meta["size"] < self.size:
-            warnings.warn(f"{where} holds {meta['size']}px images but {self.size}px were requested: images are "
-                          f"upsampled; prepare the db with --size {self.size} for full detail", stacklevel=3)
+            warnings.warn(
+                f"{where} holds {meta['size']}px images but {self.size}px were requested: images are "
+                f"upsampled; prepare the db with --size {self.size} for full detail",
+                stacklevel=3,
+            )
         return meta
 
     def __getstate__(self) -> dict:

@@ -56,20 +56,25 @@ def parse_meta(raw: bytes, where: str) -> Dict[str, Any]:
     try:
         meta = json.loads(bytes(raw).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{where}: the {META_KEY.decode()} record is not JSON ({err}); expected an infdiff LMDB "
-                        f"written by `python -m infdiff.data.prepare`") from err
+        raise DataError(
+            f"{where}: the {META_KEY.decode()} record is not JSON ({err}); expected an infdiff LMDB "
+            f"written by `python -m infdiff.data.prepare`"
+        ) from err
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
         found = (meta.get("format"), meta.get("version")) if isinstance(meta, dict) else type(meta).__name__
-        raise DataError(f"{where}: unknown {META_KEY.decode()} record {found}; expected format {FORMAT!r} "
-                        f"version {VERSION}")
+        raise DataError(
+            f"{where}: unknown {META_KEY.decode()} record {found}; expected format {FORMAT!r} version {VERSION}"
+        )
     return meta
 
 
 def resume_command(meta: Dict[str, Any], where: str) -> str:
     """The ``prepare`` command line that resumes the infdiff db at ``where`` described by ``meta``."""
     source = meta.get("source") or "SRC"
-    return (f"python -m infdiff.data.prepare {shlex.quote(source)} {shlex.quote(where)} "
-            f"--size {meta.get('size')} --channels {meta.get('channels', 3)}")
+    return (
+        f"python -m infdiff.data.prepare {shlex.quote(source)} {shlex.quote(where)} "
+        f"--size {meta.get('size')} --channels {meta.get('channels', 3)}"
+    )
 
 
 def data_file(path: str) -> str:
@@ -80,8 +85,8 @@ def data_file(path: str) -> str:
 def open_readonly(path: str, key: str) -> lmdb.Environment:
     """Open the LMDB at ``path`` read-only, without locking or readahead (safe for many readers)."""
     try:
-        return lmdb.open(path, subdir=os.path.isdir(path), readonly=True, lock=False, readahead=False,
-                         meminit=False)
+        return lmdb.open(path, subdir=os.path.isdir(path), readonly=True, lock=False, readahead=False, meminit=False)
     except lmdb.Error as err:
-        raise DataError(f"{key}={path!r} cannot be opened as LMDB ({type(err).__name__}: {err}); "
-                        f"expected {EXPECTED}") from err
+        raise DataError(
+            f"{key}={path!r} cannot be opened as LMDB ({type(err).__name__}: {err}); expected {EXPECTED}"
+        ) from err

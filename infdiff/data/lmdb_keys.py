@@ -41,7 +41,7 @@ class KeyTable:
     def __getitem__(self, index: int) -> bytes:
         if not 0 <= index < len(self):
             raise IndexError(f"key {index} out of range for {len(self)} keys")
-        return self.buffer[self.offsets[index]:self.offsets[index + 1]].tobytes()
+        return self.buffer[self.offsets[index] : self.offsets[index + 1]].tobytes()
 
 
 def db_stamp(env: lmdb.Environment, data_path: str) -> np.ndarray:

@@ -68,11 +68,14 @@ def open_destination(dst: PathLike, map_size: int) -> Tuple[str, lmdb.Environmen
     """Absolute path and writable environment of ``dst``: a new directory or an existing LMDB."""
     path = os.path.abspath(os.path.expanduser(os.fspath(dst)))
     if os.path.exists(path) and not os.path.isdir(path):
-        raise DataError(f"DST={os.fspath(dst)!r} is a file; expected the path of an LMDB directory "
-                        f"(created if missing)")
+        raise DataError(
+            f"DST={os.fspath(dst)!r} is a file; expected the path of an LMDB directory (created if missing)"
+        )
     if os.path.isdir(path) and os.listdir(path) and not os.path.exists(os.path.join(path, "data.mdb")):
-        raise DataError(f"DST={os.fspath(dst)!r} is a non-empty directory without data.mdb; expected a new path or "
-                        f"an LMDB directory from an earlier run of this command")
+        raise DataError(
+            f"DST={os.fspath(dst)!r} is a non-empty directory without data.mdb; expected a new path or "
+            f"an LMDB directory from an earlier run of this command"
+        )
     return path, lmdb.open(path, map_size=map_size, subdir=True, readahead=False, meminit=False)
 
 
@@ -84,20 +87,25 @@ def _check_sources(env: lmdb.Environment, meta: Dict[str, Any], files: List[str]
         previous = set(json.loads(bytes(txn.get(SOURCES_KEY) or b"[]")))
     added, removed = sorted(set(files) - previous), sorted(previous - set(files))
     example = (added or removed or ["?"])[0]
-    raise DataError(f"SRC={src!r} changed since DST={dst!r} was started ({len(added)} files added, {len(removed)} "
-                    f"removed, e.g. {example!r}); restore the source folder, or delete DST to start over")
+    raise DataError(
+        f"SRC={src!r} changed since DST={dst!r} was started ({len(added)} files added, {len(removed)} "
+        f"removed, e.g. {example!r}); restore the source folder, or delete DST to start over"
+    )
 
 
 def _check_options(meta: Dict[str, Any], size: int, channels: int, dst: str) -> None:
     """Raise if ``dst`` was started with another ``--size`` or ``--channels``."""
     for option, value in (("size", size), ("channels", channels)):
         if meta.get(option) != value:
-            raise DataError(f"DST={dst!r} was prepared with --{option} {meta.get(option)} but --{option} {value} was "
-                            f"given; use --{option} {meta.get(option)} to resume it, or another DST for the new setting")
+            raise DataError(
+                f"DST={dst!r} was prepared with --{option} {meta.get(option)} but --{option} {value} was "
+                f"given; use --{option} {meta.get(option)} to resume it, or another DST for the new setting"
+            )
 
 
-def start_or_resume(env: lmdb.Environment, src: str, dst: str, files: List[str], size: int,
-                    channels: int) -> Dict[str, Any]:
+def start_or_resume(
+    env: lmdb.Environment, src: str, dst: str, files: List[str], size: int, channels: int
+) -> Dict[str, Any]:
     """The meta record to continue from: the committed one (after checks) or a freshly written one."""
     with env.begin() as txn:
         raw = txn.get(META_KEY)
@@ -108,17 +116,30 @@ def start_or_resume(env: lmdb.Environment, src: str, dst: str, files: List[str],
         _check_sources(env, meta, files, src, dst)
         return meta
     if entries:
-        raise DataError(f"DST={dst!r} is a non-empty LMDB without an infdiff {META_KEY.decode()} record (an LSUN "
-                        f"db?); expected a new path or a db from an earlier run of this command")
-    meta = {"format": FORMAT, "version": VERSION, "size": size, "channels": channels, "length": 0, "complete": False,
-            "processed": 0, "num_sources": len(files), "sources_sha256": sources_digest(files), "skipped": [],
-            "source": src}
+        raise DataError(
+            f"DST={dst!r} is a non-empty LMDB without an infdiff {META_KEY.decode()} record (an LSUN "
+            f"db?); expected a new path or a db from an earlier run of this command"
+        )
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "size": size,
+        "channels": channels,
+        "length": 0,
+        "complete": False,
+        "processed": 0,
+        "num_sources": len(files),
+        "sources_sha256": sources_digest(files),
+        "skipped": [],
+        "source": src,
+    }
     commit(env, [(SOURCES_KEY, encode_json(files)), (META_KEY, encode_json(meta))])
     return meta
 
 
-def _convert_batch(src: str, names: Sequence[str], first_index: int, size: int, channels: int,
-                   bar: tqdm) -> Tuple[List[Entry], List[str]]:
+def _convert_batch(
+    src: str, names: Sequence[str], first_index: int, size: int, channels: int, bar: tqdm
+) -> Tuple[List[Entry], List[str]]:
     """Entries numbered from ``first_index`` for the readable ``names``, and the unreadable names."""
     entries, skipped = [], []
     for name in names:
@@ -133,9 +154,16 @@ def _convert_batch(src: str, names: Sequence[str], first_index: int, size: int, 
     return entries, skipped
 
 
-def prepare_lmdb(src: PathLike, dst: PathLike, size: int, channels: int = 3, *,
-                 batch_size: int = DEFAULT_BATCH_SIZE, map_size: int = DEFAULT_MAP_SIZE,
-                 progress: bool = True) -> Dict[str, Any]:
+def prepare_lmdb(
+    src: PathLike,
+    dst: PathLike,
+    size: int,
+    channels: int = 3,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    map_size: int = DEFAULT_MAP_SIZE,
+    progress: bool = True,
+) -> Dict[str, Any]:
     """Convert (or finish converting) the image folder ``src`` into the LMDB ``dst``; returns its meta record.
 
     A ``dst`` that is already complete for the same sources and options is left as it is.
@@ -149,13 +177,22 @@ def prepare_lmdb(src: PathLike, dst: PathLike, size: int, channels: int = 3, *,
     dst_path, env = open_destination(dst, map_size)
     try:
         meta = start_or_resume(env, src_root, dst_path, files, size, channels)
-        with tqdm(total=len(files), initial=meta["processed"], unit="img", desc=f"prepare {os.path.basename(dst_path)}",
-                  disable=not progress or meta["complete"]) as bar:
+        with tqdm(
+            total=len(files),
+            initial=meta["processed"],
+            unit="img",
+            desc=f"prepare {os.path.basename(dst_path)}",
+            disable=not progress or meta["complete"],
+        ) as bar:
             while meta["processed"] < len(files):
-                names = files[meta["processed"]:meta["processed"] + batch_size]
+                names = files[meta["processed"] : meta["processed"] + batch_size]
                 entries, skipped = _convert_batch(src_root, names, meta["length"], size, channels, bar)
-                meta = {**meta, "processed": meta["processed"] + len(names), "length": meta["length"] + len(entries),
-                        "skipped": meta["skipped"] + skipped}
+                meta = {
+                    **meta,
+                    "processed": meta["processed"] + len(names),
+                    "length": meta["length"] + len(entries),
+                    "skipped": meta["skipped"] + skipped,
+                }
                 commit(env, entries + [(META_KEY, encode_json(meta))])
         if not meta["complete"]:
             meta = {**meta, "complete": True}
@@ -172,8 +209,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("dst", metavar="DST", help="LMDB directory to create, or to resume after an interruption")
     parser.add_argument("--size", type=int, required=True, help="side of the stored square images in pixels")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=3, help="1 greyscale, 3 RGB (default)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                        help=f"images per transaction (default {DEFAULT_BATCH_SIZE})")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"images per transaction (default {DEFAULT_BATCH_SIZE})",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -182,13 +223,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI; returns the exit status (0 success, 1 data error)."""
     args = parse_args(argv)
     try:
-        meta = prepare_lmdb(args.src, args.dst, args.size, args.channels, batch_size=args.batch_size,
-                            progress=not args.quiet)
+        meta = prepare_lmdb(
+            args.src, args.dst, args.size, args.channels, batch_size=args.batch_size, progress=not args.quiet
+        )
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"{args.dst}: {meta['length']} images of {meta['size']}x{meta['size']}, "
-          f"{len(meta['skipped'])} unreadable sources skipped")
+    print(
+        f"{args.dst}: {meta['length']} images of {meta['size']}x{meta['size']}, "
+        f"{len(meta['skipped'])} unreadable sources skipped"
+    )
     return 0
 
 

@@ -94,36 +94,71 @@ def _split(data: Any) -> str:
 def _shapes(data: Any) -> ShapesDataset:
     length = DEFAULT_SHAPES_LENGTH if _get(data, "num_samples", 0) == 0 else _int(data, "num_samples")
     radius_range = check_range(_get(data, "radius_range", RADIUS_RANGE), "data.radius_range", 0.0, 0.5)
-    return ShapesDataset(_int(data, "img_size"), length=length, seed=_int(data, "seed", 0, minimum=0),
-                         channels=data_channels(data), split=_split(data),
-                         max_shapes=_int(data, "max_shapes", MAX_SHAPES), radius_range=radius_range)
+    return ShapesDataset(
+        _int(data, "img_size"),
+        length=length,
+        seed=_int(data, "seed", 0, minimum=0),
+        channels=data_channels(data),
+        split=_split(data),
+        max_shapes=_int(data, "max_shapes", MAX_SHAPES),
+        radius_range=radius_range,
+    )
 
 
 def _stored_images(dataset_class):
     def build(data: Any) -> Dataset:
-        return dataset_class(_get(data, "root_dir", ""), _int(data, "img_size"), channels=data_channels(data),
-                             key="data.root_dir")
+        return dataset_class(
+            _get(data, "root_dir", ""), _int(data, "img_size"), channels=data_channels(data), key="data.root_dir"
+        )
 
     return build
 
 
 def _idx(data: Any) -> IDXDataset:
     size = None if _get(data, "img_size") is None else _int(data, "img_size")
-    return IDXDataset(_get(data, "root_dir", ""), split=_split(data), size=size, channels=data_channels(data),
-                      key="data.root_dir")
+    return IDXDataset(
+        _get(data, "root_dir", ""), split=_split(data), size=size, channels=data_channels(data), key="data.root_dir"
+    )
 
 
-DATASETS.register("shapes", DataSetEntry(
-    _shapes, frozenset({"img_size", "channels", "split", "num_samples", "seed", "max_shapes", "radius_range"}),
-    channels=3, flips=False, mirror_symmetric=True, splits=SPLITS))
-for _names, _class in ((("image_folder", "ffhq", "celeba", "celebahq"), ImageFolderDataset),
-                       (("lmdb", "churches", "lsun"), LMDBDataset)):
+DATASETS.register(
+    "shapes",
+    DataSetEntry(
+        _shapes,
+        frozenset({"img_size", "channels", "split", "num_samples", "seed", "max_shapes", "radius_range"}),
+        channels=3,
+        flips=False,
+        mirror_symmetric=True,
+        splits=SPLITS,
+    ),
+)
+for _names, _class in (
+    (("image_folder", "ffhq", "celeba", "celebahq"), ImageFolderDataset),
+    (("lmdb", "churches", "lsun"), LMDBDataset),
+):
     for _name in _names:
-        DATASETS.register(_name, DataSetEntry(_stored_images(_class), frozenset({"root_dir", "img_size", "channels"}),
-                                              channels=3, flips=True, mirror_symmetric=True))
+        DATASETS.register(
+            _name,
+            DataSetEntry(
+                _stored_images(_class),
+                frozenset({"root_dir", "img_size", "channels"}),
+                channels=3,
+                flips=True,
+                mirror_symmetric=True,
+            ),
+        )
 for _name in ("mnist", "fashion_mnist"):
-    DATASETS.register(_name, DataSetEntry(_idx, frozenset({"root_dir", "img_size", "channels", "split"}), channels=1,
-                                          flips=False, mirror_symmetric=False, splits=SPLITS))
+    DATASETS.register(
+        _name,
+        DataSetEntry(
+            _idx,
+            frozenset({"root_dir", "img_size", "channels", "split"}),
+            channels=1,
+            flips=False,
+            mirror_symmetric=False,
+            splits=SPLITS,
+        ),
+    )
 
 
 def dataset_entry(data: Any) -> DataSetEntry:
@@ -132,8 +167,9 @@ def dataset_entry(data: Any) -> DataSetEntry:
     try:
         return DATASETS[name]
     except RegistryError:
-        raise DataError(f"data.name={name!r} is not a known dataset; expected one of: "
-                        f"{', '.join(DATASETS.names())}") from None
+        raise DataError(
+            f"data.name={name!r} is not a known dataset; expected one of: {', '.join(DATASETS.names())}"
+        ) from None
 
 
 def build_dataset(data: Any) -> Dataset:
@@ -145,9 +181,13 @@ def build_dataset(data: Any) -> Dataset:
     entry = dataset_entry(data)
     unused = sorted(key for key in set(data.keys()) - entry.keys - LOADER_KEYS if data[key] not in (None, ""))
     if unused:
-        warnings.warn(f"data.{', data.'.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to the "
-                      f"{data.get('name')!r} data set and {'is' if len(unused) == 1 else 'are'} ignored; it reads "
-                      f"{', '.join(sorted(entry.keys))}", DataKeyWarning, stacklevel=2)
+        warnings.warn(
+            f"data.{', data.'.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to the "
+            f"{data.get('name')!r} data set and {'is' if len(unused) == 1 else 'are'} ignored; it reads "
+            f"{', '.join(sorted(entry.keys))}",
+            DataKeyWarning,
+            stacklevel=2,
+        )
     return entry.build(data)
 
 
@@ -161,6 +201,10 @@ def random_flip(data: Any) -> bool:
     if not isinstance(value, (bool, int)) or value not in (0, 1):
         raise DataError(f"data.random_flip must be true or false, got {value!r}")
     if value and not entry.mirror_symmetric:
-        warnings.warn(f"data.random_flip=True mirrors {data.get('name')!r} images, which are not mirror-symmetric; "
-                      "set --config.data.random_flip=false unless that is meant", DataKeyWarning, stacklevel=2)
+        warnings.warn(
+            f"data.random_flip=True mirrors {data.get('name')!r} images, which are not mirror-symmetric; "
+            "set --config.data.random_flip=false unless that is meant",
+            DataKeyWarning,
+            stacklevel=2,
+        )
     return bool(value)

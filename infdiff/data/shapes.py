@@ -93,8 +93,9 @@ class ShapesSample:
     shapes: Tuple[Shape, ...]
 
 
-def random_colour(rng: np.random.Generator, channels: int, value: Tuple[float, float],
-                  saturation: Tuple[float, float]) -> Colour:
+def random_colour(
+    rng: np.random.Generator, channels: int, value: Tuple[float, float], saturation: Tuple[float, float]
+) -> Colour:
     """A random hue with saturation and HSV value in the given ranges; its value alone if greyscale."""
     hue, sat, val = rng.uniform(), rng.uniform(*saturation), rng.uniform(*value)
     return (val,) if channels == 1 else colorsys.hsv_to_rgb(hue, sat, val)
@@ -103,22 +104,37 @@ def random_colour(rng: np.random.Generator, channels: int, value: Tuple[float, f
 def random_background(rng: np.random.Generator, channels: int) -> Background:
     """A muted two-colour gradient with a faint wave."""
     colours = tuple(random_colour(rng, channels, BACKGROUND_VALUE, BACKGROUND_SATURATION) for _ in range(2))
-    return Background(colours=colours, angle=rng.uniform(0, 2 * math.pi), amplitude=rng.uniform(*WAVE_AMPLITUDE),
-                      frequency=rng.uniform(*WAVE_FREQUENCY), wave_angle=rng.uniform(0, 2 * math.pi),
-                      phase=rng.uniform(0, 2 * math.pi))
+    return Background(
+        colours=colours,
+        angle=rng.uniform(0, 2 * math.pi),
+        amplitude=rng.uniform(*WAVE_AMPLITUDE),
+        frequency=rng.uniform(*WAVE_FREQUENCY),
+        wave_angle=rng.uniform(0, 2 * math.pi),
+        phase=rng.uniform(0, 2 * math.pi),
+    )
 
 
-def random_shape(rng: np.random.Generator, channels: int,
-                 radius_range: Tuple[float, float] = RADIUS_RANGE) -> Shape:
+def random_shape(rng: np.random.Generator, channels: int, radius_range: Tuple[float, float] = RADIUS_RANGE) -> Shape:
     """A bright shape of a random kind, size (radius uniform in ``radius_range``), position and rotation."""
     kind = KINDS[rng.integers(len(KINDS))]
-    return Shape(kind=kind, centre=(rng.uniform(*CENTRE_RANGE), rng.uniform(*CENTRE_RANGE)),
-                 radius=rng.uniform(*radius_range), ratio=rng.uniform(*RATIO_RANGE[kind]),
-                 angle=rng.uniform(0, 2 * math.pi), colour=random_colour(rng, channels, SHAPE_VALUE, SHAPE_SATURATION))
+    return Shape(
+        kind=kind,
+        centre=(rng.uniform(*CENTRE_RANGE), rng.uniform(*CENTRE_RANGE)),
+        radius=rng.uniform(*radius_range),
+        ratio=rng.uniform(*RATIO_RANGE[kind]),
+        angle=rng.uniform(0, 2 * math.pi),
+        colour=random_colour(rng, channels, SHAPE_VALUE, SHAPE_SATURATION),
+    )
 
 
-def sample_params(index: int, seed: int = 0, channels: int = 3, split: str = "train",
-                  max_shapes: int = MAX_SHAPES, radius_range: Tuple[float, float] = RADIUS_RANGE) -> ShapesSample:
+def sample_params(
+    index: int,
+    seed: int = 0,
+    channels: int = 3,
+    split: str = "train",
+    max_shapes: int = MAX_SHAPES,
+    radius_range: Tuple[float, float] = RADIUS_RANGE,
+) -> ShapesSample:
     """The parameters of sample ``index`` of ``seed`` and ``split`` with 1 to ``max_shapes`` shapes.
 
     A pure function of its arguments; ``radius_range`` (fractions of the image side, at most 0.5)
@@ -145,8 +161,9 @@ def background_values(background: Background, u: np.ndarray, v: np.ndarray) -> n
     """The background ``(C, *shape)`` at broadcastable row / column coordinates ``u``, ``v``."""
     spread = abs(math.cos(background.angle)) + abs(math.sin(background.angle))
     t = 0.5 + _projection(background.angle, u, v) / spread  # in [0, 1] over the unit square
-    wave = background.amplitude * np.cos(2 * math.pi * background.frequency
-                                         * _projection(background.wave_angle, u, v) + background.phase)
+    wave = background.amplitude * np.cos(
+        2 * math.pi * background.frequency * _projection(background.wave_angle, u, v) + background.phase
+    )
     start, end = (np.asarray(c, dtype=DTYPE).reshape(-1, 1, 1) for c in background.colours)
     return np.clip(start + t * (end - start) + wave, 0.0, 1.0)
 
@@ -154,7 +171,7 @@ def background_values(background: Background, u: np.ndarray, v: np.ndarray) -> n
 def _annulus(shape: Shape, du: np.ndarray, dv: np.ndarray) -> np.ndarray:
     """Between the radii ``ratio * radius`` and ``radius`` of the centre (a disc when ``ratio`` is 0)."""
     squared = du * du + dv * dv
-    return (squared <= shape.radius ** 2) & (squared >= (shape.ratio * shape.radius) ** 2)
+    return (squared <= shape.radius**2) & (squared >= (shape.ratio * shape.radius) ** 2)
 
 
 def _rectangle(shape: Shape, du: np.ndarray, dv: np.ndarray) -> np.ndarray:
@@ -174,7 +191,10 @@ def _triangle(shape: Shape, du: np.ndarray, dv: np.ndarray) -> np.ndarray:
 
 
 MASKS: Dict[str, Callable[[Shape, np.ndarray, np.ndarray], np.ndarray]] = {
-    "disc": _annulus, "ring": _annulus, "rectangle": _rectangle, "triangle": _triangle,
+    "disc": _annulus,
+    "ring": _annulus,
+    "rectangle": _rectangle,
+    "triangle": _triangle,
 }
 
 
@@ -217,9 +237,17 @@ class ShapesDataset(Dataset):
     Item ``i`` is :func:`render` of :func:`sample_params` ``(i, seed, channels, split, max_shapes, radius_range)``.
     """
 
-    def __init__(self, size: int, length: int = 50_000, seed: int = 0, channels: int = 3, supersample: int = 4,
-                 split: str = "train", max_shapes: int = MAX_SHAPES,
-                 radius_range: Tuple[float, float] = RADIUS_RANGE):
+    def __init__(
+        self,
+        size: int,
+        length: int = 50_000,
+        seed: int = 0,
+        channels: int = 3,
+        supersample: int = 4,
+        split: str = "train",
+        max_shapes: int = MAX_SHAPES,
+        radius_range: Tuple[float, float] = RADIUS_RANGE,
+    ):
         sample_params(0, seed, channels, split, max_shapes, radius_range)  # validates all but size and length
         self.size, self.length, self.seed = require_int(size, "size"), require_int(length, "length"), int(seed)
         self.channels, self.supersample = check_channels(channels), require_int(supersample, "supersample")
@@ -233,11 +261,15 @@ class ShapesDataset(Dataset):
         """The parameters of sample ``index``."""
         return sample_params(index, self.seed, self.channels, self.split, self.max_shapes, self.radius_range)
 
-    def render_sample(self, index: int, size: Optional[Union[int, Tuple[int, int]]] = None,
-                      supersample: Optional[int] = None) -> torch.Tensor:
+    def render_sample(
+        self, index: int, size: Optional[Union[int, Tuple[int, int]]] = None, supersample: Optional[int] = None
+    ) -> torch.Tensor:
         """Sample ``index`` (unflipped) at any resolution; by default the dataset's size and supersampling."""
-        return render(self.params(index), self.size if size is None else size,
-                      self.supersample if supersample is None else supersample)
+        return render(
+            self.params(index),
+            self.size if size is None else size,
+            self.supersample if supersample is None else supersample,
+        )
 
     def __getitem__(self, index: int) -> torch.Tensor:
         if not 0 <= index < self.length:

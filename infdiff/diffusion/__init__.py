@@ -16,13 +16,45 @@ from infdiff.diffusion.process import PROCESSES, DiffusionProcess, DiscreteDDPM
 from infdiff.diffusion.samplers import SAMPLERS, ddim_invert, sample_ddim, sample_ddpm
 from infdiff.diffusion.schedules import Schedule, beta_schedule, respace
 from infdiff.diffusion.targets import TARGETS, Target, get_target, make_denoiser, noise_from_clean
-from infdiff.diffusion.timesteps import (TIME_DISTRIBUTIONS, LossAwareTimesteps, TimeDistribution, UniformTimes,
-                                         UniformTimesteps)
+from infdiff.diffusion.timesteps import (
+    TIME_DISTRIBUTIONS,
+    LossAwareTimesteps,
+    TimeDistribution,
+    UniformTimes,
+    UniformTimesteps,
+)
 
 __all__ = [
-    "AutoencoderLoss", "DiffusionLoss", "DiffusionProcess", "DiscreteDDPM", "GaussianMollifier", "LOSSES",
-    "LossAwareTimesteps", "NoisePrior", "PRIORS", "PROCESSES", "SAMPLERS", "Schedule", "TARGETS",
-    "TIME_DISTRIBUTIONS", "Target", "TimeDistribution", "UniformTimes", "UniformTimesteps", "WhiteNoise",
-    "beta_schedule", "dct2", "ddim_invert", "denoising_loss", "get_target", "idct2", "make_denoiser",
-    "noise_from_clean", "posterior_mean_variance", "posterior_variance", "respace", "sample_ddim", "sample_ddpm",
+    "AutoencoderLoss",
+    "DiffusionLoss",
+    "DiffusionProcess",
+    "DiscreteDDPM",
+    "GaussianMollifier",
+    "LOSSES",
+    "LossAwareTimesteps",
+    "NoisePrior",
+    "PRIORS",
+    "PROCESSES",
+    "SAMPLERS",
+    "Schedule",
+    "TARGETS",
+    "TIME_DISTRIBUTIONS",
+    "Target",
+    "TimeDistribution",
+    "UniformTimes",
+    "UniformTimesteps",
+    "WhiteNoise",
+    "beta_schedule",
+    "dct2",
+    "ddim_invert",
+    "denoising_loss",
+    "get_target",
+    "idct2",
+    "make_denoiser",
+    "noise_from_clean",
+    "posterior_mean_variance",
+    "posterior_variance",
+    "respace",
+    "sample_ddim",
+    "sample_ddpm",
 ]

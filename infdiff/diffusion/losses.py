@@ -31,9 +31,16 @@ POINTWISE_LOSSES: Dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 }
 
 
-def denoising_loss(process: DiffusionProcess, model_fn: ModelFn, x0: torch.Tensor, t: torch.Tensor,
-                   white: torch.Tensor, index: Optional[torch.Tensor] = None,
-                   target: Union[str, Target] = "mollified_epsilon", pointwise: str = "mse") -> torch.Tensor:
+def denoising_loss(
+    process: DiffusionProcess,
+    model_fn: ModelFn,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    white: torch.Tensor,
+    index: Optional[torch.Tensor] = None,
+    target: Union[str, Target] = "mollified_epsilon",
+    pointwise: str = "mse",
+) -> torch.Tensor:
     """Per-example loss ``(B,)``: ``mean_{n, c} ℓ(model_fn(x_t|_S, s), target|_S)`` for given ``t``, ``ξ``, ``S``.
 
     ∞-Diff (Bond-Taylor & Willcocks 2024) trains on a random subset ``S`` of coordinates: the
@@ -50,14 +57,17 @@ def denoising_loss(process: DiffusionProcess, model_fn: ModelFn, x0: torch.Tenso
     wanted = spec.training_target(process, x0, white, t)
     if index is not None:
         if x0.dim() != 4 or index.dim() != 2 or index.shape[0] != x0.shape[0]:
-            raise ValueError(f"with an index, x0 must be (B, C, H, W) and index (B, N); got x0 {tuple(x0.shape)} "
-                             f"and index {tuple(index.shape)}")
+            raise ValueError(
+                f"with an index, x0 must be (B, C, H, W) and index (B, N); got x0 {tuple(x0.shape)} "
+                f"and index {tuple(index.shape)}"
+            )
         x_t, wanted = SparseImage.from_dense(x_t, index), gather_pixels(wanted, index)
     out = model_fn(x_t, process.model_time(t))
     out = out.values if isinstance(out, SparseImage) else out
     if out.shape != wanted.shape:
-        raise ValueError(f"model output shape {tuple(out.shape)} must equal the {spec.name} target shape "
-                         f"{tuple(wanted.shape)}")
+        raise ValueError(
+            f"model output shape {tuple(out.shape)} must equal the {spec.name} target shape {tuple(wanted.shape)}"
+        )
     dtype = torch.promote_types(torch.promote_types(out.dtype, wanted.dtype), torch.float32)
     return POINTWISE_LOSSES[pointwise](out.to(dtype), wanted.to(dtype)).flatten(1).mean(1)
 
@@ -73,8 +83,9 @@ def _check_points(points: Optional[int], train_size: Optional[Size], name: str) 
     return points
 
 
-def subset_index(x0: torch.Tensor, points: Optional[int], subset: str,
-                 generator: Optional[torch.Generator] = None) -> Optional[torch.Tensor]:
+def subset_index(
+    x0: torch.Tensor, points: Optional[int], subset: str, generator: Optional[torch.Generator] = None
+) -> Optional[torch.Tensor]:
     """Flat ids ``(B, points)`` of a fresh random subset of each image, or ``None`` when ``points``
     covers every pixel (the networks then run their dense paths: the same operators)."""
     size = tuple(x0.shape[-2:])
@@ -98,9 +109,16 @@ class DiffusionLoss:
         train_size: the training grid, to check ``points`` against before training starts.
     """
 
-    def __init__(self, process: DiffusionProcess, target: str = "mollified_epsilon", pointwise: str = "mse",
-                 timesteps: str = "uniform", points: Optional[int] = None, subset: str = "uniform",
-                 train_size: Optional[Size] = None):
+    def __init__(
+        self,
+        process: DiffusionProcess,
+        target: str = "mollified_epsilon",
+        pointwise: str = "mse",
+        timesteps: str = "uniform",
+        points: Optional[int] = None,
+        subset: str = "uniform",
+        train_size: Optional[Size] = None,
+    ):
         if pointwise not in POINTWISE_LOSSES:
             raise ValueError(f"pointwise={pointwise!r}: expected one of {sorted(POINTWISE_LOSSES)}")
         self.process, self.target, self.pointwise = process, get_target(target), pointwise
@@ -108,8 +126,9 @@ class DiffusionLoss:
         self.points, self.subset = _check_points(points, train_size, "points"), subset
         SUBSETS[subset]
 
-    def __call__(self, model: Callable, batch: torch.Tensor, generator: Optional[torch.Generator] = None,
-                 **conditioning) -> Dict[str, torch.Tensor]:
+    def __call__(
+        self, model: Callable, batch: torch.Tensor, generator: Optional[torch.Generator] = None, **conditioning
+    ) -> Dict[str, torch.Tensor]:
         """Per-example ``loss`` (importance-weighted), ``diffusion`` (unweighted), and whatever the model
         reports: a model may return ``(prediction, {name: (B,) tensor})``."""
         t, weights = self.times.sample(batch.shape[0], generator, batch.device)
@@ -145,9 +164,18 @@ class AutoencoderLoss(DiffusionLoss):
     ``points`` (``None``: every pixel, its dense path).  Other arguments are :class:`DiffusionLoss`'s.
     """
 
-    def __init__(self, process: DiffusionProcess, target: str = "mollified_epsilon", pointwise: str = "mse",
-                 timesteps: str = "uniform", points: Optional[int] = None, subset: str = "uniform",
-                 train_size: Optional[Size] = None, encoder_points: Optional[int] = None, kl_weight: float = 0.0):
+    def __init__(
+        self,
+        process: DiffusionProcess,
+        target: str = "mollified_epsilon",
+        pointwise: str = "mse",
+        timesteps: str = "uniform",
+        points: Optional[int] = None,
+        subset: str = "uniform",
+        train_size: Optional[Size] = None,
+        encoder_points: Optional[int] = None,
+        kl_weight: float = 0.0,
+    ):
         super().__init__(process, target, pointwise, timesteps, points, subset, train_size)
         if not kl_weight >= 0:
             raise ValueError(f"kl_weight={kl_weight!r}: expected a weight >= 0")

@@ -39,8 +39,9 @@ def posterior_variance(process: DiffusionProcess, t: float, s: float, variance: 
     return transition * var_s / var_t if variance == "fixed_small" else transition
 
 
-def posterior_mean_variance(process: DiffusionProcess, t: float, s: float, y0: torch.Tensor, y_t: torch.Tensor,
-                            variance: str = "fixed_small") -> Tuple[torch.Tensor, float]:
+def posterior_mean_variance(
+    process: DiffusionProcess, t: float, s: float, y0: torch.Tensor, y_t: torch.Tensor, variance: str = "fixed_small"
+) -> Tuple[torch.Tensor, float]:
     """Mean and variance (a float: the squared coefficient of fresh prior noise) of ``q(x_s | x_t, ŷ_0)``."""
     spread = posterior_variance(process, t, s, variance)
     a, transition, var_s, var_t = _transition(process, t, s)

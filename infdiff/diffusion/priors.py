@@ -40,9 +40,14 @@ def white_noise_std(shape: Sequence[int], train_size: Optional[Size]) -> float:
     return white_noise_scale(tuple(shape[-2:]), train_size)
 
 
-def draw_white_noise(shape: Sequence[int], train_size: Optional[Size], noise_grid: Optional[Size],
-                     generator: Optional[torch.Generator] = None, device: Device = None,
-                     dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+def draw_white_noise(
+    shape: Sequence[int],
+    train_size: Optional[Size],
+    noise_grid: Optional[Size],
+    generator: Optional[torch.Generator] = None,
+    device: Device = None,
+    dtype: Optional[torch.dtype] = None,
+) -> torch.Tensor:
     """White noise ``ξ`` of ``shape`` with the per-pixel standard deviation :func:`white_noise_std`.
 
     With ``noise_grid = (rH, rW)`` for integers ``r`` the noise is drawn on that grid and each
@@ -54,8 +59,10 @@ def draw_white_noise(shape: Sequence[int], train_size: Optional[Size], noise_gri
     draw_shape = shape
     if noise_grid is not None:
         if len(shape) < 2 or any(fine % n for fine, n in zip(noise_grid, shape[-2:])):
-            raise ValueError(f"noise_grid {noise_grid} must be an integer multiple of the sampled grid "
-                             f"{shape[-2:]} (shape {shape}); choose a common multiple of every sampling size")
+            raise ValueError(
+                f"noise_grid {noise_grid} must be an integer multiple of the sampled grid "
+                f"{shape[-2:]} (shape {shape}); choose a common multiple of every sampling size"
+            )
         draw_shape = (*shape[:-2], *noise_grid)
     noise = torch.randn(draw_shape, generator=generator, device=device, dtype=dtype)
     noise = noise * white_noise_std(draw_shape, train_size)
@@ -106,13 +113,23 @@ class NoisePrior(abc.ABC):
         """This prior with every white noise drawn on ``noise_grid`` and averaged down."""
         return dataclasses.replace(self, noise_grid=noise_grid)
 
-    def white_noise(self, shape: Sequence[int], generator: Optional[torch.Generator] = None, device: Device = None,
-                    dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    def white_noise(
+        self,
+        shape: Sequence[int],
+        generator: Optional[torch.Generator] = None,
+        device: Device = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> torch.Tensor:
         """White noise ``ξ`` of ``shape``, scaled for its grid (:func:`draw_white_noise`)."""
         return draw_white_noise(shape, self.train_size, self.noise_grid, generator, device, dtype)
 
-    def sample(self, shape: Sequence[int], generator: Optional[torch.Generator] = None, device: Device = None,
-               dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    def sample(
+        self,
+        shape: Sequence[int],
+        generator: Optional[torch.Generator] = None,
+        device: Device = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> torch.Tensor:
         """A draw ``η = C^{1/2} ξ`` of ``shape``."""
         return self.apply_sqrt_cov(self.white_noise(shape, generator, device, dtype))
 
@@ -120,8 +137,13 @@ class NoisePrior(abc.ABC):
         """A draw with the shape, device and dtype of ``x``."""
         return self.sample(x.shape, generator, x.device, x.dtype)
 
-    def sample_at(self, points: SparseImage, channels: int, generator: Optional[torch.Generator] = None,
-                  dtype: Optional[torch.dtype] = None) -> SparseImage:
+    def sample_at(
+        self,
+        points: SparseImage,
+        channels: int,
+        generator: Optional[torch.Generator] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> SparseImage:
         """The field of a draw at the pixels of ``points`` (``channels`` values each).
 
         The field is drawn on the whole grid of ``points`` and read at its pixels, which is exact
@@ -149,13 +171,17 @@ class WhiteNoise(NoisePrior):
     def apply_inverse_sqrt_cov(self, x: torch.Tensor, inv_snr: Optional[float] = None) -> torch.Tensor:
         return x
 
-    def sample_at(self, points: SparseImage, channels: int, generator: Optional[torch.Generator] = None,
-                  dtype: Optional[torch.dtype] = None) -> SparseImage:
+    def sample_at(
+        self,
+        points: SparseImage,
+        channels: int,
+        generator: Optional[torch.Generator] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> SparseImage:
         """Independent values at the pixels, with the grid's per-pixel scale (drawn on the whole grid
         only with a ``noise_grid``, whose cell averages couple the pixels of a block)."""
         if self.noise_grid is not None:
             return super().sample_at(points, channels, generator, dtype)
         shape = (points.batch, points.num_points, channels)
-        values = torch.randn(shape, generator=generator, device=points.index.device,
-                             dtype=dtype or points.values.dtype)
+        values = torch.randn(shape, generator=generator, device=points.index.device, dtype=dtype or points.values.dtype)
         return points.with_values(values * self.noise_scale(points.size))

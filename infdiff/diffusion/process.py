@@ -93,8 +93,13 @@ class DiffusionProcess(abc.ABC):
         states, ∞-Diff's Wiener filter), for display and scoring."""
         return self.prior.apply_inverse_sqrt_cov(y0) if self.mollified_states else y0
 
-    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, white: Optional[torch.Tensor] = None,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def q_sample(
+        self,
+        x0: torch.Tensor,
+        t: torch.Tensor,
+        white: Optional[torch.Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
         """``x_t = α(t) A x_0 + σ(t) C^{1/2} ξ`` for white noise ``ξ`` (drawn from the prior if omitted).
 
         ``x0`` is ``(B, C, H, W)`` (or ``(B, D)`` for vector data) and ``t`` ``(B,)``.  With mollified
@@ -109,8 +114,13 @@ class DiffusionProcess(abc.ABC):
             return self.prior.apply_sqrt_cov(alpha * x0 + sigma * white)
         return alpha * x0 + sigma * self.prior.apply_sqrt_cov(white)
 
-    def terminal_state(self, shape: Sequence[int], generator: Optional[torch.Generator] = None, device=None,
-                       dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    def terminal_state(
+        self,
+        shape: Sequence[int],
+        generator: Optional[torch.Generator] = None,
+        device=None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> torch.Tensor:
         """A draw of ``x_1`` for data of unit scale: ``sqrt(α(1)² + σ(1)²) η`` (``η`` itself for a VP process)."""
         alpha, sigma = self.levels(1.0)
         return (alpha * alpha + sigma * sigma) ** 0.5 * self.prior.sample(shape, generator, device, dtype)
@@ -141,8 +151,13 @@ class DiscreteDDPM(DiffusionProcess):
     mollified_states: bool = False
 
     @classmethod
-    def named(cls, schedule: str = "cosine", steps: int = 1000, prior: Optional[NoisePrior] = None,
-              mollified_states: bool = False) -> "DiscreteDDPM":
+    def named(
+        cls,
+        schedule: str = "cosine",
+        steps: int = 1000,
+        prior: Optional[NoisePrior] = None,
+        mollified_states: bool = False,
+    ) -> "DiscreteDDPM":
         """The process of a named beta schedule (:func:`~infdiff.diffusion.schedules.beta_schedule`)."""
         return cls(Schedule.named(schedule, steps), prior or WhiteNoise(), mollified_states)
 

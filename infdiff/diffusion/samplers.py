@@ -31,16 +31,24 @@ def _batch_time(t: float, x: torch.Tensor) -> torch.Tensor:
     return torch.full((x.shape[0],), t, dtype=torch.float32, device=x.device)
 
 
-def _descending(process: DiffusionProcess, steps: RespaceSpec, progress: bool, desc: str
-                ) -> Iterator[Tuple[float, float]]:
+def _descending(
+    process: DiffusionProcess, steps: RespaceSpec, progress: bool, desc: str
+) -> Iterator[Tuple[float, float]]:
     """Consecutive pairs ``(t, s)`` of the sampling times followed by 0, with an optional progress bar."""
     times: List[float] = [*process.sampling_times(steps), 0.0]
     pairs = list(zip(times[:-1], times[1:]))
     return iter(tqdm(pairs, desc=desc, disable=None if progress else True))
 
 
-def _ddim_move(process: DiffusionProcess, x: torch.Tensor, y0: torch.Tensor, t: float, s: float,
-               stochastic: float = 0.0, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+def _ddim_move(
+    process: DiffusionProcess,
+    x: torch.Tensor,
+    y0: torch.Tensor,
+    t: float,
+    s: float,
+    stochastic: float = 0.0,
+    noise: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """``α_s ŷ_0 + sqrt(σ_s² - ς²) η̂ + ς z`` with ``η̂ = (x - α_t ŷ_0) / σ_t`` (Song et al. 2021, eq. 12)."""
     alpha_t, sigma_t = process.levels(t)
     alpha_s, sigma_s = process.levels(s)
@@ -50,9 +58,15 @@ def _ddim_move(process: DiffusionProcess, x: torch.Tensor, y0: torch.Tensor, t: 
 
 
 @torch.no_grad()
-def sample_ddpm(denoise_fn: DenoiseFn, x_T: torch.Tensor, process: DiffusionProcess, steps: RespaceSpec = 1000,
-                variance: str = "fixed_small", generator: Optional[torch.Generator] = None,
-                progress: bool = False) -> torch.Tensor:
+def sample_ddpm(
+    denoise_fn: DenoiseFn,
+    x_T: torch.Tensor,
+    process: DiffusionProcess,
+    steps: RespaceSpec = 1000,
+    variance: str = "fixed_small",
+    generator: Optional[torch.Generator] = None,
+    progress: bool = False,
+) -> torch.Tensor:
     """Ancestral sampling ``x_s = μ̃(x_t, ŷ_0) + σ̃ η`` (Ho et al. 2020, Alg. 2) with ``η`` from the prior.
 
     ``μ̃`` and ``σ̃²`` are the posterior of :func:`~infdiff.diffusion.posterior.posterior_mean_variance`
@@ -68,8 +82,15 @@ def sample_ddpm(denoise_fn: DenoiseFn, x_T: torch.Tensor, process: DiffusionProc
 
 
 @torch.no_grad()
-def sample_ddim(denoise_fn: DenoiseFn, x_T: torch.Tensor, process: DiffusionProcess, steps: RespaceSpec = 100,
-                eta: float = 0.0, generator: Optional[torch.Generator] = None, progress: bool = False) -> torch.Tensor:
+def sample_ddim(
+    denoise_fn: DenoiseFn,
+    x_T: torch.Tensor,
+    process: DiffusionProcess,
+    steps: RespaceSpec = 100,
+    eta: float = 0.0,
+    generator: Optional[torch.Generator] = None,
+    progress: bool = False,
+) -> torch.Tensor:
     """DDIM sampling (Song et al. 2021, eq. 12) with ``ς = eta · σ̃`` (the posterior's standard deviation).
 
     ``eta = 0`` is the deterministic probability-flow sampler; ``eta = 1`` matches DDPM's
@@ -87,8 +108,9 @@ def sample_ddim(denoise_fn: DenoiseFn, x_T: torch.Tensor, process: DiffusionProc
 
 
 @torch.no_grad()
-def ddim_invert(denoise_fn: DenoiseFn, y0: torch.Tensor, process: DiffusionProcess, steps: RespaceSpec = 100,
-                progress: bool = False) -> torch.Tensor:
+def ddim_invert(
+    denoise_fn: DenoiseFn, y0: torch.Tensor, process: DiffusionProcess, steps: RespaceSpec = 100, progress: bool = False
+) -> torch.Tensor:
     """Deterministic DDIM encoding of a clean state ``y0`` into ``x`` at the largest sampling time.
 
     The DDIM ODE run forwards (Song et al. 2021, §4.3; the stochastic encoder of DiffAE,

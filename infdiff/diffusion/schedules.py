@@ -53,7 +53,7 @@ def beta_schedule(name: str, steps: int = 1000) -> torch.Tensor:
         return _NAMED_SCHEDULES[name](steps)
     if name.startswith(_CONSTANT_PREFIX):
         try:
-            beta = float(name[len(_CONSTANT_PREFIX):])
+            beta = float(name[len(_CONSTANT_PREFIX) :])
         except ValueError:
             beta = None
         if beta is not None:
@@ -201,7 +201,7 @@ def _kept_positions(size: int, spec: RespaceSpec) -> List[int]:
     if not isinstance(spec, str):
         raise _respace_error(spec)
     if spec.startswith(_DDIM_PREFIX):
-        count = spec[len(_DDIM_PREFIX):]
+        count = spec[len(_DDIM_PREFIX) :]
         if not count.isdigit():
             raise _respace_error(spec)
         return _ddim_strided(size, int(count))

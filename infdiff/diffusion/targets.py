@@ -66,15 +66,13 @@ def _clean_from_v(process: DiffusionProcess, v: Tensor, x_t: Tensor, t: Tensor) 
 
 
 for _target in (
-    Target("mollified_epsilon",
-           lambda process, x0, white, t: process.prior.apply_sqrt_cov(white),
-           clean_from_noise),
-    Target("epsilon",
-           lambda process, x0, white, t: white,
-           lambda process, out, x_t, t: clean_from_noise(process, process.prior.apply_sqrt_cov(out), x_t, t)),
-    Target("x0",
-           lambda process, x0, white, t: x0,
-           lambda process, out, x_t, t: process.clean_state(out)),
+    Target("mollified_epsilon", lambda process, x0, white, t: process.prior.apply_sqrt_cov(white), clean_from_noise),
+    Target(
+        "epsilon",
+        lambda process, x0, white, t: white,
+        lambda process, out, x_t, t: clean_from_noise(process, process.prior.apply_sqrt_cov(out), x_t, t),
+    ),
+    Target("x0", lambda process, x0, white, t: x0, lambda process, out, x_t, t: process.clean_state(out)),
     Target("v", _v_target, _clean_from_v),
 ):
     TARGETS.register(_target.name, _target)
@@ -85,8 +83,9 @@ def get_target(target: Union[str, Target]) -> Target:
     return target if isinstance(target, Target) else TARGETS[target]
 
 
-def make_denoiser(model_fn: ModelFn, process: DiffusionProcess, target: Union[str, Target] = "mollified_epsilon",
-                  clip: bool = True) -> DenoiseFn:
+def make_denoiser(
+    model_fn: ModelFn, process: DiffusionProcess, target: Union[str, Target] = "mollified_epsilon", clip: bool = True
+) -> DenoiseFn:
     """``denoise(x_t, t) -> ŷ_0``: the network's estimate of the clean state at process times ``t``.
 
     ``model_fn(x_t, s)`` is the network closed over any conditioning (latent, coordinates), called

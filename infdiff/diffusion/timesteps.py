@@ -35,8 +35,9 @@ class TimeDistribution(abc.ABC):
     """``sample(batch) -> (t, weights)``; ``update`` records losses; state for exact resumption."""
 
     @abc.abstractmethod
-    def sample(self, batch: int, generator: Optional[torch.Generator] = None,
-               device=None) -> Tuple[torch.Tensor, torch.Tensor]:
+    def sample(
+        self, batch: int, generator: Optional[torch.Generator] = None, device=None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Times ``(batch,)`` (float32) and importance weights ``(batch,)`` (float32) on ``device``.
 
         ``generator``, if given, must live on ``device``.
@@ -141,8 +142,10 @@ class UniformTimes(TimeDistribution):
 
 def _discrete_steps(process, name: str) -> int:
     if process.num_steps is None:
-        raise ValueError(f"the {name!r} training-time distribution needs a discrete process; "
-                         f"{type(process).__name__} has continuous time (use 'uniform')")
+        raise ValueError(
+            f"the {name!r} training-time distribution needs a discrete process; "
+            f"{type(process).__name__} has continuous time (use 'uniform')"
+        )
     return process.num_steps
 
 

@@ -12,7 +12,23 @@ from infdiff.nn.spectral import FourierConv2d, SpectralConv2d, SpectralResample2
 from infdiff.nn.uno import UNO, AttentionBlock, UNOEncoder
 
 __all__ = [
-    "ARCHS", "DiffusionAutoencoder", "sparse_autoencoder", "SparseUNet", "SparseEncoder", "Encoding", "kl_to_standard_normal", "SparseResBlock", "MonteCarloConv",
-    "UNO", "UNOEncoder", "AttentionBlock", "LatentMLP", "FiLM", "TimeEmbedding", "timestep_embedding",
-    "SpectralConv2d", "FourierConv2d", "SpectralResample2d",
+    "ARCHS",
+    "DiffusionAutoencoder",
+    "sparse_autoencoder",
+    "SparseUNet",
+    "SparseEncoder",
+    "Encoding",
+    "kl_to_standard_normal",
+    "SparseResBlock",
+    "MonteCarloConv",
+    "UNO",
+    "UNOEncoder",
+    "AttentionBlock",
+    "LatentMLP",
+    "FiLM",
+    "TimeEmbedding",
+    "timestep_embedding",
+    "SpectralConv2d",
+    "FourierConv2d",
+    "SpectralResample2d",
 ]

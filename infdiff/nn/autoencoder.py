@@ -31,7 +31,7 @@ def _in_builder_terms(error: ValueError) -> ValueError:
     message = str(error)
     name = message.split("=", 1)[0]
     if name in _OWN_NAMES:
-        return ValueError(_OWN_NAMES[name] + message[len(name):])
+        return ValueError(_OWN_NAMES[name] + message[len(name) :])
     if name in _UNO_NAMES:
         return ValueError("uno." + message)
     return error
@@ -63,10 +63,22 @@ class DiffusionAutoencoder(nn.Module):
 
 
 @ARCHS.register("sparse_autoencoder")
-def sparse_autoencoder(channels: int, train_size, nf: int = 64, time_dim: int = 256, num_conv_blocks: int = 3,
-                       kernel_size: int = 7, mlp_mult: int = 2, knn_neighbours: int = 3, uno_res: int = 128,
-                       z_dim: int = 1024, stochastic: bool = False, encoder_pool_size: int = 1,
-                       decoder_z_grid: int = 0, uno: Optional[Mapping[str, Any]] = None) -> DiffusionAutoencoder:
+def sparse_autoencoder(
+    channels: int,
+    train_size,
+    nf: int = 64,
+    time_dim: int = 256,
+    num_conv_blocks: int = 3,
+    kernel_size: int = 7,
+    mlp_mult: int = 2,
+    knn_neighbours: int = 3,
+    uno_res: int = 128,
+    z_dim: int = 1024,
+    stochastic: bool = False,
+    encoder_pool_size: int = 1,
+    decoder_z_grid: int = 0,
+    uno: Optional[Mapping[str, Any]] = None,
+) -> DiffusionAutoencoder:
     """∞-Diff's autoencoder: :class:`SparseEncoder` and :class:`SparseUNet` sharing their sparse front.
 
     Both networks lift to ``nf`` channels, run ``num_conv_blocks`` sparse residual blocks with
@@ -77,12 +89,21 @@ def sparse_autoencoder(channels: int, train_size, nf: int = 64, time_dim: int = 
     ``encoder_pool_size²`` cells, the decoder adds ``z`` on a ``decoder_z_grid²`` map (0: FiLM only).
     """
     uno = dict(uno or {})
-    front = dict(channels=channels, train_size=train_size, nf=nf, num_conv_blocks=num_conv_blocks,
-                 kernel_size=kernel_size, mlp_mult=mlp_mult, knn_neighbours=knn_neighbours, uno_res=uno_res,
-                 uno_channels=uno.get("base_channels", 128))
+    front = dict(
+        channels=channels,
+        train_size=train_size,
+        nf=nf,
+        num_conv_blocks=num_conv_blocks,
+        kernel_size=kernel_size,
+        mlp_mult=mlp_mult,
+        knn_neighbours=knn_neighbours,
+        uno_res=uno_res,
+        uno_channels=uno.get("base_channels", 128),
+    )
     try:
-        encoder = SparseEncoder(z_dim=z_dim, stochastic=stochastic, pool_size=encoder_pool_size,
-                                uno=dict(uno, dropout=0.0), **front)
+        encoder = SparseEncoder(
+            z_dim=z_dim, stochastic=stochastic, pool_size=encoder_pool_size, uno=dict(uno, dropout=0.0), **front
+        )
         decoder = SparseUNet(time_dim=time_dim, z_dim=z_dim, z_grid=decoder_z_grid, uno=uno, **front)
     except ValueError as error:
         raise _in_builder_terms(error) from error

@@ -53,10 +53,23 @@ class SparseUNet(nn.Module):
             ``blocks_per_level``, ``attn_resolutions``, ``dropout``, ...).
     """
 
-    def __init__(self, channels: int = 3, train_size=256, nf: int = 64, time_dim: int = 256,
-                 z_dim: Optional[int] = None, num_conv_blocks: int = 3, kernel_size: int = 7, mlp_mult: int = 2,
-                 knn_neighbours: int = 3, uno_res: int = 128, uno_channels: int = 128,
-                 uno: Optional[Mapping[str, Any]] = None, out_channels: Optional[int] = None, z_grid: int = 0):
+    def __init__(
+        self,
+        channels: int = 3,
+        train_size=256,
+        nf: int = 64,
+        time_dim: int = 256,
+        z_dim: Optional[int] = None,
+        num_conv_blocks: int = 3,
+        kernel_size: int = 7,
+        mlp_mult: int = 2,
+        knn_neighbours: int = 3,
+        uno_res: int = 128,
+        uno_channels: int = 128,
+        uno: Optional[Mapping[str, Any]] = None,
+        out_channels: Optional[int] = None,
+        z_grid: int = 0,
+    ):
         super().__init__()
         if z_grid < 0 or (z_grid and z_dim is None):
             raise ValueError(f"z_grid={z_grid}: must be 0 or a positive side with a latent (z_dim={z_dim})")
@@ -65,14 +78,14 @@ class SparseUNet(nn.Module):
         self.knn_neighbours = knn_neighbours
         self.time_embedding = TimeEmbedding(time_dim, time_dim)
         self.lift = nn.Linear(channels, nf)
-        block = dict(kernel_size=kernel_size, train_size=train_size, time_dim=time_dim, z_dim=z_dim,
-                     mlp_mult=mlp_mult)
+        block = dict(kernel_size=kernel_size, train_size=train_size, time_dim=time_dim, z_dim=z_dim, mlp_mult=mlp_mult)
         self.down = nn.ModuleList(SparseResBlock(nf, **block) for _ in range(num_conv_blocks))
         self.to_grid = nn.Conv2d(nf, uno_channels, 1)
         self.z_grid = z_grid
         self.z_to_grid = nn.Linear(z_dim, uno_channels * z_grid * z_grid) if z_grid else None
-        self.uno = UNO(uno_channels, uno_channels, resolution=uno_res, time_dim=time_dim, z_dim=z_dim,
-                       **dict(uno or {}))
+        self.uno = UNO(
+            uno_channels, uno_channels, resolution=uno_res, time_dim=time_dim, z_dim=z_dim, **dict(uno or {})
+        )
         self.from_grid = nn.Linear(uno_channels, nf)
         self.up = nn.ModuleList(SparseResBlock(nf, skip_channels=nf, **block) for _ in range(num_conv_blocks))
         self.project = nn.Linear(nf, out_channels or channels)

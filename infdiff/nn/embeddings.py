@@ -27,9 +27,7 @@ def _check_embedding_args(dim: int, max_period: float) -> None:
         raise ValueError(f"max_period must exceed 1, got {max_period}")
 
 
-def timestep_embedding(
-    t: Union[torch.Tensor, float], dim: int, max_period: float = 10000.0
-) -> torch.Tensor:
+def timestep_embedding(t: Union[torch.Tensor, float], dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding ``(*t.shape, dim)`` of times ``t`` (any shape, int or float).
 
     The first ``dim // 2`` features are cosines and the next ``dim // 2`` sines, so ``t = 0`` maps to

@@ -49,10 +49,22 @@ class SparseEncoder(nn.Module):
     ``pool_size`` is ``p`` of the module docstring; it must divide the contracted grid's side.
     """
 
-    def __init__(self, channels: int = 3, z_dim: int = 1024, train_size=256, nf: int = 64,
-                 num_conv_blocks: int = 3, kernel_size: int = 7, mlp_mult: int = 2, knn_neighbours: int = 3,
-                 uno_res: int = 128, uno_channels: int = 128, uno: Optional[Mapping[str, Any]] = None,
-                 stochastic: bool = False, pool_size: int = 1):
+    def __init__(
+        self,
+        channels: int = 3,
+        z_dim: int = 1024,
+        train_size=256,
+        nf: int = 64,
+        num_conv_blocks: int = 3,
+        kernel_size: int = 7,
+        mlp_mult: int = 2,
+        knn_neighbours: int = 3,
+        uno_res: int = 128,
+        uno_channels: int = 128,
+        uno: Optional[Mapping[str, Any]] = None,
+        stochastic: bool = False,
+        pool_size: int = 1,
+    ):
         super().__init__()
         self.uno_res = uno_res
         self.knn_neighbours = knn_neighbours
@@ -60,14 +72,17 @@ class SparseEncoder(nn.Module):
         self.lift = nn.Linear(channels, nf)
         self.blocks = nn.ModuleList(
             SparseResBlock(nf, kernel_size=kernel_size, train_size=train_size, mlp_mult=mlp_mult)
-            for _ in range(num_conv_blocks))
+            for _ in range(num_conv_blocks)
+        )
         self.to_grid = nn.Conv2d(nf, uno_channels, 1)
         self.contract = UNOEncoder(uno_channels, resolution=uno_res, **dict(uno or {}))
         contracted = self.contract.out_resolution
         if pool_size < 1 or contracted % pool_size:
             divisors = [d for d in range(1, contracted + 1) if contracted % d == 0]
-            raise ValueError(f"pool_size={pool_size}: must divide the side {contracted} of the contracted grid; "
-                             f"choose one of {divisors}")
+            raise ValueError(
+                f"pool_size={pool_size}: must divide the side {contracted} of the contracted grid; "
+                f"choose one of {divisors}"
+            )
         self.pool_size = pool_size
         self.head = nn.Linear(self.contract.out_channels * pool_size**2, 2 * z_dim if stochastic else z_dim)
 

@@ -52,9 +52,7 @@ class FiLM(nn.Module):
         if time_dim is not None:
             self.time = nn.Sequential(nn.GELU(), nn.Linear(time_dim, 2 * channels))
         if z_dim is not None:
-            self.latent = nn.Sequential(
-                nn.Linear(z_dim, channels), nn.GELU(), nn.Linear(channels, channels)
-            )
+            self.latent = nn.Sequential(nn.Linear(z_dim, channels), nn.GELU(), nn.Linear(channels, channels))
 
     def _per_channel(self, v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """Reshape per-sample channel vectors ``(B, C)`` to broadcast against ``h``."""
@@ -83,10 +81,7 @@ class FiLM(nn.Module):
         self._require("z", self.latent, z)
         channel_dim = -1 if self.channels_last else 1
         if h.shape[channel_dim] != self.channels:
-            raise ValueError(
-                f"FiLM expects {self.channels} channels on dim {channel_dim}, "
-                f"got shape {tuple(h.shape)}"
-            )
+            raise ValueError(f"FiLM expects {self.channels} channels on dim {channel_dim}, got shape {tuple(h.shape)}")
         if self.time is not None:
             scale, shift = self.time(t_emb).chunk(2, dim=-1)
             h = h * (1 + self._per_channel(scale, h)) + self._per_channel(shift, h)

@@ -74,8 +74,7 @@ class LatentMLP(nn.Module):
         self.time = TimeEmbedding(time_dim, time_dim)
         later_in = hidden + z_dim if skip else hidden
         self.layers = nn.ModuleList(
-            LatentMLPLayer(z_dim if i == 0 else later_in, hidden, time_dim, dropout)
-            for i in range(num_layers - 1)
+            LatentMLPLayer(z_dim if i == 0 else later_in, hidden, time_dim, dropout) for i in range(num_layers - 1)
         )
         self.out = nn.Linear(later_in, z_dim)
 

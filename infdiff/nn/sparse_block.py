@@ -23,8 +23,15 @@ from torch import nn
 
 from infdiff.nn.fields import Field, field_values, grid_size, map_values, with_values
 from infdiff.nn.film import FiLM
-from infdiff.ops import (SparseImage, as_size, dense_depthwise_conv, resize_kernel, resized_kernel_size,
-                         resolution_ratio, sparse_depthwise_conv)
+from infdiff.ops import (
+    SparseImage,
+    as_size,
+    dense_depthwise_conv,
+    resize_kernel,
+    resized_kernel_size,
+    resolution_ratio,
+    sparse_depthwise_conv,
+)
 
 
 class MonteCarloConv(nn.Module):
@@ -58,8 +65,16 @@ class MonteCarloConv(nn.Module):
 class SparseResBlock(nn.Module):
     """Residual block ``x + K FiLM(LN x)`` then ``x + MLP(FiLM(LN x))`` (see module docstring)."""
 
-    def __init__(self, channels: int, kernel_size: int, train_size, time_dim: Optional[int] = None,
-                 z_dim: Optional[int] = None, mlp_mult: int = 2, skip_channels: Optional[int] = None):
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int,
+        train_size,
+        time_dim: Optional[int] = None,
+        z_dim: Optional[int] = None,
+        mlp_mult: int = 2,
+        skip_channels: Optional[int] = None,
+    ):
         super().__init__()
         self.skip = nn.Linear(channels + skip_channels, channels) if skip_channels else None
         self.norm1 = nn.LayerNorm(channels)
@@ -67,11 +82,17 @@ class SparseResBlock(nn.Module):
         self.conv = MonteCarloConv(channels, kernel_size, train_size)
         self.norm2 = nn.LayerNorm(channels)
         self.film2 = FiLM(channels, time_dim, z_dim)
-        self.mlp = nn.Sequential(nn.Linear(channels, mlp_mult * channels), nn.GELU(),
-                                 nn.Linear(mlp_mult * channels, channels))
+        self.mlp = nn.Sequential(
+            nn.Linear(channels, mlp_mult * channels), nn.GELU(), nn.Linear(mlp_mult * channels, channels)
+        )
 
-    def forward(self, x: Field, t_emb: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None,
-                skip: Optional[Field] = None) -> Field:
+    def forward(
+        self,
+        x: Field,
+        t_emb: Optional[torch.Tensor] = None,
+        z: Optional[torch.Tensor] = None,
+        skip: Optional[Field] = None,
+    ) -> Field:
         if (skip is None) != (self.skip is None):
             raise ValueError("skip input must be given exactly when the block was built with skip_channels")
         if skip is not None:

@@ -50,9 +50,7 @@ class SpectralConv2d(nn.Module):
         self.out_channels = out_channels
         self.modes = (modes_h, modes_w)
         std = math.sqrt(1.0 / (2 * in_channels))
-        self.weight = nn.Parameter(
-            std * torch.randn(in_channels, out_channels, 2 * modes_h, modes_w, 2)
-        )
+        self.weight = nn.Parameter(std * torch.randn(in_channels, out_channels, 2 * modes_h, modes_w, 2))
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, modes={self.modes}"
@@ -69,9 +67,7 @@ class SpectralConv2d(nn.Module):
         """Apply to ``x`` ``(B, in, H, W)``; the output ``(B, out, H', W')`` is sampled on ``out_size``
         (default ``(H, W)``), i.e. the convolution doubles as band-limited resampling."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"SpectralConv2d expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}"
-            )
+            raise ValueError(f"SpectralConv2d expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
         out_h, out_w = (x.shape[-2], x.shape[-1]) if out_size is None else out_size
         self._check_grid((x.shape[-2], x.shape[-1]), "input")
         self._check_grid((out_h, out_w), "output")

@@ -50,9 +50,7 @@ class GridOps:
         if self.kind not in ("conv", "spectral"):
             raise ValueError(f"conv_type must be 'conv' or 'spectral', got {self.kind!r}")
         if self.kind == "spectral" and (self.modes is None or self.modes < 1):
-            raise ValueError(
-                f"conv_type='spectral' needs a positive int spectral_modes, got {self.modes!r}"
-            )
+            raise ValueError(f"conv_type='spectral' needs a positive int spectral_modes, got {self.modes!r}")
         if self.kind == "conv" and self.modes is not None:
             raise ValueError("spectral_modes only applies to conv_type='spectral'")
 
@@ -132,17 +130,23 @@ def plan_levels(
     if isinstance(blocks_per_level, int):
         blocks_per_level = (blocks_per_level,) * num_levels
     if len(blocks_per_level) != num_levels or any(n < 1 for n in blocks_per_level):
-        raise ValueError(f"blocks_per_level={tuple(blocks_per_level)}: expected a positive int or {num_levels} "
-                         "positive ints (one per level)")
+        raise ValueError(
+            f"blocks_per_level={tuple(blocks_per_level)}: expected a positive int or {num_levels} "
+            "positive ints (one per level)"
+        )
     factor = 2 ** (num_levels - 1)
     if resolution < 1 or resolution % factor:
-        raise ValueError(f"resolution={resolution}: must be a positive multiple of 2^(levels - 1) = {factor} for "
-                         f"{num_levels} levels (channel_mults={tuple(channel_mults)})")
+        raise ValueError(
+            f"resolution={resolution}: must be a positive multiple of 2^(levels - 1) = {factor} for "
+            f"{num_levels} levels (channel_mults={tuple(channel_mults)})"
+        )
     resolutions = [resolution // 2**i for i in range(num_levels)]
     missing = sorted(set(attn_resolutions) - set(resolutions))
     if missing:
-        raise ValueError(f"attn_resolutions={tuple(attn_resolutions)}: {missing} never occur; the levels have sides "
-                         f"{resolutions} (resolution {resolution}, halved per level), choose among them")
+        raise ValueError(
+            f"attn_resolutions={tuple(attn_resolutions)}: {missing} never occur; the levels have sides "
+            f"{resolutions} (resolution {resolution}, halved per level), choose among them"
+        )
     channels = [base_channels * m for m in channel_mults]
     if num_groups < 1:
         raise ValueError(f"num_groups={num_groups}: expected a positive int")
@@ -221,9 +225,7 @@ class ResBlock(nn.Module):
     ``settings.ops`` on a grid of side ``grid``.
     """
 
-    def __init__(
-        self, in_channels: int, out_channels: int, grid: int, dropout: float, settings: BlockSettings
-    ):
+    def __init__(self, in_channels: int, out_channels: int, grid: int, dropout: float, settings: BlockSettings):
         super().__init__()
         self.norm1 = nn.GroupNorm(settings.num_groups, in_channels)
         self.film = FiLM(in_channels, settings.time_dim, settings.z_dim, channels_last=False)
@@ -232,14 +234,10 @@ class ResBlock(nn.Module):
         self.norm2 = nn.GroupNorm(settings.num_groups, out_channels)
         self.conv2 = settings.ops.conv(out_channels, out_channels, grid)
         self.skip = (
-            nn.Conv2d(in_channels, out_channels, kernel_size=1)
-            if in_channels != out_channels
-            else nn.Identity()
+            nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else nn.Identity()
         )
 
-    def forward(
-        self, x: torch.Tensor, t_emb: Optional[torch.Tensor], z: Optional[torch.Tensor]
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t_emb: Optional[torch.Tensor], z: Optional[torch.Tensor]) -> torch.Tensor:
         h = F.gelu(self.film(self.norm1(x), t_emb, z))
         h = self.conv1(self.dropout(h))
         h = self.conv2(F.gelu(self.norm2(h)))
@@ -254,14 +252,10 @@ class LevelBlock(nn.Module):
         super().__init__()
         self.res = ResBlock(in_channels, level.channels, level.resolution, level.dropout, settings)
         self.attn = (
-            AttentionBlock(level.channels, settings.num_groups, settings.head_dim)
-            if level.attention
-            else nn.Identity()
+            AttentionBlock(level.channels, settings.num_groups, settings.head_dim) if level.attention else nn.Identity()
         )
 
-    def forward(
-        self, x: torch.Tensor, t_emb: Optional[torch.Tensor], z: Optional[torch.Tensor]
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t_emb: Optional[torch.Tensor], z: Optional[torch.Tensor]) -> torch.Tensor:
         return self.attn(self.res(x, t_emb, z))
 
 
@@ -281,9 +275,7 @@ class DownPath(nn.Module):
                 channels = level.channels
             self.levels.append(blocks)
             is_last = level.index == len(levels) - 1
-            self.resamples.append(
-                nn.Identity() if is_last else settings.ops.downsample(channels, level.resolution)
-            )
+            self.resamples.append(nn.Identity() if is_last else settings.ops.downsample(channels, level.resolution))
 
     def forward(
         self, x: torch.Tensor, t_emb: Optional[torch.Tensor], z: Optional[torch.Tensor]
@@ -303,13 +295,9 @@ class MiddleBlock(nn.Module):
     def __init__(self, level: LevelSpec, settings: BlockSettings):
         super().__init__()
         self.first = LevelBlock(level.channels, dataclasses.replace(level, attention=True), settings)
-        self.second = ResBlock(
-            level.channels, level.channels, level.resolution, level.dropout, settings
-        )
+        self.second = ResBlock(level.channels, level.channels, level.resolution, level.dropout, settings)
 
-    def forward(
-        self, x: torch.Tensor, t_emb: Optional[torch.Tensor], z: Optional[torch.Tensor]
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t_emb: Optional[torch.Tensor], z: Optional[torch.Tensor]) -> torch.Tensor:
         return self.second(self.first(x, t_emb, z), t_emb, z)
 
 
@@ -330,9 +318,7 @@ class UpPath(nn.Module):
                 channels = level.channels
             self.levels.append(blocks)
             is_first = level.index == 0
-            self.resamples.append(
-                nn.Identity() if is_first else settings.ops.upsample(channels, level.resolution)
-            )
+            self.resamples.append(nn.Identity() if is_first else settings.ops.upsample(channels, level.resolution))
 
     def forward(
         self,
@@ -389,9 +375,7 @@ class UNOEncoder(nn.Module):
             resolution,
             num_groups,
         )
-        self.settings = BlockSettings(
-            GridOps(conv_type, spectral_modes), time_dim, z_dim, num_groups, attn_head_dim
-        )
+        self.settings = BlockSettings(GridOps(conv_type, spectral_modes), time_dim, z_dim, num_groups, attn_head_dim)
         self.in_channels = in_channels
         self.base_channels = base_channels
         self.resolution = resolution
@@ -410,8 +394,7 @@ class UNOEncoder(nn.Module):
         factor = 2 ** (len(self.levels) - 1)
         if x.shape[-2] % factor or x.shape[-1] % factor:
             raise ValueError(
-                f"input grid {x.shape[-2]}x{x.shape[-1]} must be divisible by {factor} "
-                f"for {len(self.levels)} levels"
+                f"input grid {x.shape[-2]}x{x.shape[-1]} must be divisible by {factor} for {len(self.levels)} levels"
             )
 
     def features(
@@ -469,7 +452,8 @@ class UNO(nn.Module):
         self.expanding = UpPath(self.contracting.out_channels, self.contracting.levels, settings)
         top = self.contracting.levels[0].channels
         self.head = nn.Sequential(
-            nn.GroupNorm(settings.num_groups, top), nn.GELU(),
+            nn.GroupNorm(settings.num_groups, top),
+            nn.GELU(),
             settings.ops.conv(top, out_channels, self.contracting.resolution),
         )
 

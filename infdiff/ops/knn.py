@@ -55,9 +55,9 @@ def default_window_radius(k: int, density: float) -> int:
     return max(1, math.ceil(math.sqrt(k / (math.pi * max(density, 1e-6)))) + 1)
 
 
-def knn_grid_search(sparse: SparseImage, grid_size: Size, k: int,
-                    window_radius: Optional[int] = None,
-                    chunk_elements: int = 1 << 24) -> Tuple[torch.Tensor, torch.Tensor]:
+def knn_grid_search(
+    sparse: SparseImage, grid_size: Size, k: int, window_radius: Optional[int] = None, chunk_elements: int = 1 << 24
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` pixels of ``sparse`` nearest to each cell centre of a ``grid_size`` grid.
 
     Returns ``(dist² (B, G, k), ids (B, G, k))`` with ``G = gh * gw`` and ``ids`` positions in
@@ -111,7 +111,7 @@ def _brute_force_fill(sparse, query, k, dist, ids, unproven):
     points = sparse.coords()
     for item in torch.nonzero(unproven.any(1)).flatten().tolist():
         cells = torch.nonzero(unproven[item]).flatten()
-        d, i = knn_brute_force(query[cells].unsqueeze(0), points[item:item + 1], k)
+        d, i = knn_brute_force(query[cells].unsqueeze(0), points[item : item + 1], k)
         dist[item, cells], ids[item, cells] = d[0].to(dist.dtype), i[0]
     return dist, ids
 
@@ -160,4 +160,3 @@ def sample_grid_at_points(grid: torch.Tensor, coords: torch.Tensor) -> torch.Ten
 def grid_to_sparse(grid: torch.Tensor, sparse: SparseImage) -> SparseImage:
     """Values of ``grid`` bilinearly sampled at the pixels of ``sparse``."""
     return sparse.with_values(sample_grid_at_points(grid, sparse.coords()))
-

@@ -34,8 +34,9 @@ KernelSize = Tuple[int, int]
 def kernel_offsets(kernel_size: KernelSize, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Row and column offsets of a ``kh×kw`` window in row-major (``F.conv2d``) order."""
     kh, kw = kernel_size
-    dy, dx = torch.meshgrid(torch.arange(kh, device=device) - kh // 2,
-                            torch.arange(kw, device=device) - kw // 2, indexing="ij")
+    dy, dx = torch.meshgrid(
+        torch.arange(kh, device=device) - kh // 2, torch.arange(kw, device=device) - kw // 2, indexing="ij"
+    )
     return dy.reshape(-1), dx.reshape(-1)
 
 
@@ -108,12 +109,14 @@ class _SparseDepthwiseConv(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             padded = torch.cat((values, values.new_zeros(1, values.shape[1])))
             grad_weight = torch.stack(
-                [(grad_out * padded.index_select(0, table[j])).sum(0) for j in range(table.shape[0])], dim=1)
+                [(grad_out * padded.index_select(0, table[j])).sum(0) for j in range(table.shape[0])], dim=1
+            )
         return grad_values, grad_weight, None
 
 
-def sparse_depthwise_conv(sparse: SparseImage, weight: torch.Tensor,
-                          train_kernel_size: KernelSize | None = None) -> SparseImage:
+def sparse_depthwise_conv(
+    sparse: SparseImage, weight: torch.Tensor, train_kernel_size: KernelSize | None = None
+) -> SparseImage:
     """Normalised depthwise convolution of a sparse image by ``weight`` ``(C, kh, kw)``.
 
     ``train_kernel_size`` (default: the kernel's own size) sets the ``k0²`` of the normaliser.
@@ -128,16 +131,18 @@ def sparse_depthwise_conv(sparse: SparseImage, weight: torch.Tensor,
 
 
 @lru_cache(maxsize=32)
-def _dense_normaliser(size: Size, kernel_size: KernelSize, train_kernel_size: KernelSize,
-                      device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _dense_normaliser(
+    size: Size, kernel_size: KernelSize, train_kernel_size: KernelSize, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
     ones = torch.ones(1, 1, *size, device=device, dtype=dtype)
     window = torch.ones(1, 1, *kernel_size, device=device, dtype=dtype)
     count = F.conv2d(ones, window, padding=(kernel_size[0] // 2, kernel_size[1] // 2))
     return count / (train_kernel_size[0] * train_kernel_size[1])
 
 
-def dense_depthwise_conv(x: torch.Tensor, weight: torch.Tensor,
-                         train_kernel_size: KernelSize | None = None) -> torch.Tensor:
+def dense_depthwise_conv(
+    x: torch.Tensor, weight: torch.Tensor, train_kernel_size: KernelSize | None = None
+) -> torch.Tensor:
     """The same operator on a full grid ``x`` ``(B, C, H, W)`` (every pixel present)."""
     c, kh, kw = _check_weight(weight, x.shape[1])
     train_kernel_size = (kh, kw) if train_kernel_size is None else tuple(train_kernel_size)
@@ -151,8 +156,7 @@ def resize_kernel(weight: torch.Tensor, kernel_size: KernelSize) -> torch.Tensor
     """Bilinearly resample a ``(C, kh, kw)`` kernel to ``kernel_size`` taps over the same support."""
     if tuple(weight.shape[-2:]) == tuple(kernel_size):
         return weight
-    return F.interpolate(weight.unsqueeze(0), size=tuple(kernel_size), mode="bilinear",
-                         align_corners=False).squeeze(0)
+    return F.interpolate(weight.unsqueeze(0), size=tuple(kernel_size), mode="bilinear", align_corners=False).squeeze(0)
 
 
 def _check_weight(weight: torch.Tensor, channels: int) -> Tuple[int, int, int]:

@@ -31,8 +31,9 @@ def _check_count(n: int, size: Size) -> int:
 
 
 @SUBSETS.register("uniform")
-def uniform_subset(batch: int, size: Size, n: int, generator: Optional[torch.Generator] = None,
-                   device=None) -> torch.Tensor:
+def uniform_subset(
+    batch: int, size: Size, n: int, generator: Optional[torch.Generator] = None, device=None
+) -> torch.Tensor:
     """``n`` distinct pixel ids per item, uniformly without replacement; sorted ``(B, n)``."""
     total = _check_count(n, size)
     scores = torch.rand(batch, total, generator=generator, device=device)
@@ -59,8 +60,9 @@ def halton_points(count: int) -> torch.Tensor:
 
 
 @SUBSETS.register("halton")
-def halton_subset(batch: int, size: Size, n: int, generator: Optional[torch.Generator] = None,
-                  device=None) -> torch.Tensor:
+def halton_subset(
+    batch: int, size: Size, n: int, generator: Optional[torch.Generator] = None, device=None
+) -> torch.Tensor:
     """``n`` distinct pixel ids per item from a randomly rotated Halton sequence; sorted ``(B, n)``."""
     total = _check_count(n, size)
     h, w = as_size(size)
@@ -72,7 +74,8 @@ def halton_subset(batch: int, size: Size, n: int, generator: Optional[torch.Gene
     out = []
     for item_ids, scores in zip(ids, fill_scores):
         first = torch.zeros(total, dtype=torch.long).scatter_reduce(
-            0, item_ids, torch.arange(len(item_ids)), reduce="amin", include_self=False)
+            0, item_ids, torch.arange(len(item_ids)), reduce="amin", include_self=False
+        )
         seen = torch.zeros(total, dtype=torch.bool)
         seen[item_ids] = True
         order = torch.where(seen, first.double(), len(item_ids) + scores.double())
@@ -80,7 +83,8 @@ def halton_subset(batch: int, size: Size, n: int, generator: Optional[torch.Gene
     return torch.stack(out).sort(dim=1).values.to(device)
 
 
-def draw_subset(kind: str, batch: int, size: Size, n: int, generator: Optional[torch.Generator] = None,
-                device=None) -> torch.Tensor:
+def draw_subset(
+    kind: str, batch: int, size: Size, n: int, generator: Optional[torch.Generator] = None, device=None
+) -> torch.Tensor:
     """``n`` pixel ids per item from the design named ``kind`` (one of :data:`SUBSETS`)."""
     return SUBSETS[kind](batch, size, n, generator=generator, device=device)

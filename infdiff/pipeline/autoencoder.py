@@ -62,12 +62,26 @@ class TrainedAutoencoder:
         """Deterministic codes ``(B, z_dim)`` of images (the mean for a Gaussian encoder)."""
         return self.model.encode(images, sample=False).mean
 
-    def decode(self, z: torch.Tensor, size: int, sampler: Optional[SamplerSpec] = None,
-               generator: Optional[torch.Generator] = None, noise_size: Optional[int] = None) -> torch.Tensor:
+    def decode(
+        self,
+        z: torch.Tensor,
+        size: int,
+        sampler: Optional[SamplerSpec] = None,
+        generator: Optional[torch.Generator] = None,
+        noise_size: Optional[int] = None,
+    ) -> torch.Tensor:
         """Images ``(B, C, size, size)`` in [-1, 1] from ``z``: :func:`decode_latents` with this run's settings."""
         shape = (z.shape[0], self.model.channels, size, size)
-        return decode_latents(self.model.conditioned_on(z), self.process, self.target, sampler or self.sampler, shape,
-                              generator, z.device, noise_size=noise_size)
+        return decode_latents(
+            self.model.conditioned_on(z),
+            self.process,
+            self.target,
+            sampler or self.sampler,
+            shape,
+            generator,
+            z.device,
+            noise_size=noise_size,
+        )
 
 
 def load_autoencoder(config: ConfigDict, device="cpu", flag: str = "config") -> TrainedAutoencoder:
@@ -83,8 +97,9 @@ def load_autoencoder(config: ConfigDict, device="cpu", flag: str = "config") -> 
     return TrainedAutoencoder.from_config(config, model.to(device).eval(), checkpoint=path, step=state["step"])
 
 
-def image_batches(dataset, flips: bool, config: ConfigDict, settings: TrainSettings, accelerator: Accelerator
-                  ) -> Callable[[int], Iterator[torch.Tensor]]:
+def image_batches(
+    dataset, flips: bool, config: ConfigDict, settings: TrainSettings, accelerator: Accelerator
+) -> Callable[[int], Iterator[torch.Tensor]]:
     """Training batches from ``start_step`` on, on the device; with ``flips``, each image mirrored with
     probability 1/2.
 
@@ -94,8 +109,9 @@ def image_batches(dataset, flips: bool, config: ConfigDict, settings: TrainSetti
     seed, rank = config.run.seed, accelerator.process_index
 
     def batches(start_step: int) -> Iterator[torch.Tensor]:
-        loader = dataset_batches(dataset, settings.batch_size, seed, start_step, rank, accelerator.num_processes,
-                                 config.data.num_workers)
+        loader = dataset_batches(
+            dataset, settings.batch_size, seed, start_step, rank, accelerator.num_processes, config.data.num_workers
+        )
         for step, x in enumerate(loader, start=start_step):
             if flips:
                 x = flip_batch(x, torch.Generator().manual_seed(mixed_seed(seed, step, rank)))
@@ -146,15 +162,21 @@ def autoencoder_stage(config: ConfigDict, accelerator: Accelerator, settings: Tr
     """Stage 1's network, loss, batches and reconstruction pictures (for :func:`run_stage`)."""
     dataset = build_dataset(config.data)
     model = build_autoencoder(config)
-    hooks = Hooks(visualize=reconstruction_hook(dataset, config, settings, run_dir, accelerator.device)
-                  if accelerator.is_main_process else None)
+    hooks = Hooks(
+        visualize=reconstruction_hook(dataset, config, settings, run_dir, accelerator.device)
+        if accelerator.is_main_process
+        else None
+    )
     loss = build_loss(config, build_process(config))
     flips = random_flip(config.data)
-    data = (f"{config.data.name}, {len(dataset)} images of {data_channels(config.data)}×{config.data.img_size}²"
-            f" ({'random flips' if flips else 'no flips'}); the loss sees {config.loss.points or 'every'} and the "
-            f"encoder {config.loss.encoder_points or 'every'} of {config.data.img_size ** 2} pixels")
-    return Stage(model, loss, image_batches(dataset, flips, config, settings, accelerator), hooks,
-                 summary={"data": data})
+    data = (
+        f"{config.data.name}, {len(dataset)} images of {data_channels(config.data)}×{config.data.img_size}²"
+        f" ({'random flips' if flips else 'no flips'}); the loss sees {config.loss.points or 'every'} and the "
+        f"encoder {config.loss.encoder_points or 'every'} of {config.data.img_size**2} pixels"
+    )
+    return Stage(
+        model, loss, image_batches(dataset, flips, config, settings, accelerator), hooks, summary={"data": data}
+    )
 
 
 def train_autoencoder(config: ConfigDict) -> Path:

@@ -48,8 +48,7 @@ def _keyed(path: str, keys, error: Exception, kind: str, name: str) -> ConfigErr
     return ConfigError(f"{path} ({kind} {name!r}): {message}")
 
 
-def build_section(registry: Registry, section: Mapping[str, Any], path: str, name_key: str = "name",
-                  **derived) -> Any:
+def build_section(registry: Registry, section: Mapping[str, Any], path: str, name_key: str = "name", **derived) -> Any:
     """``registry[section[name_key]](**rest of section, **derived)`` with config-level errors.
 
     ``derived`` holds what the stage computes; an entry gets those of them it takes.
@@ -64,9 +63,12 @@ def build_section(registry: Registry, section: Mapping[str, Any], path: str, nam
     if accepted is not None:
         ignored = sorted(set(kwargs) - accepted)
         if ignored:
-            warnings.warn(f"{', '.join(f'{path}.{key}' for key in ignored)}: not taken by {registry.kind} {name!r} "
-                          f"(ignored); it takes {', '.join(sorted(accepted - set(derived)))}", ConfigKeyWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"{', '.join(f'{path}.{key}' for key in ignored)}: not taken by {registry.kind} {name!r} "
+                f"(ignored); it takes {', '.join(sorted(accepted - set(derived)))}",
+                ConfigKeyWarning,
+                stacklevel=2,
+            )
             kwargs = {key: value for key, value in kwargs.items() if key in accepted}
         derived = {key: value for key, value in derived.items() if key in accepted}
     try:
@@ -109,8 +111,9 @@ class SamplerSpec:
     options: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_section(cls, section: Mapping[str, Any], path: str = "sampler", name: Optional[str] = None,
-                     steps: Any = None) -> "SamplerSpec":
+    def from_section(
+        cls, section: Mapping[str, Any], path: str = "sampler", name: Optional[str] = None, steps: Any = None
+    ) -> "SamplerSpec":
         """The ``sampler`` section, with ``name`` / ``steps`` replaced when given (command-line flags);
         options the chosen sampler does not take are dropped (with a warning if its own name was kept)."""
         chosen = name or section["name"]
@@ -122,13 +125,26 @@ class SamplerSpec:
         options = {key: _plain(value) for key, value in section.items() if key not in ("name", "steps")}
         ignored = sorted(set(options) - accepted)
         if ignored and chosen == section["name"]:
-            warnings.warn(f"{', '.join(f'{path}.{key}' for key in ignored)}: not taken by sampler {chosen!r} "
-                          "(ignored)", ConfigKeyWarning, stacklevel=2)
-        return cls(chosen, section["steps"] if steps is None else steps,
-                   {key: value for key, value in options.items() if key in accepted})
+            warnings.warn(
+                f"{', '.join(f'{path}.{key}' for key in ignored)}: not taken by sampler {chosen!r} (ignored)",
+                ConfigKeyWarning,
+                stacklevel=2,
+            )
+        return cls(
+            chosen,
+            section["steps"] if steps is None else steps,
+            {key: value for key, value in options.items() if key in accepted},
+        )
 
-    def __call__(self, denoise, x_T: torch.Tensor, process: DiffusionProcess,
-                 generator: Optional[torch.Generator] = None, progress: bool = False) -> torch.Tensor:
+    def __call__(
+        self,
+        denoise,
+        x_T: torch.Tensor,
+        process: DiffusionProcess,
+        generator: Optional[torch.Generator] = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
         """Run the sampler from ``x_T``; returns the final clean state."""
-        return SAMPLERS[self.name](denoise, x_T, process, self.steps, generator=generator, progress=progress,
-                                   **self.options)
+        return SAMPLERS[self.name](
+            denoise, x_T, process, self.steps, generator=generator, progress=progress, **self.options
+        )

@@ -24,14 +24,21 @@ STAGE_SCRIPTS = {"stage1": "train_inf_ae_diffusion.py", "stage2": "train_latent_
 
 def add_sampler_option(parser: argparse.ArgumentParser, default: Optional[str] = None) -> None:
     """``--sampler NAME`` with the registered samplers as choices (default: the config's)."""
-    parser.add_argument("--sampler", choices=SAMPLERS.names(), default=default,
-                        help="decoder sampler (default: the stage-1 config's sampler.name)" if default is None
-                        else "decoder sampler")
+    parser.add_argument(
+        "--sampler",
+        choices=SAMPLERS.names(),
+        default=default,
+        help="decoder sampler (default: the stage-1 config's sampler.name)" if default is None else "decoder sampler",
+    )
 
 
-def parse_command_line(description: str, config_names: Sequence[str], add_options: Optional[Callable] = None,
-                       argv: Optional[Sequence[str]] = None, trained: Optional[Mapping[str, str]] = None
-                       ) -> Tuple[Dict[str, ConfigDict], argparse.Namespace]:
+def parse_command_line(
+    description: str,
+    config_names: Sequence[str],
+    add_options: Optional[Callable] = None,
+    argv: Optional[Sequence[str]] = None,
+    trained: Optional[Mapping[str, str]] = None,
+) -> Tuple[Dict[str, ConfigDict], argparse.Namespace]:
     """Configs named ``config_names`` (``--NAME file.py --NAME.key=value``) and the other options.
 
     ``trained`` maps the names of configs that refer to trained runs to the script that trains
@@ -39,9 +46,11 @@ def parse_command_line(description: str, config_names: Sequence[str], add_option
     program with status 2 and a one-line explanation.
     """
     parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Config flags: " + " ".join(f"--{n} path/to/config.py [--{n}.section.key=value ...]"
-                                           for n in config_names))
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Config flags: "
+        + " ".join(f"--{n} path/to/config.py [--{n}.section.key=value ...]" for n in config_names),
+    )
     if add_options is not None:
         add_options(parser)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -49,8 +58,9 @@ def parse_command_line(description: str, config_names: Sequence[str], add_option
         parser.print_help()
         raise SystemExit(0)
     try:
-        configs, rest, overrides = parse_config_flags(argv, names=config_names, required=config_names,
-                                                      aliases=LEGACY_KEYS)
+        configs, rest, overrides = parse_config_flags(
+            argv, names=config_names, required=config_names, aliases=LEGACY_KEYS
+        )
         for name, script in (trained or {}).items():
             configs[name] = saved_run_config(configs[name], overrides[name], flag=name, script=script)
     except (ConfigError, FileNotFoundError) as error:

@@ -40,8 +40,9 @@ _DATA_SET_KEYS = dict(num_samples=0, seed=0, max_shapes=3, radius_range=(0.12, 0
 
 def _run_section(experiment: str) -> ConfigDict:
     """Where a run lives (``<output_dir>/<experiment>``), its seed, determinism and optional loggers."""
-    return ConfigDict(dict(experiment=experiment, output_dir="runs", seed=0, deterministic=False, tensorboard=False,
-                           wandb_project=""))
+    return ConfigDict(
+        dict(experiment=experiment, output_dir="runs", seed=0, deterministic=False, tensorboard=False, wandb_project="")
+    )
 
 
 def _data_section(dataset: str, img_size: FieldReference) -> ConfigDict:
@@ -54,38 +55,93 @@ def _data_section(dataset: str, img_size: FieldReference) -> ConfigDict:
 
 def _train_section(**specific) -> ConfigDict:
     """Loop settings shared by both stages (clip 1.0, EMA 0.995 every 10 steps), plus ``specific``."""
-    return ConfigDict(dict(grad_clip=1.0, ema_decay=0.995, ema_update_every=10, log_steps=100,
-                           checkpoint_steps=10000, keep_checkpoints=3, **specific))
+    return ConfigDict(
+        dict(
+            grad_clip=1.0,
+            ema_decay=0.995,
+            ema_update_every=10,
+            log_steps=100,
+            checkpoint_steps=10000,
+            keep_checkpoints=3,
+            **specific,
+        )
+    )
 
 
 def _optimizer_section(learning_rate: float, weight_decay: float) -> ConfigDict:
     """Adam(0.9, 0.99) (AdamW when ``weight_decay > 0``), no warm-up, constant rate (``decay_fraction``: the
     fraction of ``train.max_steps`` at the end over which it falls linearly to zero), exploding-step skipping off,
     ``fused``: one update kernel for all parameters instead of a loop over them (the same update)."""
-    return ConfigDict(dict(learning_rate=learning_rate, adam_beta1=0.9, adam_beta2=0.99, weight_decay=weight_decay,
-                           warmup_steps=0, decay_fraction=0.0, gradient_skip=False, gradient_skip_threshold=500.0,
-                           fused=True))
+    return ConfigDict(
+        dict(
+            learning_rate=learning_rate,
+            adam_beta1=0.9,
+            adam_beta2=0.99,
+            weight_decay=weight_decay,
+            warmup_steps=0,
+            decay_fraction=0.0,
+            gradient_skip=False,
+            gradient_skip_threshold=500.0,
+            fused=True,
+        )
+    )
 
 
-def autoencoder_config(dataset: str = "ffhq", img_size: int = 256, experiment: str = "ffhq_mollified_256") -> ConfigDict:
+def autoencoder_config(
+    dataset: str = "ffhq", img_size: int = 256, experiment: str = "ffhq_mollified_256"
+) -> ConfigDict:
     """Stage 1 (diffusion autoencoder) defaults."""
     size = FieldReference(img_size)
     config = ConfigDict()
     config.run = _run_section(experiment)
     config.data = _data_section(dataset, size)
-    config.train = _train_section(batch_size=32, max_steps=1_000_000, mixed_precision="bf16",
-                                  plot_samples_steps=5000, sample_size=8)
-    config.model = ConfigDict(dict(
-        arch="sparse_autoencoder", nf=64, time_dim=256, num_conv_blocks=3, knn_neighbours=3, kernel_size=7,
-        mlp_mult=2, uno_res=size // 2, z_dim=1024, stochastic=False, encoder_pool_size=1, decoder_z_grid=0,
-        uno=ConfigDict(dict(base_channels=128, channel_mults=(1, 2, 4, 8, 8), blocks_per_level=(2, 2, 2, 2, 2),
-                            attn_resolutions=(16, 8), dropout=0.1, dropout_from_resolution=16, conv_type="conv",
-                            spectral_modes=None, num_groups=32, append_coordinates=None))))
+    config.train = _train_section(
+        batch_size=32, max_steps=1_000_000, mixed_precision="bf16", plot_samples_steps=5000, sample_size=8
+    )
+    config.model = ConfigDict(
+        dict(
+            arch="sparse_autoencoder",
+            nf=64,
+            time_dim=256,
+            num_conv_blocks=3,
+            knn_neighbours=3,
+            kernel_size=7,
+            mlp_mult=2,
+            uno_res=size // 2,
+            z_dim=1024,
+            stochastic=False,
+            encoder_pool_size=1,
+            decoder_z_grid=0,
+            uno=ConfigDict(
+                dict(
+                    base_channels=128,
+                    channel_mults=(1, 2, 4, 8, 8),
+                    blocks_per_level=(2, 2, 2, 2, 2),
+                    attn_resolutions=(16, 8),
+                    dropout=0.1,
+                    dropout_from_resolution=16,
+                    conv_type="conv",
+                    spectral_modes=None,
+                    num_groups=32,
+                    append_coordinates=None,
+                )
+            ),
+        )
+    )
     config.prior = ConfigDict(dict(name="mollifier", std=1.0, inv_snr=0.05))
     config.process = ConfigDict(dict(name="ddpm", schedule="cosine", steps=1000, mollified_states=True))
-    config.loss = ConfigDict(dict(name="autoencoder", target="mollified_epsilon", pointwise="mse", timesteps="uniform",
-                                  points=size * size // 4, encoder_points=size * size // 4, subset="uniform",
-                                  kl_weight=1e-4))
+    config.loss = ConfigDict(
+        dict(
+            name="autoencoder",
+            target="mollified_epsilon",
+            pointwise="mse",
+            timesteps="uniform",
+            points=size * size // 4,
+            encoder_points=size * size // 4,
+            subset="uniform",
+            kl_weight=1e-4,
+        )
+    )
     config.sampler = ConfigDict(dict(name="ddim", steps=50, eta=0.0))
     config.optimizer = _optimizer_section(learning_rate=5e-5, weight_decay=0.0)
     return config
@@ -96,10 +152,15 @@ def latent_config(experiment: str = "ffhq_mollified_256_sampler") -> ConfigDict:
     config = ConfigDict()
     config.run = _run_section(experiment)
     config.data = ConfigDict(dict(test_fraction=0.05, encode_batch_size=64, num_workers=4))
-    config.train = _train_section(batch_size=256, max_steps=200_000, mixed_precision="no", eval_steps=1000,
-                                  plot_samples_steps=10000, sample_size=16)
-    config.model = ConfigDict(dict(arch="latent_mlp", hidden=2048, num_layers=10, time_dim=128, dropout=0.0,
-                                   skip=True))
+    config.train = _train_section(
+        batch_size=256,
+        max_steps=200_000,
+        mixed_precision="no",
+        eval_steps=1000,
+        plot_samples_steps=10000,
+        sample_size=16,
+    )
+    config.model = ConfigDict(dict(arch="latent_mlp", hidden=2048, num_layers=10, time_dim=128, dropout=0.0, skip=True))
     config.prior = ConfigDict(dict(name="white"))
     config.process = ConfigDict(dict(name="ddpm", schedule="const0.008", steps=1000, mollified_states=False))
     config.loss = ConfigDict(dict(name="denoising", target="epsilon", pointwise="l1", timesteps="uniform"))
@@ -117,13 +178,35 @@ def cpu_autoencoder_config(dataset: str, img_size: int, experiment: str) -> Conf
     (the error before training names the sides that work)."""
     config = autoencoder_config(dataset, img_size, experiment)
     config.data.num_workers = 0
-    config.train.update(batch_size=16, max_steps=2000, mixed_precision="no", ema_decay=0.99, ema_update_every=1,
-                        log_steps=50, plot_samples_steps=500, checkpoint_steps=500)
+    config.train.update(
+        batch_size=16,
+        max_steps=2000,
+        mixed_precision="no",
+        ema_decay=0.99,
+        ema_update_every=1,
+        log_steps=50,
+        plot_samples_steps=500,
+        checkpoint_steps=500,
+    )
     config.sampler.steps = 25
-    config.model.update(nf=32, time_dim=64, num_conv_blocks=1, kernel_size=5, z_dim=64, encoder_pool_size=4,
-                        decoder_z_grid=4, stochastic=True)
-    config.model.uno.update(base_channels=32, channel_mults=(1, 2), blocks_per_level=(1, 1), attn_resolutions=(8,),
-                            dropout=0.0, num_groups=8)
+    config.model.update(
+        nf=32,
+        time_dim=64,
+        num_conv_blocks=1,
+        kernel_size=5,
+        z_dim=64,
+        encoder_pool_size=4,
+        decoder_z_grid=4,
+        stochastic=True,
+    )
+    config.model.uno.update(
+        base_channels=32,
+        channel_mults=(1, 2),
+        blocks_per_level=(1, 1),
+        attn_resolutions=(8,),
+        dropout=0.0,
+        num_groups=8,
+    )
     size = config.data.get_ref("img_size")
     config.loss.encoder_points = size * size
     config.loss.update(kl_weight=2e-5, target="x0")
@@ -137,8 +220,16 @@ def cpu_latent_config(experiment: str) -> ConfigDict:
     last quarter, 50 sampling steps (measured on the shapes codes: ``configs/shapes_latent_config.py``)."""
     config = latent_config(experiment)
     config.data.num_workers = 0
-    config.train.update(batch_size=128, max_steps=6000, ema_decay=0.99, ema_update_every=1, log_steps=100,
-                        eval_steps=250, plot_samples_steps=6000, checkpoint_steps=500)
+    config.train.update(
+        batch_size=128,
+        max_steps=6000,
+        ema_decay=0.99,
+        ema_update_every=1,
+        log_steps=100,
+        eval_steps=250,
+        plot_samples_steps=6000,
+        checkpoint_steps=500,
+    )
     config.model.update(hidden=256, num_layers=6, time_dim=64)
     config.sampler.steps = 50
     config.optimizer.update(learning_rate=5e-4, weight_decay=0.0, decay_fraction=0.25)

@@ -52,10 +52,18 @@ def decoder_sampler(decoder_config: ConfigDict, sampler: Optional[str], steps: i
     return SamplerSpec.from_section(decoder_config.sampler, "sampler", name=sampler, steps=steps)
 
 
-def generate_samples(latent_config: ConfigDict, decoder_config: ConfigDict, num_samples: int = 16,
-                     sample_img_size: Optional[int] = None, sampling_steps: int = 100, batch_size: int = 16,
-                     seed: int = 0, sampler: Optional[str] = None, out_dir: Optional[Path] = None,
-                     noise_size: Optional[int] = None) -> Generated:
+def generate_samples(
+    latent_config: ConfigDict,
+    decoder_config: ConfigDict,
+    num_samples: int = 16,
+    sample_img_size: Optional[int] = None,
+    sampling_steps: int = 100,
+    batch_size: int = 16,
+    seed: int = 0,
+    sampler: Optional[str] = None,
+    out_dir: Optional[Path] = None,
+    noise_size: Optional[int] = None,
+) -> Generated:
     """Sample latents and decode them at ``sample_img_size`` (default: the training size).
 
     Latent draws depend only on ``seed`` (not on the size), so calls at several sizes with one
@@ -68,8 +76,9 @@ def generate_samples(latent_config: ConfigDict, decoder_config: ConfigDict, num_
     latent = load_latent_model(latent_config).to(device)
     spec = decoder_sampler(decoder_config, sampler, sampling_steps)
     size = sample_img_size or decoder_config.data.img_size
-    out = fresh_directory(Path(out_dir) if out_dir else
-                          run_directory(latent_config) / f"samples_{size}px_{sampling_steps}steps")
+    out = fresh_directory(
+        Path(out_dir) if out_dir else run_directory(latent_config) / f"samples_{size}px_{sampling_steps}steps"
+    )
     images = []
     for start in tqdm(range(0, num_samples, batch_size), desc=f"sampling {size}px", disable=None):
         count = min(batch_size, num_samples - start)
@@ -79,10 +88,20 @@ def generate_samples(latent_config: ConfigDict, decoder_config: ConfigDict, num_
         images.append(batch)
     images = torch.cat(images)
     save_image_grid(images, out / "grid.png")
-    info = dict(kind="samples", num_samples=num_samples, img_size=size, train_img_size=decoder_config.data.img_size,
-                sampling_steps=sampling_steps, sampler=spec.name, latent_sampler=latent.sampler.name,
-                latent_sampling_steps=latent.sampler.steps, seed=seed, noise_size=noise_size,
-                decoder_checkpoint=str(decoder.checkpoint), decoder_step=decoder.step)
+    info = dict(
+        kind="samples",
+        num_samples=num_samples,
+        img_size=size,
+        train_img_size=decoder_config.data.img_size,
+        sampling_steps=sampling_steps,
+        sampler=spec.name,
+        latent_sampler=latent.sampler.name,
+        latent_sampling_steps=latent.sampler.steps,
+        seed=seed,
+        noise_size=noise_size,
+        decoder_checkpoint=str(decoder.checkpoint),
+        decoder_step=decoder.step,
+    )
     atomic_write_text(json.dumps(info, indent=2) + "\n", out / "samples.json")
     return Generated(out, images)
 
@@ -93,14 +112,24 @@ def held_out(data: ConfigDict, split: Optional[str] = None) -> dict:
     if split is None:
         split = "test" if "test" in splits else None
     elif split not in splits:
-        raise ConfigError(f"--split {split}: the {data.name!r} data set has "
-                          + (f"the splits {', '.join(splits)}" if splits else "no splits (point data.root_dir at one)"))
+        raise ConfigError(
+            f"--split {split}: the {data.name!r} data set has "
+            + (f"the splits {', '.join(splits)}" if splits else "no splits (point data.root_dir at one)")
+        )
     return dict(data.to_dict(), **({} if split is None else {"split": split}))
 
 
-def generate_recons(decoder_config: ConfigDict, sizes: Sequence[int], num_images: int = 8, sampling_steps: int = 100,
-                    seed: int = 0, sampler: Optional[str] = None, out_dir: Optional[Path] = None,
-                    noise_size: Optional[int] = None, split: Optional[str] = None) -> Path:
+def generate_recons(
+    decoder_config: ConfigDict,
+    sizes: Sequence[int],
+    num_images: int = 8,
+    sampling_steps: int = 100,
+    seed: int = 0,
+    sampler: Optional[str] = None,
+    out_dir: Optional[Path] = None,
+    noise_size: Optional[int] = None,
+    split: Optional[str] = None,
+) -> Path:
     """Encode the first ``num_images`` images of ``split`` and decode them at every size in ``sizes``.
 
     Each size starts from the same seed; ``noise_size`` (a common multiple of ``sizes``) makes
@@ -129,9 +158,19 @@ def generate_recons(decoder_config: ConfigDict, sizes: Sequence[int], num_images
         errors[f"mse_{size}px"] = float((decoded - reference).square().mean())
     save_resolution_comparison(rows, out / "grid.png")
     exact = hasattr(dataset, "render_sample")
-    info = dict(kind="reconstructions", sizes=list(sizes), num_images=len(images), split=data.get("split"),
-                sampling_steps=sampling_steps, sampler=spec.name, seed=seed, noise_size=noise_size,
-                reference="exact rendering" if exact else "bilinear resampling of the data image",
-                decoder_checkpoint=str(decoder.checkpoint), decoder_step=decoder.step, **errors)
+    info = dict(
+        kind="reconstructions",
+        sizes=list(sizes),
+        num_images=len(images),
+        split=data.get("split"),
+        sampling_steps=sampling_steps,
+        sampler=spec.name,
+        seed=seed,
+        noise_size=noise_size,
+        reference="exact rendering" if exact else "bilinear resampling of the data image",
+        decoder_checkpoint=str(decoder.checkpoint),
+        decoder_step=decoder.step,
+        **errors,
+    )
     atomic_write_text(json.dumps(info, indent=2) + "\n", out / "recons.json")
     return out

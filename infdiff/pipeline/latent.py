@@ -53,19 +53,23 @@ class TrainedLatentModel:
     std: torch.Tensor
 
     @classmethod
-    def from_config(cls, config: ConfigDict, model: nn.Module, mean: torch.Tensor, std: torch.Tensor
-                    ) -> "TrainedLatentModel":
-        return cls(model, build_process(config), config.loss.target, SamplerSpec.from_section(config.sampler), mean,
-                   std)
+    def from_config(
+        cls, config: ConfigDict, model: nn.Module, mean: torch.Tensor, std: torch.Tensor
+    ) -> "TrainedLatentModel":
+        return cls(
+            model, build_process(config), config.loss.target, SamplerSpec.from_section(config.sampler), mean, std
+        )
 
     def to(self, device) -> "TrainedLatentModel":
-        return TrainedLatentModel(self.model.to(device), self.process, self.target, self.sampler, self.mean.to(device),
-                                  self.std.to(device))
+        return TrainedLatentModel(
+            self.model.to(device), self.process, self.target, self.sampler, self.mean.to(device), self.std.to(device)
+        )
 
     def sample(self, count: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """``count`` de-normalised latents."""
-        return sample_latents(self.model, self.process, self.target, self.sampler, count, self.mean, self.std,
-                              generator)
+        return sample_latents(
+            self.model, self.process, self.target, self.sampler, count, self.mean, self.std, generator
+        )
 
 
 def _checkpoint_identity(path: Path) -> dict:
@@ -74,16 +78,16 @@ def _checkpoint_identity(path: Path) -> dict:
 
 
 @torch.no_grad()
-def encode_dataset(autoencoder: TrainedAutoencoder, dataset, batch_size: int, num_workers: int, device
-                   ) -> torch.Tensor:
+def encode_dataset(autoencoder: TrainedAutoencoder, dataset, batch_size: int, num_workers: int, device) -> torch.Tensor:
     """Deterministic latents ``(N, z_dim)`` of every image (the mean for a Gaussian encoder)."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     batches = tqdm(loader, desc="encoding", disable=None)
     return torch.cat([autoencoder.encode(x.to(device)).float().cpu() for x in batches])
 
 
-def cached_latents(latent_config: ConfigDict, decoder_config: ConfigDict, autoencoder: TrainedAutoencoder,
-                   device) -> torch.Tensor:
+def cached_latents(
+    latent_config: ConfigDict, decoder_config: ConfigDict, autoencoder: TrainedAutoencoder, device
+) -> torch.Tensor:
     """Latents of the decoder config's data set, read from ``<run>/latents.pt`` unless that cache was
     written with another checkpoint than ``autoencoder``'s."""
     cache = run_directory(latent_config) / "latents.pt"
@@ -94,8 +98,9 @@ def cached_latents(latent_config: ConfigDict, decoder_config: ConfigDict, autoen
             return stored["latents"]
         tqdm.write(f"{cache} was encoded with another encoder checkpoint; encoding again")
     dataset = build_dataset(decoder_config.data)
-    latents = encode_dataset(autoencoder, dataset, latent_config.data.encode_batch_size,
-                             latent_config.data.num_workers, device)
+    latents = encode_dataset(
+        autoencoder, dataset, latent_config.data.encode_batch_size, latent_config.data.num_workers, device
+    )
     atomic_torch_save({"identity": identity, "latents": latents}, cache)
     return latents
 
@@ -122,15 +127,24 @@ def test_loss_hook(test: torch.Tensor, config: ConfigDict, device):
         generator.manual_seed(config.run.seed)
         t, _ = times.sample(len(test), generator)
         white = process.prior.white_noise(test.shape, generator)
-        loss = denoising_loss(process, ema_model, test.to(device), t.to(device), white.to(device), None,
-                              config.loss.target, config.loss.pointwise)
+        loss = denoising_loss(
+            process,
+            ema_model,
+            test.to(device),
+            t.to(device),
+            white.to(device),
+            None,
+            config.loss.target,
+            config.loss.pointwise,
+        )
         return {"test_loss": float(loss.mean())}
 
     return evaluate
 
 
-def samples_hook(config: ConfigDict, decoder_config: ConfigDict, autoencoder: TrainedAutoencoder, mean, std,
-                 run_dir: Path, device):
+def samples_hook(
+    config: ConfigDict, decoder_config: ConfigDict, autoencoder: TrainedAutoencoder, mean, std, run_dir: Path, device
+):
     """Grids of images decoded (at the training resolution) from latents the EMA model samples."""
     mean, std = mean.to(device), std.to(device)
 
@@ -143,8 +157,9 @@ def samples_hook(config: ConfigDict, decoder_config: ConfigDict, autoencoder: Tr
     return visualize
 
 
-def latent_stage(config: ConfigDict, accelerator: Accelerator, settings: TrainSettings, run_dir: Path,
-                 decoder_config: ConfigDict) -> Stage:
+def latent_stage(
+    config: ConfigDict, accelerator: Accelerator, settings: TrainSettings, run_dir: Path, decoder_config: ConfigDict
+) -> Stage:
     """Stage 2's network, loss, batches over the normalised latents, test loss and sample pictures."""
     autoencoder = load_autoencoder(decoder_config, accelerator.device, flag="decoder_config")
     with accelerator.main_process_first():
@@ -154,23 +169,40 @@ def latent_stage(config: ConfigDict, accelerator: Accelerator, settings: TrainSe
     train, test = (train - mean) / std, (test - mean) / std
     hooks = Hooks()
     if accelerator.is_main_process:
-        hooks = Hooks(evaluate=test_loss_hook(test, config, accelerator.device),
-                      visualize=samples_hook(config, decoder_config, autoencoder, mean, std, run_dir,
-                                             accelerator.device))
-        atomic_write_text(json.dumps({"train": len(train), "test": len(test), "z_dim": latents.shape[1]}) + "\n",
-                          run_dir / "latents.json")
+        hooks = Hooks(
+            evaluate=test_loss_hook(test, config, accelerator.device),
+            visualize=samples_hook(config, decoder_config, autoencoder, mean, std, run_dir, accelerator.device),
+        )
+        atomic_write_text(
+            json.dumps({"train": len(train), "test": len(test), "z_dim": latents.shape[1]}) + "\n",
+            run_dir / "latents.json",
+        )
 
     def batches(start_step: int):
-        for z in tensor_batches(train, settings.batch_size, config.run.seed, start_step,
-                                accelerator.process_index, accelerator.num_processes):
+        for z in tensor_batches(
+            train,
+            settings.batch_size,
+            config.run.seed,
+            start_step,
+            accelerator.process_index,
+            accelerator.num_processes,
+        ):
             yield z.to(accelerator.device)
 
     metadata = {"latent_mean": mean, "latent_std": std, "decoder_checkpoint": str(autoencoder.checkpoint)}
-    summary = {"data": f"{len(train)} + {len(test)} held-out latents of width {latents.shape[1]} from "
-                       f"{autoencoder.checkpoint} (step {autoencoder.step})"}
+    summary = {
+        "data": f"{len(train)} + {len(test)} held-out latents of width {latents.shape[1]} from "
+        f"{autoencoder.checkpoint} (step {autoencoder.step})"
+    }
     set_seed(config.run.seed)  # encoding draws from the global RNG: the run must not depend on whether it ran
-    return Stage(build_latent_model(config, latents.shape[1]), build_loss(config, build_process(config)), batches,
-                 hooks, metadata, summary)
+    return Stage(
+        build_latent_model(config, latents.shape[1]),
+        build_loss(config, build_process(config)),
+        batches,
+        hooks,
+        metadata,
+        summary,
+    )
 
 
 def train_latent(config: ConfigDict, decoder_config: ConfigDict) -> Path:

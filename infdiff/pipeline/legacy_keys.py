@@ -59,9 +59,20 @@ LEGACY_KEYS: Dict[str, str] = {
     "model.kld_weight": "loss.kl_weight",
     "model.time_emb_dim": "model.time_dim",
     "model.stochastic_encoding": "model.stochastic",
-    **{f"model.uno_{name}": f"model.uno.{name}" for name in (
-        "base_channels", "blocks_per_level", "attn_resolutions", "dropout", "dropout_from_resolution",
-        "conv_type", "spectral_modes", "num_groups", "append_coordinates")},
+    **{
+        f"model.uno_{name}": f"model.uno.{name}"
+        for name in (
+            "base_channels",
+            "blocks_per_level",
+            "attn_resolutions",
+            "dropout",
+            "dropout_from_resolution",
+            "conv_type",
+            "spectral_modes",
+            "num_groups",
+            "append_coordinates",
+        )
+    },
     "model.uno_mults": "model.uno.channel_mults",
     "train.plot_sampling_steps": "sampler.steps",
 }

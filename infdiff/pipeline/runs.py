@@ -36,8 +36,9 @@ def write_run_config(config: ConfigDict, run_dir: Path, name: str = CONFIG_FILE)
     return atomic_write_text(config_to_json(config) + "\n", run_dir / name)
 
 
-def load_latest_checkpoint(config: ConfigDict, flag: str = "config", script: str = "train_inf_ae_diffusion.py"
-                           ) -> Tuple[dict, Path]:
+def load_latest_checkpoint(
+    config: ConfigDict, flag: str = "config", script: str = "train_inf_ae_diffusion.py"
+) -> Tuple[dict, Path]:
     """The newest checkpoint of ``config``'s experiment and its path; a clear error when there is none."""
     run_dir = run_directory(config)
     found = CheckpointManager(run_dir / "checkpoints").newest_loadable()
@@ -45,7 +46,8 @@ def load_latest_checkpoint(config: ConfigDict, flag: str = "config", script: str
         raise FileNotFoundError(
             f"no checkpoint for experiment {config.run.experiment!r} (--{flag}.run.experiment) in "
             f"{run_dir / 'checkpoints'}; train it first with `python {script} --{flag} ...` or point "
-            f"--{flag}.run.output_dir / --{flag}.run.experiment at an existing run")
+            f"--{flag}.run.output_dir / --{flag}.run.experiment at an existing run"
+        )
     path, state = found
     return state, path
 
@@ -68,12 +70,19 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 def fixed_differences(given: dict, trained: dict) -> List[str]:
     """``key (given X, trained Y)`` for every fixed key on which two config dicts differ."""
     a, b = _flat(given), _flat(trained)
-    return [f"{key} (given {a.get(key)!r}, trained {b.get(key)!r})" for key in sorted(a.keys() | b.keys())
-            if _is_fixed(key) and a.get(key) != b.get(key)]
+    return [
+        f"{key} (given {a.get(key)!r}, trained {b.get(key)!r})"
+        for key in sorted(a.keys() | b.keys())
+        if _is_fixed(key) and a.get(key) != b.get(key)
+    ]
 
 
-def saved_run_config(config: ConfigDict, overrides: Sequence[Override] = (), flag: str = "config",
-                     script: str = "train_inf_ae_diffusion.py") -> ConfigDict:
+def saved_run_config(
+    config: ConfigDict,
+    overrides: Sequence[Override] = (),
+    flag: str = "config",
+    script: str = "train_inf_ae_diffusion.py",
+) -> ConfigDict:
     """The config saved in the run that ``config`` names, with ``overrides`` ``(key, text)`` applied.
 
     ``config`` (a config file with its overrides) only locates the run (``run.output_dir``,
@@ -84,8 +93,10 @@ def saved_run_config(config: ConfigDict, overrides: Sequence[Override] = (), fla
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         load_latest_checkpoint(config, flag, script)  # the clearer error when the run does not exist
-        raise ConfigError(f"{path} is missing, so the config of experiment {config.run.experiment!r} is unknown; "
-                          f"re-run `python {script} --{flag} ...` once to record it")
+        raise ConfigError(
+            f"{path} is missing, so the config of experiment {config.run.experiment!r} is unknown; "
+            f"re-run `python {script} --{flag} ...` once to record it"
+        )
     saved = ConfigDict(json.loads(path.read_text()))
     saved.run.output_dir, saved.run.experiment = config.run.output_dir, config.run.experiment
     saved.lock()
@@ -98,8 +109,11 @@ def saved_run_config(config: ConfigDict, overrides: Sequence[Override] = (), fla
         if _is_fixed(resolved) and after != before:
             contradicting.append(f"--{flag}.{key}={text} (the run was trained with {resolved}={before!r})")
     if contradicting:
-        raise ConfigError(f"overrides contradict the trained run {run_dir} ({path}): " + "; ".join(contradicting)
-                          + "; drop them, or train a new experiment with them")
+        raise ConfigError(
+            f"overrides contradict the trained run {run_dir} ({path}): "
+            + "; ".join(contradicting)
+            + "; drop them, or train a new experiment with them"
+        )
     ignored = [d for d in fixed_differences(config.to_dict(), saved.to_dict()) if not d.startswith("run.")]
     if ignored:
         tqdm.write(f"using the config saved with {run_dir}; the --{flag} file differs in " + ", ".join(ignored))
@@ -110,5 +124,8 @@ def check_trained_with(config: ConfigDict, state: dict, path: Path, flag: str = 
     """Raise a :class:`ConfigError` naming the fixed keys on which ``config`` and the checkpoint's differ."""
     differences = fixed_differences(config.to_dict(), state["config"])
     if differences:
-        raise ConfigError(f"--{flag} does not match the checkpoint {path} in " + ", ".join(differences)
-                          + "; build it from the run's saved config (infdiff.pipeline.runs.saved_run_config)")
+        raise ConfigError(
+            f"--{flag} does not match the checkpoint {path} in "
+            + ", ".join(differences)
+            + "; build it from the run's saved config (infdiff.pipeline.runs.saved_run_config)"
+        )

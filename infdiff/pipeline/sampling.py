@@ -13,9 +13,17 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
-def decode_latents(model_fn: ModelFn, process: DiffusionProcess, target: str, sampler: SamplerSpec,
-                   shape, generator: Optional[torch.Generator] = None, device=None, progress: bool = False,
-                   noise_size: Optional[int] = None) -> torch.Tensor:
+def decode_latents(
+    model_fn: ModelFn,
+    process: DiffusionProcess,
+    target: str,
+    sampler: SamplerSpec,
+    shape,
+    generator: Optional[torch.Generator] = None,
+    device=None,
+    progress: bool = False,
+    noise_size: Optional[int] = None,
+) -> torch.Tensor:
     """Images ``shape = (B, C, H, W)`` in [-1, 1] from the decoder ``model_fn`` (closed over ``z``) at any size.
 
     The initial state is the prior's noise scaled for the grid (the same noise function at every
@@ -33,9 +41,17 @@ def decode_latents(model_fn: ModelFn, process: DiffusionProcess, target: str, sa
 
 
 @torch.no_grad()
-def sample_latents(model: ModelFn, process: DiffusionProcess, target: str, sampler: SamplerSpec, count: int,
-                   mean: torch.Tensor, std: torch.Tensor, generator: Optional[torch.Generator] = None,
-                   progress: bool = False) -> torch.Tensor:
+def sample_latents(
+    model: ModelFn,
+    process: DiffusionProcess,
+    target: str,
+    sampler: SamplerSpec,
+    count: int,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    generator: Optional[torch.Generator] = None,
+    progress: bool = False,
+) -> torch.Tensor:
     """``count`` latents from the latent DDPM, de-normalised with the data statistics ``mean``/``std``."""
     x_T = process.terminal_state((count, mean.shape[-1]), generator=generator, device=mean.device)
     z = sampler(make_denoiser(model, process, target, clip=False), x_T, process, generator, progress)

@@ -54,20 +54,24 @@ def make_deterministic() -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def _summary(config: ConfigDict, stage: Stage, trainer: Trainer, accelerator: Accelerator, resumed: bool
-             ) -> List[str]:
+def _summary(config: ConfigDict, stage: Stage, trainer: Trainer, accelerator: Accelerator, resumed: bool) -> List[str]:
     parameters = sum(p.numel() for p in stage.model.parameters())
-    device = f"{accelerator.device}" + (f" ({torch.get_num_threads()} threads)" if accelerator.device.type == "cpu"
-                                        else f" ×{accelerator.num_processes}")
+    device = f"{accelerator.device}" + (
+        f" ({torch.get_num_threads()} threads)"
+        if accelerator.device.type == "cpu"
+        else f" ×{accelerator.num_processes}"
+    )
     settings = trainer.settings
     precision = "fp32" if accelerator.mixed_precision == "no" else accelerator.mixed_precision
     kernels = ", deterministic kernels" if config.run.deterministic else ""
-    lines = [f"run {trainer.run_dir}: " + (f"resuming at step {trainer.step}" if resumed else "fresh"),
-             *(f"  {name}: {text}" for name, text in stage.summary.items()),
-             f"  model: {config.model.arch}, {parameters:,} parameters; loss {config.loss.name} "
-             f"(target {config.loss.target}); process {config.process.name}, prior {config.prior.name}",
-             f"  device: {device}, precision {precision}{kernels}; batch {settings.batch_size}, "
-             f"{settings.max_steps} steps, seed {config.run.seed}"]
+    lines = [
+        f"run {trainer.run_dir}: " + (f"resuming at step {trainer.step}" if resumed else "fresh"),
+        *(f"  {name}: {text}" for name, text in stage.summary.items()),
+        f"  model: {config.model.arch}, {parameters:,} parameters; loss {config.loss.name} "
+        f"(target {config.loss.target}); process {config.process.name}, prior {config.prior.name}",
+        f"  device: {device}, precision {precision}{kernels}; batch {settings.batch_size}, "
+        f"{settings.max_steps} steps, seed {config.run.seed}",
+    ]
     return lines
 
 
@@ -82,15 +86,29 @@ def run_stage(config: ConfigDict, build: StageBuilder) -> Path:
     run_dir = run_directory(config)
     stage = build(config, accelerator, settings, run_dir)
     main = accelerator.is_main_process
-    trainer = Trainer(stage.model, stage.loss, settings, optimizer, run_dir, accelerator,
-                      hooks=stage.hooks if main else Hooks(), seed=config.run.seed, record=config.to_dict(),
-                      metadata=stage.metadata)
+    trainer = Trainer(
+        stage.model,
+        stage.loss,
+        settings,
+        optimizer,
+        run_dir,
+        accelerator,
+        hooks=stage.hooks if main else Hooks(),
+        seed=config.run.seed,
+        record=config.to_dict(),
+        metadata=stage.metadata,
+    )
     resumed = trainer.resume()
     if main:
         for line in _summary(config, stage, trainer, accelerator, resumed):
             tqdm.write(line)
         write_run_config(config, run_dir)
-    with RunLogger(run_dir, is_main=main, tensorboard=config.run.tensorboard,
-                   wandb_project=config.run.wandb_project or None, config=config.to_dict()) as logger:
+    with RunLogger(
+        run_dir,
+        is_main=main,
+        tensorboard=config.run.tensorboard,
+        wandb_project=config.run.wandb_project or None,
+        config=config.to_dict(),
+    ) as logger:
         trainer.fit(stage.batches, logger)
     return run_dir

@@ -16,8 +16,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from infdiff.train.rng import mixed_seed
 
 
-def batch_indices(num_samples: int, batch_size: int, seed: int, step: int, rank: int = 0,
-                  world_size: int = 1) -> List[int]:
+def batch_indices(
+    num_samples: int, batch_size: int, seed: int, step: int, rank: int = 0, world_size: int = 1
+) -> List[int]:
     """Dataset indices of this process's share of the global batch at ``step``."""
     per_epoch = num_samples // batch_size
     if per_epoch == 0:
@@ -25,15 +26,16 @@ def batch_indices(num_samples: int, batch_size: int, seed: int, step: int, rank:
     epoch, position = divmod(step, per_epoch)
     generator = torch.Generator().manual_seed(mixed_seed(seed, epoch))
     order = torch.randperm(num_samples, generator=generator)
-    batch = order[position * batch_size:(position + 1) * batch_size]
+    batch = order[position * batch_size : (position + 1) * batch_size]
     return batch[rank::world_size].tolist()
 
 
-class ResumableBatchSampler(Sampler[List[int]]):
+class ResumableBatchOrder(Sampler[List[int]]):
     """Endless batches of :func:`batch_indices` from ``start_step`` on (for a ``DataLoader``)."""
 
-    def __init__(self, num_samples: int, batch_size: int, seed: int, start_step: int = 0, rank: int = 0,
-                 world_size: int = 1):
+    def __init__(
+        self, num_samples: int, batch_size: int, seed: int, start_step: int = 0, rank: int = 0, world_size: int = 1
+    ):
         if batch_size % world_size:
             raise ValueError(f"train.batch_size={batch_size} must be divisible by the {world_size} processes")
         self.args = (num_samples, batch_size, seed)
@@ -46,20 +48,33 @@ class ResumableBatchSampler(Sampler[List[int]]):
             step += 1
 
 
-def dataset_batches(dataset: Dataset, batch_size: int, seed: int, start_step: int, rank: int = 0,
-                    world_size: int = 1, num_workers: int = 0) -> DataLoader:
+def dataset_batches(
+    dataset: Dataset,
+    batch_size: int,
+    seed: int,
+    start_step: int,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 0,
+) -> DataLoader:
     """A ``DataLoader`` yielding this process's batches from ``start_step`` on.
 
     Worker seeds come from a dedicated generator, so creating the loader does not consume the
     global RNG whose state a checkpoint restores.
     """
-    sampler = ResumableBatchSampler(len(dataset), batch_size, seed, start_step, rank, world_size)
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
-                      generator=torch.Generator().manual_seed(seed), persistent_workers=False)
+    order = ResumableBatchOrder(len(dataset), batch_size, seed, start_step, rank, world_size)
+    return DataLoader(
+        dataset,
+        batch_sampler=order,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=False,
+    )
 
 
-def tensor_batches(data: torch.Tensor, batch_size: int, seed: int, start_step: int, rank: int = 0,
-                   world_size: int = 1) -> Iterator[torch.Tensor]:
+def tensor_batches(
+    data: torch.Tensor, batch_size: int, seed: int, start_step: int, rank: int = 0, world_size: int = 1
+) -> Iterator[torch.Tensor]:
     """The same batches drawn directly from an in-memory tensor (e.g. cached latents)."""
-    for indices in ResumableBatchSampler(len(data), batch_size, seed, start_step, rank, world_size):
+    for indices in ResumableBatchOrder(len(data), batch_size, seed, start_step, rank, world_size):
         yield data[indices]

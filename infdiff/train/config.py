@@ -92,8 +92,13 @@ def resolve_key(config: ml_collections.ConfigDict, dotted_key: str, aliases: Opt
     return dotted_key
 
 
-def override(config: ml_collections.ConfigDict, dotted_key: str, text: str, flag: str = "config",
-             aliases: Optional[Aliases] = None):
+def override(
+    config: ml_collections.ConfigDict,
+    dotted_key: str,
+    text: str,
+    flag: str = "config",
+    aliases: Optional[Aliases] = None,
+):
     """Set ``config.<dotted_key>`` (or its alias) from the string ``text``; unknown keys raise :class:`ConfigError`."""
     given, dotted_key = dotted_key, resolve_key(config, dotted_key, aliases)
     *parents, leaf = dotted_key.split(".")
@@ -124,8 +129,12 @@ class ConfigFlags(NamedTuple):
     overrides: Dict[str, List[Override]]
 
 
-def parse_config_flags(argv: Sequence[str], names: Sequence[str] = ("config",), required: Sequence[str] = ("config",),
-                       aliases: Optional[Aliases] = None) -> ConfigFlags:
+def parse_config_flags(
+    argv: Sequence[str],
+    names: Sequence[str] = ("config",),
+    required: Sequence[str] = ("config",),
+    aliases: Optional[Aliases] = None,
+) -> ConfigFlags:
     """Split ``argv`` into configs ``{name: ConfigDict}`` (files + overrides) and remaining arguments.
 
     ``--NAME PATH`` / ``--NAME=PATH`` loads a file; ``--NAME.a.b=V`` / ``--NAME.a.b V`` overrides.

@@ -40,8 +40,9 @@ class EMA:
 
     def __init__(self, model: nn.Module, decay: float = 0.995, update_every: int = 10):
         if not 0.0 <= decay <= 1.0 or update_every < 1:
-            raise ValueError(f"expected 0 <= decay <= 1 and update_every >= 1, got decay={decay}, "
-                             f"update_every={update_every}")
+            raise ValueError(
+                f"expected 0 <= decay <= 1 and update_every >= 1, got decay={decay}, update_every={update_every}"
+            )
         self.decay = decay
         self.update_every = update_every
         self.model = copy.deepcopy(unwrap_model(model)).eval().requires_grad_(False)

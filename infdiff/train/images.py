@@ -57,7 +57,9 @@ def save_images(images: torch.Tensor, directory: PathLike, prefix: str = "", sta
         raise ValueError(f"start_index must be >= 0, got {start_index}")
     directory = Path(directory)
     return [
-        atomic_write_bytes(png_bytes(array_to_pil(image)), directory / f"{prefix}{start_index + i:05d}.png", fsync=False)
+        atomic_write_bytes(
+            png_bytes(array_to_pil(image)), directory / f"{prefix}{start_index + i:05d}.png", fsync=False
+        )
         for i, image in enumerate(to_uint8(images))
     ]
 
@@ -76,9 +78,7 @@ def _label_column(labels: Sequence[str], image_height: int, padding: int, mode: 
     return strip
 
 
-def make_resolution_comparison(
-    rows: Sequence[Tuple[Optional[str], torch.Tensor]], padding: int = 2
-) -> Image.Image:
+def make_resolution_comparison(rows: Sequence[Tuple[Optional[str], torch.Tensor]], padding: int = 2) -> Image.Image:
     """One row per ``(label, images)`` with the same samples at different resolutions, lined up in columns.
 
     Every batch ``(B, C, H_i, W_i)`` must share ``B`` and ``C``; each is upsampled with

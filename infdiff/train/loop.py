@@ -70,8 +70,13 @@ def make_optimizer(model: nn.Module, opt: OptimizerSettings) -> torch.optim.Opti
     (``benchmarks/results/fused_adam_cpu.json``).
     """
     cls = torch.optim.AdamW if opt.weight_decay > 0 else torch.optim.Adam
-    return cls(model.parameters(), lr=opt.learning_rate, betas=(opt.adam_beta1, opt.adam_beta2),
-               weight_decay=opt.weight_decay, fused=bool(opt.fused))
+    return cls(
+        model.parameters(),
+        lr=opt.learning_rate,
+        betas=(opt.adam_beta1, opt.adam_beta2),
+        weight_decay=opt.weight_decay,
+        fused=bool(opt.fused),
+    )
 
 
 def config_differences(old: dict, new: dict, prefix: str = "") -> List[str]:
@@ -93,9 +98,19 @@ class Trainer:
     statistics) are stored in every checkpoint; a resumed run whose ``record`` differs warns.
     """
 
-    def __init__(self, model: nn.Module, loss: Loss, settings: TrainSettings, optimizer: OptimizerSettings,
-                 run_dir: Path, accelerator: Accelerator, hooks: Hooks = Hooks(), seed: int = 0,
-                 record: Optional[dict] = None, metadata: Optional[dict] = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: Loss,
+        settings: TrainSettings,
+        optimizer: OptimizerSettings,
+        run_dir: Path,
+        accelerator: Accelerator,
+        hooks: Hooks = Hooks(),
+        seed: int = 0,
+        record: Optional[dict] = None,
+        metadata: Optional[dict] = None,
+    ):
         self.settings, self.run_dir, self.accelerator = settings, Path(run_dir), accelerator
         self.loss, self.hooks = loss, hooks
         self.record, self.metadata = record or {}, metadata or {}
@@ -106,8 +121,9 @@ class Trainer:
         self.model, self.optimizer = accelerator.prepare(model, optimiser)
         self.ema = EMA(accelerator.unwrap_model(self.model), settings.ema_decay, settings.ema_update_every)
         self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", keep=settings.keep_checkpoints)
-        self.guard = GradientGuard(settings.grad_clip or None, optimizer.skip_threshold,
-                                   skip_nonfinite=accelerator.mixed_precision != "fp16")
+        self.guard = GradientGuard(
+            settings.grad_clip or None, optimizer.skip_threshold, skip_nonfinite=accelerator.mixed_precision != "fp16"
+        )
         self.generator = torch.Generator(device=accelerator.device)
         self.generator.manual_seed(mixed_seed(seed, accelerator.process_index))
         self.step = 0
@@ -143,8 +159,10 @@ class Trainer:
         self.guard.load_state_dict(state["gradient_guard"])
         rng = state["rng"]
         if len(rng) != self.accelerator.num_processes:
-            warnings.warn(f"checkpoint was written by {len(rng)} processes and is resumed by "
-                          f"{self.accelerator.num_processes}: training continues, but not bit-exactly")
+            warnings.warn(
+                f"checkpoint was written by {len(rng)} processes and is resumed by "
+                f"{self.accelerator.num_processes}: training continues, but not bit-exactly"
+            )
         restore_rng_state(rng[self.accelerator.process_index % len(rng)], [self.generator])
         changed = config_differences(state["config"], self.record)
         if changed:
@@ -195,8 +213,13 @@ class Trainer:
         train = self.settings
         window: Dict[str, float] = {}
         window_steps, window_start = 0, time.perf_counter()
-        progress = tqdm(total=train.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
-                        disable=None if self.accelerator.is_main_process else True)
+        progress = tqdm(
+            total=train.max_steps,
+            initial=self.step,
+            desc="train",
+            dynamic_ncols=True,
+            disable=None if self.accelerator.is_main_process else True,
+        )
         with GracefulStop() as stop, progress:
             for batch in batches(self.step):
                 if self.step >= train.max_steps:
@@ -212,8 +235,11 @@ class Trainer:
                 if self.step % train.log_steps == 0 or self.step == train.max_steps:
                     elapsed = time.perf_counter() - window_start
                     logged = {name: value / window_steps for name, value in window.items()}
-                    logged.update(lr=self.scheduler.get_last_lr()[0], step_time=elapsed / window_steps,
-                                  skipped_steps=self.guard.skipped)
+                    logged.update(
+                        lr=self.scheduler.get_last_lr()[0],
+                        step_time=elapsed / window_steps,
+                        skipped_steps=self.guard.skipped,
+                    )
                     logger.log(self.step, logged)
                     window, window_steps, window_start = {}, 0, time.perf_counter()
                 self._periodic(self.step, logger)

@@ -17,8 +17,10 @@ def from_section(cls, section: Mapping[str, Any], name: str):
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(section) - known)
     if unknown:
-        raise ValueError(f"config section {name!r} has keys {unknown} that {cls.__name__} does not take; "
-                         f"its keys are {sorted(known)}")
+        raise ValueError(
+            f"config section {name!r} has keys {unknown} that {cls.__name__} does not take; "
+            f"its keys are {sorted(known)}"
+        )
     return cls(**dict(section))
 
 
@@ -50,7 +52,9 @@ class TrainSettings:
 
     def __post_init__(self):
         if self.mixed_precision not in MIXED_PRECISIONS:
-            raise ValueError(f"train.mixed_precision={self.mixed_precision!r}; expected one of {list(MIXED_PRECISIONS)}")
+            raise ValueError(
+                f"train.mixed_precision={self.mixed_precision!r}; expected one of {list(MIXED_PRECISIONS)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -75,8 +79,10 @@ class OptimizerSettings:
 
     def __post_init__(self):
         if not 0 <= self.decay_fraction <= 1:
-            raise ValueError(f"optimizer.decay_fraction={self.decay_fraction}: expected a fraction of train.max_steps "
-                             "from 0 (constant rate) to 1 (linear decay from the first step)")
+            raise ValueError(
+                f"optimizer.decay_fraction={self.decay_fraction}: expected a fraction of train.max_steps "
+                "from 0 (constant rate) to 1 (linear decay from the first step)"
+            )
 
     @property
     def skip_threshold(self) -> Optional[float]:
