@@ -126,3 +126,21 @@ def test_a_run_prints_what_it_is_before_training_and_plain_lines_when_not_a_term
         timeout=300,
     )
     assert again.stdout.splitlines()[0] == f"run {tmp_path / 'shapes_32'}: resuming at step 4"
+
+
+def test_the_reproducibility_benchmark_compares_fresh_runs(tmp_path):
+    out = tmp_path / "repro.json"
+    tiny = [o for o in TINY_AE if not o.startswith(("train.max_steps", "train.checkpoint_steps", "train.plot"))]
+    config = str(ROOT / "configs" / "shapes_32_config.py")
+    variants = [
+        ["--variant", "first", "1", *tiny],
+        ["--variant", "again", "1", *tiny],
+        ["--variant", "other_seed", "1", *tiny, "run.seed=1"],
+    ]
+    script("benchmarks/reproducibility.py").main(
+        ["--config", config, "--steps", "3", "--out", str(out)] + sum(variants, [])
+    )
+    variants = json.loads(out.read_text())["variants"]
+    assert variants["first"]["bitwise_equal"] and variants["again"]["bitwise_equal"]
+    assert not variants["other_seed"]["bitwise_equal"] and variants["other_seed"]["max_abs_ema_difference"] > 0
+    assert variants["again"]["recon_mse_1x"] == variants["first"]["recon_mse_1x"]
