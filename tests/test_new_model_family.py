@@ -139,26 +139,14 @@ def test_a_toy_sde_and_prior_train_with_the_shared_loop_and_sample_with_the_shar
     model = build_model(config, z_dim=2)
     model.load_state_dict(state["ema"]["model"])
     spec = SamplerSpec.from_section(config.sampler, name=sampler)
-    samples = sample_latents(
-        model.eval(),
-        process,
-        config.loss.target,
-        spec,
-        2000,
-        torch.zeros(2),
-        torch.ones(2),
-        torch.Generator().manual_seed(1),
-    )
-    untrained = sample_latents(
-        build_model(config, z_dim=2).eval(),
-        process,
-        config.loss.target,
-        spec,
-        2000,
-        torch.zeros(2),
-        torch.ones(2),
-        torch.Generator().manual_seed(1),
-    )
+
+    def draw(network):
+        generator = torch.Generator().manual_seed(1)
+        return sample_latents(
+            network.eval(), process, config.loss.target, spec, 2000, torch.zeros(2), torch.ones(2), generator
+        )
+
+    samples, untrained = draw(model), draw(build_model(config, z_dim=2))
     assert near_a_mode(samples) > 0.8 > 0.2 > near_a_mode(untrained)
     left = (samples[:, 0] < 0).float().mean()
     assert 0.35 < left < 0.65, "both modes are sampled"

@@ -28,6 +28,9 @@ from infdiff.registry import Registry
 
 PRIORS = Registry("prior")
 Device = Union[str, torch.device, None]
+Gen = Optional[torch.Generator]
+DType = Optional[torch.dtype]
+Shape = Sequence[int]
 
 
 def white_noise_std(shape: Sequence[int], train_size: Optional[Size]) -> float:
@@ -41,12 +44,12 @@ def white_noise_std(shape: Sequence[int], train_size: Optional[Size]) -> float:
 
 
 def draw_white_noise(
-    shape: Sequence[int],
+    shape: Shape,
     train_size: Optional[Size],
     noise_grid: Optional[Size],
-    generator: Optional[torch.Generator] = None,
+    generator: Gen = None,
     device: Device = None,
-    dtype: Optional[torch.dtype] = None,
+    dtype: DType = None,
 ) -> torch.Tensor:
     """White noise ``ξ`` of ``shape`` with the per-pixel standard deviation :func:`white_noise_std`.
 
@@ -114,22 +117,12 @@ class NoisePrior(abc.ABC):
         return dataclasses.replace(self, noise_grid=noise_grid)
 
     def white_noise(
-        self,
-        shape: Sequence[int],
-        generator: Optional[torch.Generator] = None,
-        device: Device = None,
-        dtype: Optional[torch.dtype] = None,
+        self, shape: Shape, generator: Gen = None, device: Device = None, dtype: DType = None
     ) -> torch.Tensor:
         """White noise ``ξ`` of ``shape``, scaled for its grid (:func:`draw_white_noise`)."""
         return draw_white_noise(shape, self.train_size, self.noise_grid, generator, device, dtype)
 
-    def sample(
-        self,
-        shape: Sequence[int],
-        generator: Optional[torch.Generator] = None,
-        device: Device = None,
-        dtype: Optional[torch.dtype] = None,
-    ) -> torch.Tensor:
+    def sample(self, shape: Shape, generator: Gen = None, device: Device = None, dtype: DType = None) -> torch.Tensor:
         """A draw ``η = C^{1/2} ξ`` of ``shape``."""
         return self.apply_sqrt_cov(self.white_noise(shape, generator, device, dtype))
 
