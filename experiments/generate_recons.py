@@ -7,7 +7,7 @@ split where the data set has one (``--split`` to choose).  Writes individual PNG
 row per resolution) and recons.json into a new folder.
 """
 
-from infdiff.pipeline.cli import STAGE_SCRIPTS, add_sampler_option, parse_command_line
+from infdiff.pipeline.cli import STAGE_SCRIPTS, add_sampler_option, one_line_errors, parse_command_line
 from infdiff.pipeline.generation import generate_recons
 
 
@@ -34,17 +34,19 @@ def main(argv=None):
     configs, args = parse_command_line(
         __doc__, ["decoder_config"], options, argv, trained={"decoder_config": STAGE_SCRIPTS["stage1"]}
     )
-    out = generate_recons(
-        configs["decoder_config"],
-        args.sizes,
-        args.num_images,
-        args.sampling_steps,
-        args.seed,
-        args.sampler,
-        args.out_dir,
-        args.noise_size,
-        args.split,
-    )
+    with one_line_errors("generate_recons.py"):
+        out = generate_recons(
+            configs["decoder_config"],
+            args.sizes,
+            args.num_images,
+            args.sampling_steps,
+            args.seed,
+            args.sampler,
+            args.out_dir,
+            args.noise_size,
+            args.split,
+            args.variance,
+        )
     print(f"reconstructions written to {out}")
 
 

@@ -88,10 +88,10 @@ class DiffusionProcess(abc.ABC):
         """The state at ``t = 0``: ``y_0 = A x_0`` (``C^{1/2} x_0`` for mollified states)."""
         return self.prior.apply_sqrt_cov(x0) if self.mollified_states else x0
 
-    def data_estimate(self, y0: torch.Tensor) -> torch.Tensor:
+    def data_estimate(self, y0: torch.Tensor, inv_snr: Optional[float] = None) -> torch.Tensor:
         """``x_0`` from a clean state ``y_0 = A x_0`` (the prior's regularised inverse for mollified
-        states, ∞-Diff's Wiener filter), for display and scoring."""
-        return self.prior.apply_inverse_sqrt_cov(y0) if self.mollified_states else y0
+        states, ∞-Diff's Wiener filter; ``inv_snr`` replaces the prior's regulariser), for display and scoring."""
+        return self.prior.apply_inverse_sqrt_cov(y0, inv_snr) if self.mollified_states else y0
 
     def q_sample(
         self,

@@ -6,7 +6,8 @@ that U-Net, in the style of DDPM / ADM (Ho et al. 2020; Dhariwal & Nichol 2021) 
 conditioning, optionally with Fourier (FNO) convolutions so that it acts as a U-shaped neural
 operator (Rahman et al. 2022, "U-NO"):
 
-* level ``i`` works at ``resolution / 2^i`` with ``base_channels * channel_mults[i]`` channels;
+* level ``i`` works at ``resolution / 2^i`` with ``base_channels * channel_mults[i]`` channels (or the
+  ∞-Diff code's widths, shifted by one level: :mod:`infdiff.nn.uno_plan`);
 * a residual block is ``x -> skip(x) + conv2(GELU(GN(conv1(dropout(GELU(FiLM(GN(x))))))))``;
 * self-attention follows each residual block at levels listed in ``attn_resolutions``;
 * the contracting path (stem, levels with downsampling, middle ``res -> attn -> res``) is
@@ -17,7 +18,6 @@ operator (Rahman et al. 2022, "U-NO"):
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -26,146 +26,8 @@ from einops import rearrange
 from torch import nn
 
 from infdiff.nn.film import FiLM
-from infdiff.nn.spectral import FourierConv2d, SpectralResample2d
+from infdiff.nn.uno_plan import BlockSettings, GridOps, LevelSpec, plan_levels
 from infdiff.ops.grid import grid_coords
-
-
-@dataclass(frozen=True)
-class GridOps:
-    """The spatial operators of the U-Net.
-
-    ``kind="conv"``: ``3x3`` convolutions, stride-2 ``3x3`` convolution to downsample, nearest ``x2``
-    followed by a ``3x3`` convolution to upsample.
-
-    ``kind="spectral"``: :class:`~infdiff.nn.spectral.FourierConv2d` (spectral + ``1x1``) as the
-    convolution and :class:`~infdiff.nn.spectral.SpectralResample2d` to resample.  A layer touching
-    grids of side ``r`` keeps ``min(modes, r_min // 2)`` modes, ``r_min`` the smallest grid it reads
-    or writes, so every kept mode is representable.
-    """
-
-    kind: str
-    modes: Optional[int] = None
-
-    def __post_init__(self):
-        if self.kind not in ("conv", "spectral"):
-            raise ValueError(f"conv_type must be 'conv' or 'spectral', got {self.kind!r}")
-        if self.kind == "spectral" and (self.modes is None or self.modes < 1):
-            raise ValueError(f"conv_type='spectral' needs a positive int spectral_modes, got {self.modes!r}")
-        if self.kind == "conv" and self.modes is not None:
-            raise ValueError("spectral_modes only applies to conv_type='spectral'")
-
-    def _modes(self, grid: int) -> int:
-        if grid < 2:
-            raise ValueError(f"spectral convolutions need grids of at least 2x2, got {grid}x{grid}")
-        return min(self.modes, grid // 2)
-
-    def conv(self, in_channels: int, out_channels: int, grid: int) -> nn.Module:
-        """Same-size convolution on a grid of side ``grid``."""
-        if self.kind == "conv":
-            return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
-        modes = self._modes(grid)
-        return FourierConv2d(in_channels, out_channels, modes, modes)
-
-    def downsample(self, channels: int, grid: int) -> nn.Module:
-        """Halve a grid of side ``grid``."""
-        if self.kind == "conv":
-            return nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=1)
-        return SpectralResample2d(channels, channels, self._modes(grid // 2), scale=0.5)
-
-    def upsample(self, channels: int, grid: int) -> nn.Module:
-        """Double a grid of side ``grid``."""
-        if self.kind == "conv":
-            return nn.Sequential(
-                nn.Upsample(scale_factor=2, mode="nearest"),
-                nn.Conv2d(channels, channels, kernel_size=3, padding=1),
-            )
-        return SpectralResample2d(channels, channels, self._modes(grid), scale=2.0)
-
-
-@dataclass(frozen=True)
-class BlockSettings:
-    """What every block of one U-Net shares: spatial operators, conditioning widths, norm groups and
-    attention head width."""
-
-    ops: GridOps
-    time_dim: Optional[int]
-    z_dim: Optional[int]
-    num_groups: int
-    head_dim: int
-
-
-@dataclass(frozen=True)
-class LevelSpec:
-    """One U-Net level: its channels, grid side, residual blocks, attention and dropout."""
-
-    index: int
-    channels: int
-    resolution: int
-    num_blocks: int
-    attention: bool
-    dropout: float
-
-
-def plan_levels(
-    base_channels: int,
-    channel_mults: Sequence[int],
-    blocks_per_level: Union[int, Sequence[int]],
-    attn_resolutions: Sequence[int],
-    dropout: float,
-    dropout_from_resolution: int,
-    resolution: int,
-    num_groups: int,
-) -> Tuple[LevelSpec, ...]:
-    """Validate the U-Net hyper-parameters and lay out its levels.
-
-    Level ``i`` has ``base_channels * channel_mults[i]`` channels at side ``resolution / 2^i``;
-    it has attention iff its side is in ``attn_resolutions`` and dropout ``dropout`` iff its side is
-    ``<= dropout_from_resolution`` (else none).
-    """
-    num_levels = len(channel_mults)
-    if num_levels == 0 or any(m < 1 for m in channel_mults):
-        raise ValueError(f"channel_mults={tuple(channel_mults)}: expected non-empty positive ints")
-    if base_channels < 1:
-        raise ValueError(f"base_channels={base_channels}: expected a positive int")
-    if isinstance(blocks_per_level, int):
-        blocks_per_level = (blocks_per_level,) * num_levels
-    if len(blocks_per_level) != num_levels or any(n < 1 for n in blocks_per_level):
-        raise ValueError(
-            f"blocks_per_level={tuple(blocks_per_level)}: expected a positive int or {num_levels} "
-            "positive ints (one per level)"
-        )
-    factor = 2 ** (num_levels - 1)
-    if resolution < 1 or resolution % factor:
-        raise ValueError(
-            f"resolution={resolution}: must be a positive multiple of 2^(levels - 1) = {factor} for "
-            f"{num_levels} levels (channel_mults={tuple(channel_mults)})"
-        )
-    resolutions = [resolution // 2**i for i in range(num_levels)]
-    missing = sorted(set(attn_resolutions) - set(resolutions))
-    if missing:
-        raise ValueError(
-            f"attn_resolutions={tuple(attn_resolutions)}: {missing} never occur; the levels have sides "
-            f"{resolutions} (resolution {resolution}, halved per level), choose among them"
-        )
-    channels = [base_channels * m for m in channel_mults]
-    if num_groups < 1:
-        raise ValueError(f"num_groups={num_groups}: expected a positive int")
-    bad = sorted({c for c in [base_channels, *channels] if c % num_groups})
-    if bad:
-        raise ValueError(f"num_groups={num_groups}: must divide every channel count, got {bad}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout={dropout}: expected a rate in [0, 1)")
-    return tuple(
-        LevelSpec(
-            index=i,
-            channels=channels[i],
-            resolution=resolutions[i],
-            num_blocks=blocks_per_level[i],
-            attention=resolutions[i] in attn_resolutions,
-            dropout=dropout if resolutions[i] <= dropout_from_resolution else 0.0,
-        )
-        for i in range(num_levels)
-    )
 
 
 class AppendCoordinates(nn.Module):
@@ -245,14 +107,14 @@ class ResBlock(nn.Module):
 
 
 class LevelBlock(nn.Module):
-    """A :class:`ResBlock` into ``level.channels`` followed, at attention levels, by an
-    :class:`AttentionBlock`."""
+    """A :class:`ResBlock` from ``in_channels`` to ``out_channels`` on ``level``'s grid followed, at attention
+    levels, by an :class:`AttentionBlock`."""
 
-    def __init__(self, in_channels: int, level: LevelSpec, settings: BlockSettings):
+    def __init__(self, in_channels: int, out_channels: int, level: LevelSpec, settings: BlockSettings):
         super().__init__()
-        self.res = ResBlock(in_channels, level.channels, level.resolution, level.dropout, settings)
+        self.res = ResBlock(in_channels, out_channels, level.resolution, level.dropout, settings)
         self.attn = (
-            AttentionBlock(level.channels, settings.num_groups, settings.head_dim) if level.attention else nn.Identity()
+            AttentionBlock(out_channels, settings.num_groups, settings.head_dim) if level.attention else nn.Identity()
         )
 
     def forward(self, x: torch.Tensor, t_emb: Optional[torch.Tensor], z: Optional[torch.Tensor]) -> torch.Tensor:
@@ -260,8 +122,8 @@ class LevelBlock(nn.Module):
 
 
 class DownPath(nn.Module):
-    """Contracting levels: per level ``num_blocks`` :class:`LevelBlock` s, each output kept as a skip,
-    then a downsampling layer (none after the last level)."""
+    """Contracting levels at their ``down_channels``: per level ``num_blocks`` :class:`LevelBlock` s, each
+    output kept as a skip, then a downsampling layer (none after the last level)."""
 
     def __init__(self, in_channels: int, levels: Sequence[LevelSpec], settings: BlockSettings):
         super().__init__()
@@ -271,8 +133,8 @@ class DownPath(nn.Module):
         for level in levels:
             blocks = nn.ModuleList()
             for _ in range(level.num_blocks):
-                blocks.append(LevelBlock(channels, level, settings))
-                channels = level.channels
+                blocks.append(LevelBlock(channels, level.down_channels, level, settings))
+                channels = level.down_channels
             self.levels.append(blocks)
             is_last = level.index == len(levels) - 1
             self.resamples.append(nn.Identity() if is_last else settings.ops.downsample(channels, level.resolution))
@@ -290,11 +152,13 @@ class DownPath(nn.Module):
 
 
 class MiddleBlock(nn.Module):
-    """Bottleneck ``res -> attn -> res`` at the last level's channels and grid."""
+    """Bottleneck ``res -> attn -> res`` on the last level's grid, from its contracting width to its width."""
 
     def __init__(self, level: LevelSpec, settings: BlockSettings):
         super().__init__()
-        self.first = LevelBlock(level.channels, dataclasses.replace(level, attention=True), settings)
+        self.first = LevelBlock(
+            level.down_channels, level.channels, dataclasses.replace(level, attention=True), settings
+        )
         self.second = ResBlock(level.channels, level.channels, level.resolution, level.dropout, settings)
 
     def forward(self, x: torch.Tensor, t_emb: Optional[torch.Tensor], z: Optional[torch.Tensor]) -> torch.Tensor:
@@ -302,9 +166,9 @@ class MiddleBlock(nn.Module):
 
 
 class UpPath(nn.Module):
-    """Expanding levels, coarsest first: per level ``num_blocks`` :class:`LevelBlock` s, each taking
-    its input concatenated with the matching :class:`DownPath` skip (last in, first out), then a
-    ``x2`` upsampling layer (none after level 0)."""
+    """Expanding levels at their ``channels``, coarsest first: per level ``num_blocks`` :class:`LevelBlock` s,
+    each taking its input concatenated with the matching :class:`DownPath` skip (last in, first out),
+    then a ``x2`` upsampling layer (none after level 0)."""
 
     def __init__(self, in_channels: int, levels: Sequence[LevelSpec], settings: BlockSettings):
         super().__init__()
@@ -314,7 +178,7 @@ class UpPath(nn.Module):
         for level in reversed(levels):
             blocks = nn.ModuleList()
             for _ in range(level.num_blocks):
-                blocks.append(LevelBlock(channels + level.channels, level, settings))
+                blocks.append(LevelBlock(channels + level.down_channels, level.channels, level, settings))
                 channels = level.channels
             self.levels.append(blocks)
             is_first = level.index == 0
@@ -363,6 +227,7 @@ class UNOEncoder(nn.Module):
         num_groups: int = 32,
         attn_head_dim: int = 32,
         append_coordinates: Optional[bool] = None,
+        width_layout: str = "per_level",
     ):
         super().__init__()
         self.levels = plan_levels(
@@ -374,6 +239,7 @@ class UNOEncoder(nn.Module):
             dropout_from_resolution,
             resolution,
             num_groups,
+            width_layout,
         )
         self.settings = BlockSettings(GridOps(conv_type, spectral_modes), time_dim, z_dim, num_groups, attn_head_dim)
         self.in_channels = in_channels
@@ -440,6 +306,9 @@ class UNO(nn.Module):
         spectral_modes: Fourier modes per axis for ``"spectral"`` (capped per grid).
         num_groups: GroupNorm groups; must divide every channel count.
         attn_head_dim: target attention head width (see :class:`AttentionBlock`).
+        width_layout: ``"per_level"`` (level ``i`` at ``base_channels * channel_mults[i]``) or
+            ``"infty_diff"`` (the ∞-Diff code's: the widths shifted by one level,
+            :mod:`infdiff.nn.uno_plan`).
 
     ``forward(x (B, in, H, W), t_emb (B, time_dim), z (B, z_dim)) -> (B, out, H, W)``.
     The head is ``conv(GELU(GN(h)))`` with the path's convolution.

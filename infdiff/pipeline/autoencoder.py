@@ -69,6 +69,7 @@ class TrainedAutoencoder:
         sampler: Optional[SamplerSpec] = None,
         generator: Optional[torch.Generator] = None,
         noise_size: Optional[int] = None,
+        inv_snr: Optional[float] = None,
     ) -> torch.Tensor:
         """Images ``(B, C, size, size)`` in [-1, 1] from ``z``: :func:`decode_latents` with this run's settings."""
         shape = (z.shape[0], self.model.channels, size, size)
@@ -81,6 +82,7 @@ class TrainedAutoencoder:
             generator,
             z.device,
             noise_size=noise_size,
+            inv_snr=inv_snr,
         )
 
 

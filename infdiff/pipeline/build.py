@@ -23,6 +23,9 @@ from infdiff.registry import Registry, RegistryError
 from infdiff.train.config import ConfigError
 
 
+SAMPLER_ARGUMENTS = {"denoise_fn", "x_T", "process", "steps", "generator", "progress"}  # what every sampler takes
+
+
 class ConfigKeyWarning(UserWarning):
     """A config key the named entry of its section does not take (it is ignored)."""
 
@@ -112,29 +115,36 @@ class SamplerSpec:
 
     @classmethod
     def from_section(
-        cls, section: Mapping[str, Any], path: str = "sampler", name: Optional[str] = None, steps: Any = None
+        cls,
+        section: Mapping[str, Any],
+        path: str = "sampler",
+        name: Optional[str] = None,
+        steps: Any = None,
+        options: Optional[Mapping[str, Any]] = None,
     ) -> "SamplerSpec":
-        """The ``sampler`` section, with ``name`` / ``steps`` replaced when given (command-line flags);
-        options the chosen sampler does not take are dropped (with a warning if its own name was kept)."""
+        """The ``sampler`` section, with ``name`` / ``steps`` / ``options`` replaced when given (command-line
+        flags).  Section options the chosen sampler does not take are dropped (with a warning if the
+        section's own sampler was kept); an explicit option it does not take is an error."""
         chosen = name or section["name"]
         try:
             function = SAMPLERS[chosen]
         except RegistryError as error:
             raise ConfigError(f"{path}.name={chosen!r}: {error}") from None
-        accepted = _parameters(function) or set()
-        options = {key: _plain(value) for key, value in section.items() if key not in ("name", "steps")}
-        ignored = sorted(set(options) - accepted)
+        accepted = (_parameters(function) or set()) - SAMPLER_ARGUMENTS
+        given = {key: _plain(value) for key, value in section.items() if key not in ("name", "steps")}
+        ignored = sorted(set(given) - accepted)
         if ignored and chosen == section["name"]:
             warnings.warn(
                 f"{', '.join(f'{path}.{key}' for key in ignored)}: not taken by sampler {chosen!r} (ignored)",
                 ConfigKeyWarning,
                 stacklevel=2,
             )
-        return cls(
-            chosen,
-            section["steps"] if steps is None else steps,
-            {key: value for key, value in options.items() if key in accepted},
-        )
+        explicit = dict(options or {})
+        refused = sorted(set(explicit) - accepted)
+        if refused:
+            raise ConfigError(f"sampler {chosen!r} takes no {', '.join(refused)}; its options: {sorted(accepted)}")
+        kept = {key: value for key, value in given.items() if key in accepted}
+        return cls(chosen, section["steps"] if steps is None else steps, {**kept, **explicit})
 
     def __call__(
         self,

@@ -9,12 +9,17 @@ top (:func:`~infdiff.pipeline.runs.saved_run_config`), so the training overrides
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from ml_collections import ConfigDict
 
+from infdiff.data import DataError
 from infdiff.diffusion import SAMPLERS
+from infdiff.diffusion.posterior import VARIANCES
+from infdiff.metrics import ExtractorUnavailable
+from infdiff.pipeline.build import SamplerSpec
 from infdiff.pipeline.legacy_keys import LEGACY_KEYS
 from infdiff.pipeline.runs import saved_run_config
 from infdiff.train.config import ConfigError, parse_config_flags
@@ -22,14 +27,56 @@ from infdiff.train.config import ConfigError, parse_config_flags
 STAGE_SCRIPTS = {"stage1": "train_inf_ae_diffusion.py", "stage2": "train_latent_diffusion.py"}
 
 
+@contextlib.contextmanager
+def one_line_errors(program: str):
+    """Inside it, a bad setting found after parsing (a config key, a data file, a missing extractor) ends the
+    program with status 2 and one line naming it, as a parsing error does."""
+    try:
+        yield
+    except (ConfigError, DataError, FileNotFoundError, ExtractorUnavailable) as error:
+        sys.stderr.write(f"{program}: error: {error}\n")
+        raise SystemExit(2) from None
+
+
 def add_sampler_option(parser: argparse.ArgumentParser, default: Optional[str] = None) -> None:
-    """``--sampler NAME`` with the registered samplers as choices (default: the config's)."""
+    """``--sampler NAME`` with the registered samplers as choices (default: the config's) and DDPM's ``--variance``."""
     parser.add_argument(
         "--sampler",
         choices=SAMPLERS.names(),
         default=default,
         help="decoder sampler (default: the stage-1 config's sampler.name)" if default is None else "decoder sampler",
     )
+    parser.add_argument("--variance", choices=VARIANCES, default=None, help="the ddpm sampler's posterior variance")
+
+
+def add_sampling_options(parser: argparse.ArgumentParser, num_samples: int = 16) -> None:
+    """The options of sampling a trained two-stage model, shared by ``generate_samples.py`` and ``calculate_fid.py``."""
+    parser.add_argument("--sample_img_size", type=int, default=None, help="output size (default: training size)")
+    parser.add_argument("--sampling_steps", type=int, default=100, help="decoder diffusion steps")
+    parser.add_argument("--num_samples", type=int, default=num_samples)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    add_sampler_option(parser)
+    parser.add_argument(
+        "--latent_sampler",
+        choices=SAMPLERS.names(),
+        default=None,
+        help="latent sampler (default: the stage-2 config's; the paper's: ddpm, 1000 steps)",
+    )
+    parser.add_argument("--latent_sampling_steps", type=int, default=None)
+    parser.add_argument(
+        "--inv_snr",
+        type=float,
+        default=None,
+        help="Wiener regulariser for deblurring the mollified samples (default: the prior's, 0.05)",
+    )
+
+
+def latent_sampler_option(args: argparse.Namespace, latent_config: Optional[ConfigDict]) -> Optional[SamplerSpec]:
+    """The latent sampler the ``--latent_sampler`` / ``--latent_sampling_steps`` flags ask for, or ``None``."""
+    if latent_config is None or (args.latent_sampler is None and args.latent_sampling_steps is None):
+        return None
+    return SamplerSpec.from_section(latent_config.sampler, "sampler", args.latent_sampler, args.latent_sampling_steps)
 
 
 def parse_command_line(
@@ -38,11 +85,12 @@ def parse_command_line(
     add_options: Optional[Callable] = None,
     argv: Optional[Sequence[str]] = None,
     trained: Optional[Mapping[str, str]] = None,
+    optional: Sequence[str] = (),
 ) -> Tuple[Dict[str, ConfigDict], argparse.Namespace]:
     """Configs named ``config_names`` (``--NAME file.py --NAME.key=value``) and the other options.
 
     ``trained`` maps the names of configs that refer to trained runs to the script that trains
-    them; those are resolved to the runs' saved configs.  Errors in configs or options end the
+    them; those are resolved to the runs' saved configs.  Configs named in ``optional`` may be left out.  Errors in configs or options end the
     program with status 2 and a one-line explanation.
     """
     parser = argparse.ArgumentParser(
@@ -58,11 +106,11 @@ def parse_command_line(
         parser.print_help()
         raise SystemExit(0)
     try:
-        configs, rest, overrides = parse_config_flags(
-            argv, names=config_names, required=config_names, aliases=LEGACY_KEYS
-        )
+        required = [name for name in config_names if name not in optional]
+        configs, rest, overrides = parse_config_flags(argv, names=config_names, required=required, aliases=LEGACY_KEYS)
         for name, script in (trained or {}).items():
-            configs[name] = saved_run_config(configs[name], overrides[name], flag=name, script=script)
+            if name in configs:
+                configs[name] = saved_run_config(configs[name], overrides[name], flag=name, script=script)
     except (ConfigError, FileNotFoundError) as error:
         parser.error(str(error))
     return configs, parser.parse_args(rest)

@@ -14,10 +14,13 @@ Values follow the paper's FFHQ-256 setup (Bond-Taylor & Willcocks 2024, App. / p
 batch 32, Adam(0.9, 0.99) at 5e-5, EMA 0.995 every 10 steps, 1000 cosine steps, mollifier
 σ = 1 pixel, 1/4 of the pixels per example for the loss (``loss.points``) and a fresh 1/4 for
 the encoder (``loss.encoder_points``; either set to every pixel runs the dense path), nf 64,
-7×7 kernels, U-Net at half resolution with 128 base channels, mults (1,2,4,8,8), attention at
-16² and 8², dropout 0.1 from 16², z 1024.
+7×7 kernels, U-Net at half resolution with 128 base channels, mults (1,2,4,8,8) laid out as the
+∞-Diff code does (widths 128, 128, 256, 512, 1024, ``model.uno.width_layout="infty_diff"``),
+attention at 16² and 8², dropout 0.1 from 16², z 1024.
 The latent DDPM follows DiffAE: MLP 10×2048, constant β = 0.008, L1 loss, AdamW(1e-4, wd 0.04),
-batch 256, EMA 0.995 every 10 steps.
+batch 256, EMA 0.995 every 10 steps; as in the ∞-Diff code its latents are sampled by ancestral
+DDPM over all 1000 steps with the fixed-large variance β_t (``sampler``), and its training codes
+include those of every image's mirror image when stage 1 flips (``data.flip_latents``).
 Derived sizes (pixels kept, U-Net grid) are field references, so overriding ``data.img_size``
 updates them; ``points`` and ``encoder_points`` are set independently.  Two spatial routes
 for ``z`` that the paper does not have are off by default: ``model.encoder_pool_size`` (1: the
@@ -124,6 +127,7 @@ def autoencoder_config(
                     spectral_modes=None,
                     num_groups=32,
                     append_coordinates=None,
+                    width_layout="infty_diff",
                 )
             ),
         )
@@ -151,7 +155,7 @@ def latent_config(experiment: str = "ffhq_mollified_256_sampler") -> ConfigDict:
     """Stage 2 (latent DDPM over the encoder's z) defaults."""
     config = ConfigDict()
     config.run = _run_section(experiment)
-    config.data = ConfigDict(dict(test_fraction=0.05, encode_batch_size=64, num_workers=4))
+    config.data = ConfigDict(dict(test_fraction=0.05, encode_batch_size=64, num_workers=4, flip_latents=True))
     config.train = _train_section(
         batch_size=256,
         max_steps=200_000,
@@ -164,7 +168,7 @@ def latent_config(experiment: str = "ffhq_mollified_256_sampler") -> ConfigDict:
     config.prior = ConfigDict(dict(name="white"))
     config.process = ConfigDict(dict(name="ddpm", schedule="const0.008", steps=1000, mollified_states=False))
     config.loss = ConfigDict(dict(name="denoising", target="epsilon", pointwise="l1", timesteps="uniform"))
-    config.sampler = ConfigDict(dict(name="ddim", steps=100, eta=0.0))
+    config.sampler = ConfigDict(dict(name="ddpm", steps=1000, variance="fixed_large"))
     config.optimizer = _optimizer_section(learning_rate=1e-4, weight_decay=0.04)
     return config
 
@@ -200,6 +204,7 @@ def cpu_autoencoder_config(dataset: str, img_size: int, experiment: str) -> Conf
         stochastic=True,
     )
     config.model.uno.update(
+        width_layout="per_level",
         base_channels=32,
         channel_mults=(1, 2),
         blocks_per_level=(1, 1),
@@ -217,7 +222,8 @@ def cpu_autoencoder_config(dataset: str, img_size: int, experiment: str) -> Conf
 
 def cpu_latent_config(experiment: str) -> ConfigDict:
     """The CPU-sized stage 2 of ``make demo``: a 256 × 6 MLP, 6000 steps of batch 128 at 5e-4 decaying over the
-    last quarter, 50 sampling steps (measured on the shapes codes: ``configs/shapes_latent_config.py``)."""
+    last quarter, latents by DDIM in 50 steps (measured on the shapes codes: ``configs/shapes_latent_config.py``),
+    and the codes of the images as they are (no mirrored copies)."""
     config = latent_config(experiment)
     config.data.num_workers = 0
     config.train.update(
@@ -231,6 +237,7 @@ def cpu_latent_config(experiment: str) -> ConfigDict:
         checkpoint_steps=500,
     )
     config.model.update(hidden=256, num_layers=6, time_dim=64)
-    config.sampler.steps = 50
+    config.sampler = ConfigDict(dict(name="ddim", steps=50, eta=0.0))
+    config.data.flip_latents = False
     config.optimizer.update(learning_rate=5e-4, weight_decay=0.0, decay_fraction=0.25)
     return config

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from infdiff.data import build_dataset
+from infdiff.data import build_dataset, random_flip
 from infdiff.diffusion import TIME_DISTRIBUTIONS, DiffusionProcess, denoising_loss
 from infdiff.io import atomic_torch_save, atomic_write_text, torch_load
 from infdiff.pipeline.autoencoder import TrainedAutoencoder, load_autoencoder
@@ -78,37 +78,60 @@ def _checkpoint_identity(path: Path) -> dict:
 
 
 @torch.no_grad()
-def encode_dataset(autoencoder: TrainedAutoencoder, dataset, batch_size: int, num_workers: int, device) -> torch.Tensor:
-    """Deterministic latents ``(N, z_dim)`` of every image (the mean for a Gaussian encoder)."""
+def encode_dataset(
+    autoencoder: TrainedAutoencoder, dataset, batch_size: int, num_workers: int, device, mirrored: bool = False
+) -> torch.Tensor:
+    """Deterministic latents ``(N, z_dim)`` of every image (the mean for a Gaussian encoder); with ``mirrored``
+    also those of every image flipped left-right, after them (``(2N, z_dim)``)."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    batches = tqdm(loader, desc="encoding", disable=None)
-    return torch.cat([autoencoder.encode(x.to(device)).float().cpu() for x in batches])
+    batches = list(tqdm(loader, desc="encoding", disable=None))
+    codes = [autoencoder.encode(x.to(device)).float().cpu() for x in batches]
+    if mirrored:
+        codes += [autoencoder.encode(x.flip(-1).to(device)).float().cpu() for x in batches]
+    return torch.cat(codes)
+
+
+def mirrored_latents(latent_config: ConfigDict, decoder_config: ConfigDict) -> bool:
+    """Whether stage 2 also learns the codes of mirror images: ``data.flip_latents`` and stage 1 flipped."""
+    return bool(latent_config.data.flip_latents) and random_flip(decoder_config.data)
 
 
 def cached_latents(
     latent_config: ConfigDict, decoder_config: ConfigDict, autoencoder: TrainedAutoencoder, device
 ) -> torch.Tensor:
     """Latents of the decoder config's data set, read from ``<run>/latents.pt`` unless that cache was
-    written with another checkpoint than ``autoencoder``'s."""
+    written with another checkpoint than ``autoencoder``'s or without the same mirrored copies.
+
+    As in the ∞-Diff code, when stage 1 trained on random flips and ``data.flip_latents`` is set, the
+    codes of every image's mirror image are included too.
+    """
     cache = run_directory(latent_config) / "latents.pt"
-    identity = _checkpoint_identity(autoencoder.checkpoint)
+    mirrored = mirrored_latents(latent_config, decoder_config)
+    identity = dict(_checkpoint_identity(autoencoder.checkpoint), mirrored=mirrored)
     if cache.exists():
         stored = torch_load(cache)
         if stored.get("identity") == identity:
             return stored["latents"]
-        tqdm.write(f"{cache} was encoded with another encoder checkpoint; encoding again")
+        tqdm.write(f"{cache} was encoded from another encoder checkpoint or mirroring; encoding again")
     dataset = build_dataset(decoder_config.data)
     latents = encode_dataset(
-        autoencoder, dataset, latent_config.data.encode_batch_size, latent_config.data.num_workers, device
+        autoencoder, dataset, latent_config.data.encode_batch_size, latent_config.data.num_workers, device, mirrored
     )
     atomic_torch_save({"identity": identity, "latents": latents}, cache)
     return latents
 
 
-def split_latents(latents: torch.Tensor, test_fraction: float, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """A seeded random split into (train, test); the test part has ``round(N · fraction)`` rows."""
-    order = torch.randperm(len(latents), generator=torch.Generator().manual_seed(seed))
-    n_test = round(len(latents) * test_fraction)
+def split_latents(
+    latents: torch.Tensor, test_fraction: float, seed: int, mirrored: bool = False
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A seeded random split into (train, test) by image: the test part holds ``round(N · fraction)`` of the
+    ``N`` images (with ``mirrored``, the second half of ``latents`` is the first half's mirror images, and an
+    image and its mirror image fall on the same side)."""
+    images = len(latents) // 2 if mirrored else len(latents)
+    order = torch.randperm(images, generator=torch.Generator().manual_seed(seed))
+    if mirrored:
+        order = torch.stack([order, order + images], dim=1).flatten()
+    n_test = round(images * test_fraction) * (2 if mirrored else 1)
     if len(latents) - n_test < 1:
         raise ValueError(f"data.test_fraction={test_fraction} leaves no training latents out of {len(latents)}")
     return latents[order[n_test:]], latents[order[:n_test]]
@@ -164,7 +187,8 @@ def latent_stage(
     autoencoder = load_autoencoder(decoder_config, accelerator.device, flag="decoder_config")
     with accelerator.main_process_first():
         latents = cached_latents(config, decoder_config, autoencoder, accelerator.device)
-    train, test = split_latents(latents, config.data.test_fraction, config.run.seed)
+    mirrored = mirrored_latents(config, decoder_config)
+    train, test = split_latents(latents, config.data.test_fraction, config.run.seed, mirrored)
     mean, std = train.mean(0), train.std(0).clamp_min(1e-6)
     train, test = (train - mean) / std, (test - mean) / std
     hooks = Hooks()

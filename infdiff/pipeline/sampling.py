@@ -23,6 +23,7 @@ def decode_latents(
     device=None,
     progress: bool = False,
     noise_size: Optional[int] = None,
+    inv_snr: Optional[float] = None,
 ) -> torch.Tensor:
     """Images ``shape = (B, C, H, W)`` in [-1, 1] from the decoder ``model_fn`` (closed over ``z``) at any size.
 
@@ -31,13 +32,13 @@ def decode_latents(
     inverse of the mollifier) is applied to the final clean state (∞-Diff, §3).  With
     ``noise_size`` (a multiple of ``H`` and ``W``) every noise draw is made on that grid and
     averaged down (:meth:`~infdiff.diffusion.NoisePrior.with_noise_grid`), so calls at several
-    sizes with one seed decode the same noise function.
+    sizes with one seed decode the same noise function.  ``inv_snr`` replaces the prior's Wiener regulariser.
     """
     if noise_size is not None:
         process = process.with_prior(process.prior.with_noise_grid(noise_size))
     x_T = process.terminal_state(shape, generator=generator, device=device)
     y0 = sampler(make_denoiser(model_fn, process, target), x_T, process, generator, progress)
-    return process.data_estimate(y0).clamp(-1, 1)
+    return process.data_estimate(y0, inv_snr).clamp(-1, 1)
 
 
 @torch.no_grad()
