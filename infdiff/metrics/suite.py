@@ -31,8 +31,13 @@ def score_images(
     kid_subsets: int = 100,
     batch_size: int = 64,
     seed: int = 0,
+    reference_features: Optional[torch.Tensor] = None,
 ) -> Dict[str, object]:
-    """The metrics of ``samples`` against ``reference`` (both ``(N, C, H, W)`` in [-1, 1]; module docstring)."""
+    """The metrics of ``samples`` against ``reference`` (both ``(N, C, H, W)`` in [-1, 1]; module docstring).
+
+    ``reference_features`` (the extractor's features of ``reference``) saves recomputing them when one
+    reference scores several sample sets.
+    """
     unit = lambda images: ((images.clamp(-1, 1) + 1) / 2).flatten(1)  # noqa: E731
     result: Dict[str, object] = {
         "count": len(samples),
@@ -51,7 +56,7 @@ def score_images(
         return result
     batches = lambda images: images.split(batch_size)  # noqa: E731
     f_samples = features_of(extractor, batches(samples))
-    f_reference = features_of(extractor, batches(reference))
+    f_reference = features_of(extractor, batches(reference)) if reference_features is None else reference_features
     kid_mean, kid_std = kid(f_samples, f_reference, kid_subsets, seed=seed)
     precision, recall = precision_recall(f_samples, f_reference)
     result.update(
