@@ -232,10 +232,15 @@ def test_demo_script_runs_the_whole_pipeline(tmp_path, capsys):
     script("experiments/demo.py").main(
         flags("config", "shapes_32_config.py", TINY_AE + out)
         + flags("latent_config", "shapes_latent_config.py", TINY_LATENT + out)
-        + ["--sizes", "16", "24", "--num_samples", "2", "--sampling_steps", "2", "--recon_sampling_steps", "2"]
+        + "--sizes 16 24 --num_samples 2 --metric_samples 4 --sampling_steps 2 --recon_sampling_steps 2".split()
     )
     comparison = tmp_path / "shapes_32_sampler" / "demo_samples.png"
-    assert comparison.exists() and str(comparison) in capsys.readouterr().out
+    output = capsys.readouterr().out
+    assert comparison.exists() and str(comparison) in output
+    metrics = json.loads((tmp_path / "shapes_32_sampler" / "demo_metrics.json").read_text())
+    assert [score["resolution"] for score in metrics["scores"]] == [16, 24]
+    assert all(score["count"] == 4 and score["reference_sharpness"] > 0 for score in metrics["scores"])
+    assert "16px: KID" in output and "24px: KID" in output
     recons = json.loads((tmp_path / "shapes_32" / "recons" / "recons.json").read_text())
     assert recons["noise_size"] == 48 and recons["sampling_steps"] == 2  # lcm of the sizes
     for size in (16, 24):

@@ -23,7 +23,17 @@ from tqdm.auto import tqdm
 from infdiff.data import build_dataset, data_channels, load_image, to_tensor
 from infdiff.data.files import list_images, require_path
 from infdiff.io import atomic_write_text
-from infdiff.metrics import EXTRACTORS, FeatureExtractor, FeatureStatistics, cached_features, fid, kid
+from infdiff.metrics import (
+    EXTRACTORS,
+    ExtractorUnavailable,
+    FeatureExtractor,
+    FeatureStatistics,
+    cached_features,
+    features_of,
+    fid,
+    kid,
+    top_octave_energy,
+)
 from infdiff.pipeline.build import SamplerSpec
 from infdiff.pipeline.generation import SampleSource, decoder_sampler, gathered, shards, shared_directory
 from infdiff.pipeline.runs import run_directory
@@ -199,3 +209,38 @@ def calculate_fid(
         atomic_write_text(json.dumps(result, indent=2) + "\n", out / "fid.json")
     state.wait_for_everyone()
     return result
+
+
+def default_extractor() -> FeatureExtractor:
+    """The FID Inception-v3 when the metrics extra is installed, else the random features (reports say which)."""
+    try:
+        return EXTRACTORS["inception"]()
+    except ExtractorUnavailable:
+        return EXTRACTORS["random"]()
+
+
+def against_exact_renders(
+    images: torch.Tensor, decoder_config: ConfigDict, extractor: FeatureExtractor, kid_subsets: int = 100, seed: int = 0
+) -> dict:
+    """KID and sharpness of ``images`` against exact renders of as many training images at their size.
+
+    For data sets that render at any size (the shapes): the first ``len(images)`` training images
+    rendered at the images' resolution are the reference.
+    """
+    dataset = build_dataset(decoder_config.data)
+    size = images.shape[-1]
+    reference = torch.stack([dataset.render_sample(i, size) for i in range(len(images))])
+    kid_mean, kid_std = kid(
+        features_of(extractor, images.split(32)), features_of(extractor, reference.split(32)), kid_subsets, seed=seed
+    )
+    return dict(
+        resolution=size,
+        count=len(images),
+        extractor=extractor.name,
+        extractor_description=extractor.description,
+        kid=kid_mean,
+        kid_std=kid_std,
+        kid_subsets=kid_subsets,
+        sharpness=top_octave_energy(images),
+        reference_sharpness=top_octave_energy(reference),
+    )
