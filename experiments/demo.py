@@ -97,8 +97,8 @@ def main(argv=None):
     )
     for score in scores:
         print(
-            f"  {score['resolution']}px: KID {score['kid']:.4f} ± {score['kid_std']:.4f}, sharpness "
-            f"{score['sharpness']:.4f} (exact renders {score['reference_sharpness']:.4f})"
+            f"  {score['resolution']}px: KID {score['kid']:.4f}, sharpness {score['sharpness']:.4f} "
+            f"(exact renders {score['reference_sharpness']:.4f})"
         )
 
 

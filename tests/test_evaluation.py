@@ -119,6 +119,29 @@ def test_two_processes_sample_and_score_as_one(runs, tmp_path):
     for i in range(6):
         name = f"sample_{i:05d}.png"
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    generate = [str(ROOT / "experiments" / "generate_samples.py"), *run_flags(runs), *SAMPLING[:8]]
+    sharded = subprocess.run(
+        [
+            torchrun,
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29521",
+            *generate,
+            "--out_dir",
+            str(tmp_path / "generated"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert sharded.returncode == 0, sharded.stdout + sharded.stderr
+    assert json.loads((tmp_path / "generated" / "samples.json").read_text())["processes"] == 2
+    for i in range(6):
+        name = f"sample_{i:05d}.png"
+        assert (tmp_path / "generated" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+    assert (tmp_path / "generated" / "grid.png").exists()
 
 
 def test_a_missing_extractor_is_a_one_line_error(runs, monkeypatch, capsys):
