@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from infdiff.data import build_dataset
 from infdiff.metrics import EXTRACTORS, features_of, score_images
-from infdiff.pipeline.cli import STAGE_SCRIPTS, one_line_errors, parse_command_line
+from infdiff.pipeline.cli import one_line_errors, parse_trained_runs
 from infdiff.pipeline.generation import SampleSource, decoder_sampler
 from infdiff.train.config import ConfigError
 
@@ -129,13 +129,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main(argv=None):
-    configs, args = parse_command_line(
-        __doc__,
-        ["config", "decoder_config"],
-        options,
-        argv,
-        trained={"config": STAGE_SCRIPTS["stage2"], "decoder_config": STAGE_SCRIPTS["stage1"]},
-    )
+    configs, args = parse_trained_runs(__doc__, options, argv)
     started = time.perf_counter()
     with one_line_errors("resolution_sweep.py"):
         decoder_config = configs["decoder_config"]

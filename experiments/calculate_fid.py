@@ -19,11 +19,10 @@ import sys
 
 from infdiff.metrics import EXTRACTORS
 from infdiff.pipeline.cli import (
-    STAGE_SCRIPTS,
     add_sampling_options,
-    latent_sampler_option,
     one_line_errors,
-    parse_command_line,
+    parse_trained_runs,
+    sampling_arguments,
 )
 from infdiff.pipeline.evaluation import calculate_fid
 
@@ -39,35 +38,20 @@ def options(parser):
 
 
 def main(argv=None):
-    configs, args = parse_command_line(
-        __doc__,
-        ["config", "decoder_config"],
-        options,
-        argv,
-        optional=("config",),
-        trained={"config": STAGE_SCRIPTS["stage2"], "decoder_config": STAGE_SCRIPTS["stage1"]},
-    )
+    configs, args = parse_trained_runs(__doc__, options, argv, optional=("config",))
     if args.samples_dir is None and "config" not in configs:
         sys.exit("calculate_fid.py: error: --config (the latent run) is required unless --samples_dir is given")
     with one_line_errors("calculate_fid.py"):
         result = calculate_fid(
             configs["decoder_config"],
             configs.get("config"),
-            args.num_samples,
-            args.sample_img_size,
-            args.sampling_steps,
-            args.batch_size,
-            args.seed,
-            args.sampler,
-            args.variance,
-            latent_sampler_option(args, configs.get("config")),
-            args.inv_snr,
-            args.extractor,
-            args.samples_dir,
-            args.reference_count,
-            args.kid_samples,
-            args.out_dir,
-            args.cache_dir,
+            extractor=args.extractor,
+            samples_dir=args.samples_dir,
+            reference_count=args.reference_count,
+            kid_samples=args.kid_samples,
+            out_dir=args.out_dir,
+            cache_dir=args.cache_dir,
+            **sampling_arguments(args, configs.get("config")),
         )
     print(
         f"FID {result['fid']:.4g}, KID {result['kid']:.4g} ({result['extractor']}, {result['num_samples']} samples, "

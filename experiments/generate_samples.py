@@ -14,11 +14,10 @@ run (never overwriting an earlier one) and prints its path.
 """
 
 from infdiff.pipeline.cli import (
-    STAGE_SCRIPTS,
     add_sampling_options,
-    latent_sampler_option,
     one_line_errors,
-    parse_command_line,
+    parse_trained_runs,
+    sampling_arguments,
 )
 from infdiff.pipeline.generation import generate_samples
 
@@ -36,28 +35,14 @@ def options(parser):
 
 
 def main(argv=None):
-    configs, args = parse_command_line(
-        __doc__,
-        ["config", "decoder_config"],
-        options,
-        argv,
-        trained={"config": STAGE_SCRIPTS["stage2"], "decoder_config": STAGE_SCRIPTS["stage1"]},
-    )
+    configs, args = parse_trained_runs(__doc__, options, argv)
     with one_line_errors("generate_samples.py"):
         out = generate_samples(
             configs["config"],
             configs["decoder_config"],
-            args.num_samples,
-            args.sample_img_size,
-            args.sampling_steps,
-            args.batch_size,
-            args.seed,
-            args.sampler,
-            args.out_dir,
-            args.noise_size,
-            args.variance,
-            latent_sampler_option(args, configs["config"]),
-            args.inv_snr,
+            out_dir=args.out_dir,
+            noise_size=args.noise_size,
+            **sampling_arguments(args, configs["config"]),
         )
     print(f"samples written to {out.directory}")
 

@@ -85,63 +85,32 @@ def test_two_processes_sample_and_score_as_one(runs, tmp_path):
         OMP_NUM_THREADS="1",
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     )
-    common = run_flags(runs) + SAMPLING + ["--cache_dir", str(tmp_path / "stats")]
-    program = str(ROOT / "experiments" / "calculate_fid.py")
-    one = subprocess.run(
-        [sys.executable, program, *common, "--out_dir", str(tmp_path / "one")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert one.returncode == 0, one.stderr
-    two = subprocess.run(
-        [
-            torchrun,
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            "29519",
-            program,
-            *common,
-            "--out_dir",
-            str(tmp_path / "two"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert two.returncode == 0, two.stdout + two.stderr
+
+    def launch(program, arguments, out, processes):
+        prefix = (
+            [sys.executable]
+            if processes == 1
+            else [torchrun, "--nproc_per_node", "2", "--master_port", str(29519 + len(out.name))]
+        )
+        command = [*prefix, str(ROOT / "experiments" / program), *run_flags(runs), *arguments, "--out_dir", str(out)]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    def same_samples(a, b):
+        return all(
+            (a / f"sample_{i:05d}.png").read_bytes() == (b / f"sample_{i:05d}.png").read_bytes() for i in range(6)
+        )
+
+    scoring = SAMPLING + ["--cache_dir", str(tmp_path / "stats")]
+    launch("calculate_fid.py", scoring, tmp_path / "one", 1)
+    launch("calculate_fid.py", scoring, tmp_path / "two", 2)
     a, b = (json.loads((tmp_path / name / "fid.json").read_text()) for name in ("one", "two"))
     assert (a["processes"], b["processes"]) == (1, 2)
     assert a["fid"] == b["fid"] and a["kid"] == b["kid"]
-    for i in range(6):
-        name = f"sample_{i:05d}.png"
-        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
-    generate = [str(ROOT / "experiments" / "generate_samples.py"), *run_flags(runs), *SAMPLING[:8]]
-    sharded = subprocess.run(
-        [
-            torchrun,
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            "29521",
-            *generate,
-            "--out_dir",
-            str(tmp_path / "generated"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert sharded.returncode == 0, sharded.stdout + sharded.stderr
+    assert same_samples(tmp_path / "one", tmp_path / "two")
+    launch("generate_samples.py", SAMPLING[:8], tmp_path / "generated", 2)
     assert json.loads((tmp_path / "generated" / "samples.json").read_text())["processes"] == 2
-    for i in range(6):
-        name = f"sample_{i:05d}.png"
-        assert (tmp_path / "generated" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
-    assert (tmp_path / "generated" / "grid.png").exists()
+    assert same_samples(tmp_path / "generated", tmp_path / "one") and (tmp_path / "generated" / "grid.png").exists()
 
 
 def test_a_missing_extractor_is_a_one_line_error(runs, monkeypatch, capsys):

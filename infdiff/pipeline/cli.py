@@ -79,6 +79,21 @@ def latent_sampler_option(args: argparse.Namespace, latent_config: Optional[Conf
     return SamplerSpec.from_section(latent_config.sampler, "sampler", args.latent_sampler, args.latent_sampling_steps)
 
 
+def sampling_arguments(args: argparse.Namespace, latent_config: Optional[ConfigDict]) -> dict:
+    """The keyword arguments :func:`add_sampling_options` gives ``generate_samples`` and ``calculate_fid`` alike."""
+    return dict(
+        num_samples=args.num_samples,
+        sample_img_size=args.sample_img_size,
+        sampling_steps=args.sampling_steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        sampler=args.sampler,
+        variance=args.variance,
+        latent=latent_sampler_option(args, latent_config),
+        inv_snr=args.inv_snr,
+    )
+
+
 def parse_command_line(
     description: str,
     config_names: Sequence[str],
@@ -114,3 +129,15 @@ def parse_command_line(
     except (ConfigError, FileNotFoundError) as error:
         parser.error(str(error))
     return configs, parser.parse_args(rest)
+
+
+def parse_trained_runs(
+    description: str,
+    add_options: Optional[Callable] = None,
+    argv: Optional[Sequence[str]] = None,
+    optional: Sequence[str] = (),
+) -> Tuple[Dict[str, ConfigDict], argparse.Namespace]:
+    """:func:`parse_command_line` for scripts that use a trained two-stage model: ``--config`` (the stage-2 run)
+    and ``--decoder_config`` (the stage-1 run), both resolved to their runs' saved configs."""
+    trained = {"config": STAGE_SCRIPTS["stage2"], "decoder_config": STAGE_SCRIPTS["stage1"]}
+    return parse_command_line(description, list(trained), add_options, argv, trained=trained, optional=optional)
