@@ -7,13 +7,14 @@ GPUs: ``accelerate launch train_inf_ae_diffusion.py ...`` (or ``torchrun --nproc
 """
 
 from infdiff.pipeline.autoencoder import train_autoencoder
-from infdiff.pipeline.cli import parse_command_line
+from infdiff.pipeline.cli import one_line_errors, parse_command_line, say_once
 
 
 def main(argv=None):
     configs, _ = parse_command_line(__doc__, ["config"], argv=argv)
-    run_dir = train_autoencoder(configs["config"])
-    print(f"stage 1 run: {run_dir}")
+    with one_line_errors("train_inf_ae_diffusion.py"):
+        run_dir = train_autoencoder(configs["config"])
+    say_once(f"stage 1 run: {run_dir}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ is encoded once (cached in the run directory, refreshed when the encoder checkpo
 Re-running the same command resumes.
 """
 
-from infdiff.pipeline.cli import STAGE_SCRIPTS, parse_command_line
+from infdiff.pipeline.cli import STAGE_SCRIPTS, one_line_errors, parse_command_line, say_once
 from infdiff.pipeline.latent import train_latent
 
 
@@ -18,8 +18,9 @@ def main(argv=None):
     configs, _ = parse_command_line(
         __doc__, ["config", "decoder_config"], argv=argv, trained={"decoder_config": STAGE_SCRIPTS["stage1"]}
     )
-    run_dir = train_latent(configs["config"], configs["decoder_config"])
-    print(f"stage 2 run: {run_dir}")
+    with one_line_errors("train_latent_diffusion.py"):
+        run_dir = train_latent(configs["config"], configs["decoder_config"])
+    say_once(f"stage 2 run: {run_dir}")
 
 
 if __name__ == "__main__":

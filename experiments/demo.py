@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from infdiff.pipeline.autoencoder import train_autoencoder
-from infdiff.pipeline.cli import add_sampler_option, parse_command_line
+from infdiff.pipeline.cli import add_sampler_option, one_line_errors, parse_command_line
 from infdiff.io import atomic_write_text
 from infdiff.pipeline.evaluation import against_exact_renders, default_extractor
 from infdiff.pipeline.generation import generate_recons, generate_samples
@@ -54,7 +54,12 @@ def main(argv=None):
         arg for name, path in DEFAULT_CONFIGS.items() if f"--{name}" not in given for arg in (f"--{name}", str(path))
     ]
     configs, args = parse_command_line(__doc__, ["config", "latent_config"], options, defaults + argv)
-    config, latent_config = configs["config"], configs["latent_config"]
+    with one_line_errors("demo.py"):
+        demo(configs["config"], configs["latent_config"], args)
+
+
+def demo(config, latent_config, args):
+    """Train both stages (or resume them), then sample, score and reconstruct at ``args.sizes``."""
     train_autoencoder(config)
     train_latent(latent_config, config)
     noise_size = math.lcm(*args.sizes)

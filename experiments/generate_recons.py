@@ -7,15 +7,17 @@ split where the data set has one (``--split`` to choose).  Writes individual PNG
 row per resolution) and recons.json into a new folder.
 """
 
+from infdiff.pipeline.schema import SAMPLING_OPTIONS
 from infdiff.pipeline.cli import STAGE_SCRIPTS, add_sampler_option, one_line_errors, parse_command_line
 from infdiff.pipeline.generation import generate_recons
 
 
 def options(parser):
-    parser.add_argument("--sizes", type=int, nargs="+", required=True, help="output resolutions")
-    parser.add_argument("--num_images", type=int, default=8)
-    parser.add_argument("--sampling_steps", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
+    option = SAMPLING_OPTIONS
+    parser.add_argument("--sizes", type=option["sizes"].item, nargs="+", required=True, help="output resolutions")
+    parser.add_argument("--num_images", type=option["num_images"], default=8)
+    parser.add_argument("--sampling_steps", type=option["sampling_steps"], default=100)
+    parser.add_argument("--seed", type=option["seed"], default=0)
     add_sampler_option(parser)
     parser.add_argument(
         "--split", default=None, help="data split to reconstruct (default: 'test' where the data set has one)"
@@ -23,7 +25,7 @@ def options(parser):
     parser.add_argument("--out_dir", default=None)
     parser.add_argument(
         "--noise_size",
-        type=int,
+        type=SAMPLING_OPTIONS["noise_size"],
         default=None,
         help="draw the decoder's noise on this grid and average it down (a common multiple of "
         "--sizes), so every size decodes the same noise function",

@@ -20,6 +20,7 @@ from infdiff.pipeline.cli import (
     sampling_arguments,
 )
 from infdiff.pipeline.generation import generate_samples
+from infdiff.pipeline.schema import SAMPLING_OPTIONS
 
 
 def options(parser):
@@ -27,7 +28,7 @@ def options(parser):
     parser.add_argument("--out_dir", default=None, help="output folder (default: inside the latent run)")
     parser.add_argument(
         "--noise_size",
-        type=int,
+        type=SAMPLING_OPTIONS["noise_size"],
         default=None,
         help="draw the decoder's noise on this grid and average it down (a multiple of "
         "--sample_img_size): runs at several sizes with one seed then show the same samples",

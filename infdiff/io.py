@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import pickle
 import uuid
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Union
@@ -75,15 +76,44 @@ def atomic_torch_save(obj: Any, path: PathLike) -> Path:
     return _atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def torch_load(path: PathLike, map_location: Any = "cpu") -> Any:
-    """Load a checkpoint written by :func:`atomic_torch_save`.
+def _numpy_array_globals() -> list:
+    """The numpy constructors a pickled ndarray needs: data only, nothing that runs code.
 
-    ``weights_only=False`` is passed explicitly because torch >= 2.6 defaults to
-    ``True``, whose restricted unpickler rejects what training checkpoints hold besides
-    tensors (RNG states as numpy arrays and tuples, optimizer and scheduler states,
-    config dicts). It unpickles arbitrary objects, so only load checkpoints you trust.
+    Checkpoints written before the RNG state held tensors (:mod:`infdiff.train.rng`) store
+    numpy's state as an ndarray; allowing these lets them load weights-only too.
     """
-    return torch.load(path, map_location=map_location, weights_only=False)
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # numpy >= 2 renamed it
+    return [multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def torch_load(path: PathLike, map_location: Any = "cpu") -> Any:
+    """Load a checkpoint or cache written by :func:`atomic_torch_save` with ``weights_only=True``.
+
+    torch's restricted unpickler builds tensors and plain Python values only, so a file
+    planted in a run directory (a ``__reduce__`` payload) raises
+    :class:`pickle.UnpicklingError` instead of running its code.
+    """
+    allowed = _numpy_array_globals()
+    if hasattr(torch.serialization, "safe_globals"):  # torch >= 2.5: allowed for this call only
+        allowing = torch.serialization.safe_globals(allowed)
+    else:
+        torch.serialization.add_safe_globals(allowed)
+        allowing = contextlib.nullcontext()
+    try:
+        with allowing:
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights only" not in str(error).lower():
+            raise
+        refused = next((line.strip() for line in str(error).splitlines() if "GLOBAL" in line), "an unsupported object")
+        raise UnsafeFileError(
+            f"{path} holds objects other than tensors and plain Python values ({refused}); infdiff loads "
+            "checkpoints and caches weights-only so that a file cannot run code, and files it wrote never hold such objects"
+        ) from None
+
+
+class UnsafeFileError(pickle.UnpicklingError):
+    """A checkpoint or cache that would need arbitrary unpickling (and so could run code) to load."""
 
 
 def check_images(images: torch.Tensor) -> None:

@@ -97,7 +97,7 @@ def test_two_configs_side_by_side():
     [
         ("--config.train.batchsize=3", "no such key.*did you mean --config.train.batch_size"),
         ("--config.trainn.batch_size=3", "no such key"),
-        ("--config.train.batch_size=three", "expected a int"),
+        ("--config.train.batch_size=three", "expected an int"),
         ("--config.optimizer.fused=maybe", "expected a boolean"),
         ("--config.model=3", "is a section"),
         ("--config.model.uno_mults=5", "expected a tuple"),
@@ -120,6 +120,28 @@ def test_missing_or_broken_config_files(tmp_path):
         parse_config_flags([])
     with pytest.raises(ConfigError, match="no --config config file"):
         parse_config_flags(["--config.train.batch_size=3"], required=())
+
+
+def test_a_config_file_that_fails_to_run_names_the_file_and_line(tmp_path):
+    broken = tmp_path / "typo.py"
+    broken.write_text("def get_config(:\n    pass\n")
+    with pytest.raises(ConfigError, match=r"typo.py', line 1 failed to load: SyntaxError"):
+        load_config_file(broken)
+    raising = tmp_path / "raising.py"
+    raising.write_text("import ml_collections\n\n\ndef get_config():\n    return 1 / 0\n")
+    with pytest.raises(ConfigError, match=r"raising.py', line 5 failed to load: ZeroDivisionError"):
+        load_config_file(raising)
+
+
+def test_every_shipped_config_passes_the_schema_with_every_key_declared():
+    import warnings
+
+    from infdiff.pipeline.schema import validate_config
+
+    for path in sorted(CONFIGS.glob("*.py")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            validate_config(load_config_file(path), source=str(path))
 
 
 def test_override_function_on_a_locked_config(tmp_path):

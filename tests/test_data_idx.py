@@ -63,3 +63,11 @@ def test_missing_files_and_bad_split(digits, tmp_path):
         IDXDataset(tmp_path / "empty")
     with pytest.raises(DataError, match="split must be one of"):
         IDXDataset(digits[0], split="valid")
+
+
+def test_a_cut_off_gzip_file_is_named(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    write_idx(path, np.random.default_rng(0).integers(0, 256, (50, 28, 28), dtype=np.uint8), gz=True)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz: cannot be read \(EOFError.*truncated or corrupt"):
+        IDXDataset(tmp_path)

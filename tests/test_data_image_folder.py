@@ -9,6 +9,7 @@ from infdiff.data import (
     DataError,
     ImageFolderDataset,
     UnreadableImageWarning,
+    UpsampledImageWarning,
     load_image,
     resize_center_crop,
     to_tensor,
@@ -118,3 +119,17 @@ def test_index_out_of_range(tmp_path):
     dataset = ImageFolderDataset(tmp_path, 4)
     with pytest.raises(IndexError):
         dataset[1]
+
+
+def test_images_smaller_than_the_size_warn_once_naming_the_first_and_the_key(tmp_path):
+    write_image(tmp_path / "big.png", gradient(40, 40))
+    write_image(tmp_path / "small.png", gradient(24, 20))
+    write_image(tmp_path / "smaller.png", gradient(10, 10))
+    dataset = ImageFolderDataset(tmp_path, 32)
+    with pytest.warns(UpsampledImageWarning) as seen:
+        images = [dataset[i] for i in range(len(dataset))]
+    assert len(seen) == 1 and "small.png is 20×24 px, smaller than 32 px (data.img_size)" in str(seen[0].message)
+    assert all(x.shape == (3, 32, 32) for x in images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ImageFolderDataset(tmp_path, 20)[0]

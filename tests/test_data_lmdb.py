@@ -1,6 +1,8 @@
 import io
 import json
 import pickle
+import subprocess
+import sys
 
 import lmdb
 import numpy as np
@@ -238,3 +240,69 @@ def test_cli(tmp_path, source, capsys):
     assert len(LMDBDataset(tmp_path / "cli.lmdb", 8)) == 5
     assert prepare.main([str(tmp_path / "missing"), str(tmp_path / "x.lmdb"), "--size", "8", "--quiet"]) == 1
     assert "SRC=" in capsys.readouterr().err
+
+
+@pytest.fixture
+def prepared(tmp_path):
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(40):
+        random_image(i, 16, 16).save(src / f"{i:02d}.png")
+    prepare.prepare_lmdb(src, tmp_path / "db.lmdb", 16, progress=False)
+    return tmp_path / "db.lmdb"
+
+
+READ_ALL = """
+import sys, warnings
+from infdiff.data import DataError, LMDBDataset
+try:
+    dataset = LMDBDataset(sys.argv[1], 16)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        count = sum(1 for _ in dataset)
+    print("read", count, "warned", len(seen), *(str(w.message) for w in seen[:1]))
+except DataError as error:
+    print("DataError", error)
+"""
+
+
+def read_all(db):
+    """Read every image of ``db`` in a child process, so a crash (SIGBUS) shows as its exit status."""
+    result = subprocess.run([sys.executable, "-c", READ_ALL, str(db)], capture_output=True, text=True, timeout=120)
+    return result.returncode, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("kept", [0.9, 0.5, 0.1, 8192])
+def test_a_truncated_database_is_refused_before_it_is_mapped(prepared, kept):
+    data = prepared / "data.mdb"
+    size = data.stat().st_size
+    data.write_bytes(data.read_bytes()[: int(size * kept) if kept < 1 else kept])
+    status, output = read_all(prepared)
+    assert status == 0, f"the reader died with status {status}: {output}"
+    assert output.startswith("DataError data.root_dir=") and str(data) in output
+    assert "truncated" in output or "does not start with an LMDB meta page" in output
+
+
+def test_a_damaged_page_names_the_database_and_key_and_the_other_images_still_load(prepared):
+    data = prepared / "data.mdb"
+    content = bytearray(data.read_bytes())
+    pages = len(content) // 4096
+    middle = (pages // 2) * 4096
+    content[middle : middle + 4096] = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    data.write_bytes(bytes(content))
+    status, output = read_all(prepared)
+    assert status == 0 and "Traceback" not in output, output
+    if output.startswith("DataError"):
+        assert "data.root_dir=" in output and "damaged" in output
+    else:
+        read, warned = int(output.split()[1]), int(output.split()[3])
+        assert read == 40 and warned >= 1 and "of " + str(prepared) in output, output
+
+
+def test_a_record_count_that_disagrees_with_the_meta_record_is_refused(prepared):
+    env = lmdb.open(str(prepared))
+    with env.begin(write=True) as txn:
+        txn.delete(b"00000007")
+    env.close()
+    with pytest.raises(DataError, match=r"holds 41 records but its __meta__ says 40 images"):
+        LMDBDataset(prepared, 16)

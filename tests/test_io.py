@@ -19,7 +19,7 @@ def _half_write_then_crash(obj, f):
 
 def test_atomic_torch_save_round_trips(tmp_path):
     path = atomic_torch_save({"w": torch.arange(3)}, tmp_path / "a.pt")
-    assert torch.equal(torch.load(path, weights_only=False)["w"], torch.arange(3))
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.arange(3))
     assert os.listdir(tmp_path) == ["a.pt"]
 
 
@@ -30,7 +30,7 @@ def test_crash_inside_torch_save_keeps_previous_file_and_no_temp(tmp_path, monke
     with pytest.raises(RuntimeError, match="simulated crash"):
         atomic_torch_save({"version": 2}, path)
     monkeypatch.undo()
-    assert torch.load(path, weights_only=False) == {"version": 1}
+    assert torch.load(path, weights_only=True) == {"version": 1}
     assert os.listdir(tmp_path) == ["a.pt"]
 
 

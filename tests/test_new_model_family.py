@@ -1,8 +1,8 @@
 """A new model family is an addition, not a fork: a variance-exploding SDE and a prior defined here only.
 
-Both are registered from this file, named by a config, trained with the shared stage runner and
-loop (``loss(model, batch, generator)``, EMA, checkpoints) and sampled with the shared samplers;
-nothing outside this file knows about them.
+Both are registered (and their keys declared in the config schema) from this file, named by a
+config, trained with the shared stage runner and loop (``loss(model, batch, generator)``, EMA,
+checkpoints) and sampled with the shared samplers; nothing outside this file knows about them.
 """
 
 import math
@@ -17,6 +17,7 @@ from infdiff.diffusion import PRIORS, PROCESSES, DiffusionProcess, NoisePrior
 from infdiff.ops.grid import Size
 from infdiff.pipeline.build import SamplerSpec, build_loss, build_model, build_process
 from infdiff.pipeline.runs import load_latest_checkpoint
+from infdiff.pipeline.schema import CONFIG_SCHEMA, POSITIVE, validate_config
 from infdiff.pipeline.sampling import sample_latents
 from infdiff.pipeline.stage import Stage, run_stage
 from infdiff.train.batches import tensor_batches
@@ -63,13 +64,20 @@ class VarianceExplodingSDE(DiffusionProcess):
         return self.sigma(t) * math.sqrt(2 * math.log(self.sigma_max / self.sigma_min))
 
 
+TOY_KEYS = {"prior.scale": POSITIVE, "process.sigma_min": POSITIVE, "process.sigma_max": POSITIVE}
+
+
 @pytest.fixture
 def registered():
     PROCESSES.register("toy_ve_sde", VarianceExplodingSDE)
     PRIORS.register("toy_scaled_white", ScaledWhiteNoise)
+    for key, field in TOY_KEYS.items():
+        CONFIG_SCHEMA.declare(key, field)
     yield
     PROCESSES.unregister("toy_ve_sde")
     PRIORS.unregister("toy_scaled_white")
+    for key in TOY_KEYS:
+        CONFIG_SCHEMA.undeclare(key)
 
 
 def toy_config(output_dir) -> ConfigDict:
@@ -151,3 +159,12 @@ def test_a_toy_sde_and_prior_train_with_the_shared_loop_and_sample_with_the_shar
     left = (samples[:, 0] < 0).float().mean()
     assert 0.35 < left < 0.65, "both modes are sampled"
     assert 0.2 < samples[:, 1].std() < 0.45, "with the modes' spread (0.3; measured 0.29-0.30)"
+
+
+def test_the_family_declares_its_keys_so_they_are_checked_before_building(tmp_path, registered, recwarn):
+    config = toy_config(tmp_path)
+    validate_config(config)
+    assert not [w for w in recwarn if "not declared" in str(w.message)]
+    config.process.sigma_max = -5.0
+    with pytest.raises(ValueError, match=r"--config.process.sigma_max=-5.0: expected a number > 0"):
+        validate_config(config)

@@ -284,7 +284,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path, program):
     shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
     reason="torchrun not installed",
 )
-def test_two_process_ddp_training_on_cpu_writes_from_rank_zero_only(tmp_path):
+def test_two_process_ddp_training_on_cpu_writes_and_reports_from_rank_zero_only(tmp_path):
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     args = flags(
         "config",
@@ -293,15 +293,16 @@ def test_two_process_ddp_training_on_cpu_writes_from_rank_zero_only(tmp_path):
         + [f"run.output_dir={tmp_path}", "train.max_steps=4", "train.checkpoint_steps=2", "train.plot_samples_steps=4"],
     )
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", "29517", str(ROOT / "train_inf_ae_diffusion.py"), *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+
+    def train(*extra):
+        command = [torchrun, "--nproc_per_node", "2", "--master_port", "29517", str(ROOT / "train_inf_ae_diffusion.py")]
+        result = subprocess.run(
+            command + args + list(extra), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout + result.stderr
+
+    train()
     run = tmp_path / "shapes_32"
     logged = [m["step"] for m in read_metrics(run / "metrics.jsonl") if "loss" in m]
     assert logged == [2, 4], "each step must be logged once (rank 0 only)"
@@ -313,6 +314,12 @@ def test_two_process_ddp_training_on_cpu_writes_from_rank_zero_only(tmp_path):
         "checkpoint-00000002.pt",
         "checkpoint-00000004.pt",
     ]
+    (run / "checkpoints" / ".checkpoint-00000006.pt.999999999.0badc0de.tmp").write_bytes(b"cut short")
+    output = train("--config.train.max_steps=6")
+    assert output.count("resuming at step 4") == 1, "rank 0 alone reports the resume\n" + output
+    assert output.count("removed 1 partial checkpoint file") == 1, output
+    assert output.count("UserWarning: resuming with a config that differs") == 1, output
+    assert output.count("stage 1 run:") == 1, output
 
 
 class Passthrough(nn.Module):
@@ -475,5 +482,5 @@ def test_stage_two_does_not_depend_on_whether_the_latents_were_cached(tmp_path):
 
 def test_a_decay_fraction_outside_zero_to_one_names_its_key(tmp_path):
     ae, _ = tiny_configs(tmp_path, "optimizer.decay_fraction=1.5")
-    with pytest.raises(ValueError, match=r"optimizer.decay_fraction=1.5: expected a fraction of train.max_steps"):
+    with pytest.raises(ValueError, match=r"--config.optimizer.decay_fraction=1.5: expected a number >= 0 and <= 1"):
         train_autoencoder(ae)

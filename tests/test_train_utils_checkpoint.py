@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -63,13 +65,37 @@ def test_a_directory_without_checkpoints_has_none_to_load(tmp_path):
 def test_checkpoints_hold_non_tensor_training_state(tmp_path):
     import random
 
+    state = {"python": random.getstate(), "nested": {"lr": 1e-4, "betas": (0.9, 0.99)}, "name": "x", "none": None}
+    CheckpointManager(tmp_path).save(0, state)
+    assert CheckpointManager(tmp_path).newest_loadable()[1] == state
+
+
+class Payload:
+    """Unpickling this object calls ``open(marker, "w")``: code a checkpoint must never get to run."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_a_planted_checkpoint_is_refused_without_running_its_code(tmp_path):
+    manager = CheckpointManager(tmp_path)
+    manager.save(1, {"step": 1})
+    torch.save({"step": 99999999, "model": Payload(tmp_path / "ran")}, manager.path_for(99999999))
+    with pytest.warns(RuntimeWarning, match=r"refusing .*checkpoint-99999999.pt holds objects other than tensors"):
+        path, state = manager.newest_loadable()
+    assert state == {"step": 1} and not (tmp_path / "ran").exists()
+
+
+def test_checkpoints_of_older_runs_with_numpy_rng_state_still_load(tmp_path):
     import numpy as np
 
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "nested": {"lr": 1e-4}}
-    CheckpointManager(tmp_path).save(0, state)
-    loaded = CheckpointManager(tmp_path).newest_loadable()[1]
-    assert loaded["python"] == state["python"]
-    assert np.array_equal(loaded["numpy"][1], state["numpy"][1])
+    state = np.random.get_state()
+    torch.save({"rng": [{"numpy": state}]}, CheckpointManager(tmp_path).path_for(5))
+    loaded = CheckpointManager(tmp_path).newest_loadable()[1]["rng"][0]["numpy"]
+    assert loaded[0] == state[0] and np.array_equal(loaded[1], state[1]) and loaded[2:] == state[2:]
 
 
 def test_invalid_arguments_raise(tmp_path):
@@ -77,3 +103,16 @@ def test_invalid_arguments_raise(tmp_path):
         CheckpointManager(tmp_path, keep=0)
     with pytest.raises(ValueError, match="step"):
         CheckpointManager(tmp_path).save(-1, {})
+
+
+def test_partial_writes_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
+    manager = CheckpointManager(tmp_path)
+    manager.save(1, {"step": 1})
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed = tmp_path / f".checkpoint-00000002.pt.{dead.pid}.0badc0de.tmp"
+    live = tmp_path / f".checkpoint-00000002.pt.{os.getpid()}.0badc0de.tmp"
+    for path in (killed, live):
+        path.write_bytes(b"PK half a checkpoint")
+    assert manager.remove_partial_writes() == [killed]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "checkpoint-00000001.pt"]

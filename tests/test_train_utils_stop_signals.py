@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from infdiff.train.stop_signals import GracefulStop
+from infdiff.train.stop_signals import GracefulStop, StopWithoutCheckpoint
 
 
 def _send(signum):
@@ -21,7 +21,7 @@ def test_first_signal_sets_the_flag_and_prints(signum, capsys):
 
 
 def test_second_signal_interrupts():
-    with pytest.raises(KeyboardInterrupt, match="second SIGTERM"):
+    with pytest.raises(StopWithoutCheckpoint, match="second SIGTERM: stopping without a checkpoint"):
         with GracefulStop():
             _send(signal.SIGTERM)
             _send(signal.SIGTERM)

@@ -5,7 +5,7 @@ one from the ``data`` config section.  Convert large image folders to an LMDB wi
 ``python -m infdiff.data.prepare SRC DST.lmdb --size N``.
 """
 
-from infdiff.data.errors import DataError, UnreadableImageError, UnreadableImageWarning
+from infdiff.data.errors import DataError, UnreadableImageError, UnreadableImageWarning, UpsampledImageWarning
 from infdiff.data.idx import IDXDataset
 from infdiff.data.image_folder import ImageFolderDataset
 from infdiff.data.lmdb_dataset import LMDBDataset
@@ -26,6 +26,7 @@ __all__ = [
     "DataError",
     "UnreadableImageError",
     "UnreadableImageWarning",
+    "UpsampledImageWarning",
     "build_dataset",
     "DATASETS",
     "DataKeyWarning",

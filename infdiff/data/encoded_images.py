@@ -3,7 +3,8 @@
 An item is decoded, converted to the requested channels, resized and centre-cropped to
 ``size×size``, turned into a tensor ``(C, size, size)`` in ``[-1, 1]`` (flips are a batch transform,
 :func:`~infdiff.data.transforms.flip_batch`).
-An image that cannot be decoded is reported once per process with an
+An image smaller than ``size`` is upsampled, warned about once per data set and process with an
+:class:`~infdiff.data.errors.UpsampledImageWarning`.  An image that cannot be decoded is reported once per process with an
 :class:`~infdiff.data.errors.UnreadableImageWarning` and skipped: the item is the next readable
 image in storage order (wrapping around), so the substitution is deterministic.
 """
@@ -17,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from infdiff.data.checks import check_channels, require_int
-from infdiff.data.errors import DataError, UnreadableImageError, UnreadableImageWarning
+from infdiff.data.errors import DataError, UnreadableImageError, UnreadableImageWarning, UpsampledImageWarning
 from infdiff.data.transforms import ImageSource, load_image, resize_center_crop, to_tensor
 
 
@@ -36,6 +37,7 @@ class EncodedImageDataset(Dataset):
         self.location = location
         self.key = key
         self._unreadable: Set[int] = set()
+        self.warned_upsampling = False
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -51,6 +53,15 @@ class EncodedImageDataset(Dataset):
     def decode(self, index: int) -> torch.Tensor:
         """Image ``index`` as a tensor ``(C, size, size)`` in ``[-1, 1]``, without skipping."""
         image = load_image(self.encoded(index), self.channels, name=self.describe(index))
+        if min(image.size) < self.size and not self.warned_upsampling:
+            self.warned_upsampling = True
+            warnings.warn(
+                f"{self.describe(index)} is {image.size[0]}×{image.size[1]} px, smaller than {self.size} px "
+                f"(data.img_size): it and any other such images of {self.key}={self.location!r} are upsampled "
+                "and lack that size's detail; use larger images or a smaller data.img_size",
+                UpsampledImageWarning,
+                stacklevel=3,
+            )
         return to_tensor(resize_center_crop(image, self.size))
 
     def __getitem__(self, index: int) -> torch.Tensor:

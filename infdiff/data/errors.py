@@ -15,5 +15,9 @@ class UnreadableImageError(DataError):
     """One stored image cannot be decoded; the datasets skip such images with a warning."""
 
 
+class UpsampledImageWarning(UserWarning):
+    """Images smaller than the requested size are upsampled, so they lack the detail of that size."""
+
+
 class UnreadableImageWarning(UserWarning):
     """An image was skipped because it cannot be decoded (filter with this category)."""

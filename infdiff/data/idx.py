@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zlib
 from typing import Optional
 
 import numpy as np
@@ -53,8 +54,11 @@ def read_idx_images(path: str) -> np.ndarray:
     try:
         with opener(path, "rb") as stream:
             raw = stream.read()
-    except OSError as err:
-        raise DataError(f"{path}: cannot be read ({type(err).__name__}: {err}); expected an IDX images file") from err
+    except (OSError, EOFError, zlib.error) as err:  # a cut-off .gz raises EOFError, a damaged one zlib.error
+        raise DataError(
+            f"{path}: cannot be read ({type(err).__name__}: {err}); the file is truncated or corrupt, "
+            "download it again (expected an IDX images file, optionally gzipped)"
+        ) from err
     if len(raw) < 16:
         raise DataError(f"{path}: only {len(raw)} bytes, shorter than an IDX3 header (16 bytes)")
     magic, count, rows, cols = struct.unpack(">4I", raw[:16])

@@ -9,12 +9,14 @@ from typing import Optional, Tuple
 import lmdb
 
 from infdiff.data.encoded_images import EncodedImageDataset
-from infdiff.data.errors import DataError, UnreadableImageError
+from infdiff.data.errors import DataError, UnreadableImageError, UpsampledImageWarning
 from infdiff.data.files import require_path
 from infdiff.data.lmdb_format import EXPECTED, META_KEY, NumberedKeys, data_file, parse_meta, resume_command
 from infdiff.data.lmdb_handles import readonly_handle
 from infdiff.data.lmdb_keys import KeyTable, lmdb_keys
 from infdiff.io import PathLike
+
+DAMAGED = "copy it again, or re-create it with `python -m infdiff.data.prepare`"
 
 
 def scan_layout(path: str, key: str) -> Tuple[Optional[bytes], Optional[KeyTable]]:
@@ -23,9 +25,23 @@ def scan_layout(path: str, key: str) -> Tuple[Optional[bytes], Optional[KeyTable
     The handle is released on return, so a later error does not keep the db open.
     """
     env = readonly_handle(path, key)
-    with env.begin() as txn:
-        raw_meta = txn.get(META_KEY)
-    return raw_meta, (lmdb_keys(env, data_file(path)) if raw_meta is None else None)
+    try:
+        with env.begin() as txn:
+            raw_meta = txn.get(META_KEY)
+        return raw_meta, (lmdb_keys(env, data_file(path)) if raw_meta is None else None)
+    except lmdb.Error as err:
+        raise DataError(f"{key}={path!r}: the LMDB is damaged ({type(err).__name__}: {err}); {DAMAGED}") from err
+
+
+def check_record_count(env: lmdb.Environment, meta: dict, where: str) -> None:
+    """An infdiff db holds its images plus the ``__meta__`` and ``__sources__`` records, no more, no fewer."""
+    expected = meta["length"] + 2
+    found = env.stat()["entries"]
+    if found != expected:
+        raise DataError(
+            f"{where} holds {found} records but its __meta__ says {meta['length']} images (+2 records): "
+            f"the db is damaged or was written by something else; {DAMAGED}"
+        )
 
 
 class LMDBDataset(EncodedImageDataset):
@@ -49,6 +65,8 @@ class LMDBDataset(EncodedImageDataset):
         self.path = resolved
         raw_meta, table = scan_layout(resolved, key)
         self.meta = None if raw_meta is None else self._checked_meta(raw_meta)
+        if self.meta is not None:
+            check_record_count(readonly_handle(resolved, key), self.meta, f"{key}={self.location!r}")
         self.keys = table if self.meta is None else NumberedKeys(self.meta["length"])
         if len(self.keys) == 0:
             raise DataError(f"{key}={os.fspath(path)!r} is an empty LMDB; expected {EXPECTED} holding images")
@@ -67,9 +85,11 @@ class LMDBDataset(EncodedImageDataset):
         if not isinstance(meta.get("length"), int) or meta["length"] < 0:
             raise DataError(f"{where}: __meta__ has no valid 'length' (got {meta.get('length')!r})")
         if isinstance(meta.get("size"), int) and meta["size"] < self.size:
+            self.warned_upsampling = True
             warnings.warn(
                 f"{where} holds {meta['size']}px images but {self.size}px were requested: images are "
                 f"upsampled; prepare the db with --size {self.size} for full detail",
+                UpsampledImageWarning,
                 stacklevel=3,
             )
         return meta
@@ -86,8 +106,11 @@ class LMDBDataset(EncodedImageDataset):
         return len(self.keys)
 
     def encoded(self, index: int) -> bytes:
-        with self._environment().begin() as txn:
-            value = txn.get(self.keys[index])
+        try:
+            with self._environment().begin() as txn:
+                value = txn.get(self.keys[index])
+        except lmdb.Error as err:  # a damaged page: this record is lost, the others may still be readable
+            raise UnreadableImageError(f"cannot read {self.describe(index)} ({type(err).__name__}: {err})") from err
         if value is None:
             raise UnreadableImageError(f"cannot decode {self.describe(index)}: the key has no value")
         return value

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import shlex
-from typing import Any, Dict
+import struct
+from typing import Any, Dict, Optional
 
 import lmdb
 
@@ -82,8 +83,58 @@ def data_file(path: str) -> str:
     return os.path.join(path, "data.mdb") if os.path.isdir(path) else path
 
 
+MAGIC = 0xBEEFC0DE
+PAGE_HEADER = 16  # bytes before a meta page's MDB_meta (LMDB's PAGEHDRSZ on 64-bit builds)
+META_OFFSETS = {"magic": 0, "page_size": 24, "last_page": 120, "txnid": 128}  # inside MDB_meta
+
+
+def _meta_page(data: bytes, offset: int) -> Optional[Dict[str, int]]:
+    """The fields of the LMDB meta page at ``offset`` of ``data`` that locate the file's end, or ``None``."""
+    base = offset + PAGE_HEADER
+    if len(data) < base + META_OFFSETS["txnid"] + 8:
+        return None
+    for order in "<>":  # LMDB files are in the writing machine's byte order
+        if struct.unpack_from(order + "I", data, base + META_OFFSETS["magic"])[0] == MAGIC:
+            page_size = struct.unpack_from(order + "I", data, base + META_OFFSETS["page_size"])[0]
+            last_page, txnid = struct.unpack_from(order + "QQ", data, base + META_OFFSETS["last_page"])
+            return {"page_size": page_size, "last_page": last_page, "txnid": txnid}
+    return None
+
+
+def check_data_file(path: str, key: str) -> None:
+    """Refuse an LMDB whose data file is not LMDB or is shorter than its newest meta page says.
+
+    Mapping a truncated file and reading past its end kills the process with ``SIGBUS``, so the two
+    meta pages (pages 0 and 1) are read with ordinary file reads first: the newer one (larger
+    transaction id) gives the page size and the last page in use, which must lie inside the file.
+    """
+    where = f"{key}={path!r}"
+    file = data_file(path)
+    if not os.path.isfile(file):
+        return  # no data file: opening it fails with LMDB's own message
+    try:
+        size = os.path.getsize(file)
+        with open(file, "rb") as stream:
+            head = stream.read(2 * 65536)  # enough for both meta pages at any LMDB page size
+    except OSError as err:
+        raise DataError(f"{where}: cannot read {file} ({err}); expected {EXPECTED}") from err
+    first = _meta_page(head, 0)
+    if first is None or not 512 <= first["page_size"] <= 65536:
+        raise DataError(f"{where}: {file} ({size} bytes) does not start with an LMDB meta page; expected {EXPECTED}")
+    second = _meta_page(head, first["page_size"])
+    newest = max(filter(None, (first, second)), key=lambda meta: meta["txnid"])
+    needed = (newest["last_page"] + 1) * newest["page_size"]
+    if size < needed:
+        raise DataError(
+            f"{where}: {file} is truncated ({size} bytes, but its pages end at {needed} bytes): the copy is "
+            "incomplete or the disk lost data; copy the database again or re-run `python -m infdiff.data.prepare`"
+        )
+
+
 def open_readonly(path: str, key: str) -> lmdb.Environment:
-    """Open the LMDB at ``path`` read-only, without locking or readahead (safe for many readers)."""
+    """Open the LMDB at ``path`` read-only, without locking or readahead (safe for many readers), after
+    :func:`check_data_file` has checked that reading it cannot run past the end of its file."""
+    check_data_file(path, key)
     try:
         return lmdb.open(path, subdir=os.path.isdir(path), readonly=True, lock=False, readahead=False, meminit=False)
     except lmdb.Error as err:

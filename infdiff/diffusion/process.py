@@ -159,7 +159,11 @@ class DiscreteDDPM(DiffusionProcess):
         mollified_states: bool = False,
     ) -> "DiscreteDDPM":
         """The process of a named beta schedule (:func:`~infdiff.diffusion.schedules.beta_schedule`)."""
-        return cls(Schedule.named(schedule, steps), prior or WhiteNoise(), mollified_states)
+        try:
+            table = Schedule.named(schedule, steps)
+        except ValueError as error:  # said as the argument it came from, so a config error names its key
+            raise ValueError(f"schedule={schedule!r}: {error}") from None
+        return cls(table, prior or WhiteNoise(), mollified_states)
 
     @property
     def num_steps(self) -> int:

@@ -49,6 +49,11 @@ class DiffusionAutoencoder(nn.Module):
         """Image channels the decoder produces."""
         return self.decoder.channels
 
+    @property
+    def z_dim(self) -> int:
+        """Width of the code ``z``."""
+        return self.encoder.z_dim
+
     def encode(self, x: Field, sample: Optional[bool] = None) -> Encoding:
         """The code of ``x`` (see :meth:`SparseEncoder.forward`)."""
         return self.encoder(x, sample=sample)

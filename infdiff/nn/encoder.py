@@ -83,7 +83,7 @@ class SparseEncoder(nn.Module):
                 f"pool_size={pool_size}: must divide the side {contracted} of the contracted grid; "
                 f"choose one of {divisors}"
             )
-        self.pool_size = pool_size
+        self.pool_size, self.z_dim = pool_size, z_dim
         self.head = nn.Linear(self.contract.out_channels * pool_size**2, 2 * z_dim if stochastic else z_dim)
 
     def forward(self, x: Field, sample: Optional[bool] = None) -> Encoding:

@@ -27,10 +27,11 @@ from infdiff.diffusion import DiffusionProcess
 from infdiff.io import atomic_write_text
 from infdiff.nn import DiffusionAutoencoder
 from infdiff.pipeline.build import SamplerSpec, build_loss, build_model, build_process, train_size
+from infdiff.pipeline.schema import validate_config
 from infdiff.pipeline.runs import check_trained_with, load_latest_checkpoint
 from infdiff.pipeline.sampling import decode_latents
 from infdiff.pipeline.stage import Stage, run_stage
-from infdiff.train.batches import dataset_batches
+from infdiff.train.batches import check_batches, dataset_batches
 from infdiff.train.images import save_resolution_comparison
 from infdiff.train.loop import Hooks
 from infdiff.train.rng import mixed_seed
@@ -92,6 +93,7 @@ def load_autoencoder(config: ConfigDict, device="cpu", flag: str = "config") -> 
     ``config`` must agree with the checkpoint's on what the weights mean (else a ``ConfigError``
     naming the keys); :func:`~infdiff.pipeline.runs.saved_run_config` gives such a config.
     """
+    validate_config(config, flag)
     state, path = load_latest_checkpoint(config, flag=flag)
     check_trained_with(config, state, path, flag)
     model = build_autoencoder(config)
@@ -163,6 +165,7 @@ def reconstruction_hook(dataset, config: ConfigDict, settings: TrainSettings, ru
 def autoencoder_stage(config: ConfigDict, accelerator: Accelerator, settings: TrainSettings, run_dir: Path) -> Stage:
     """Stage 1's network, loss, batches and reconstruction pictures (for :func:`run_stage`)."""
     dataset = build_dataset(config.data)
+    check_batches(len(dataset), settings.batch_size, accelerator.num_processes, "images")
     model = build_autoencoder(config)
     hooks = Hooks(
         visualize=reconstruction_hook(dataset, config, settings, run_dir, accelerator.device)

@@ -13,6 +13,7 @@ import contextlib
 import sys
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
+from accelerate import PartialState
 from ml_collections import ConfigDict
 
 from infdiff.data import DataError
@@ -22,6 +23,7 @@ from infdiff.metrics import ExtractorUnavailable
 from infdiff.pipeline.build import SamplerSpec
 from infdiff.pipeline.legacy_keys import LEGACY_KEYS
 from infdiff.pipeline.runs import saved_run_config
+from infdiff.pipeline.schema import SAMPLING_OPTIONS, validate_config
 from infdiff.train.config import ConfigError, parse_config_flags
 
 STAGE_SCRIPTS = {"stage1": "train_inf_ae_diffusion.py", "stage2": "train_latent_diffusion.py"}
@@ -30,12 +32,16 @@ STAGE_SCRIPTS = {"stage1": "train_inf_ae_diffusion.py", "stage2": "train_latent_
 @contextlib.contextmanager
 def one_line_errors(program: str):
     """Inside it, a bad setting found after parsing (a config key, a data file, a missing extractor) ends the
-    program with status 2 and one line naming it, as a parsing error does."""
+    program with status 2 and one line naming it, as a parsing error does; Ctrl-C ends it with status 130
+    and one line instead of a traceback."""
     try:
         yield
     except (ConfigError, DataError, FileNotFoundError, ExtractorUnavailable) as error:
         sys.stderr.write(f"{program}: error: {error}\n")
         raise SystemExit(2) from None
+    except KeyboardInterrupt as interrupt:
+        sys.stderr.write(f"{program}: {str(interrupt) or 'interrupted'}\n")
+        raise SystemExit(130) from None
 
 
 def add_sampler_option(parser: argparse.ArgumentParser, default: Optional[str] = None) -> None:
@@ -51,11 +57,14 @@ def add_sampler_option(parser: argparse.ArgumentParser, default: Optional[str] =
 
 def add_sampling_options(parser: argparse.ArgumentParser, num_samples: int = 16) -> None:
     """The options of sampling a trained two-stage model, shared by ``generate_samples.py`` and ``calculate_fid.py``."""
-    parser.add_argument("--sample_img_size", type=int, default=None, help="output size (default: training size)")
-    parser.add_argument("--sampling_steps", type=int, default=100, help="decoder diffusion steps")
-    parser.add_argument("--num_samples", type=int, default=num_samples)
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
+    option = SAMPLING_OPTIONS
+    parser.add_argument(
+        "--sample_img_size", type=option["sample_img_size"], default=None, help="output size (default: training size)"
+    )
+    parser.add_argument("--sampling_steps", type=option["sampling_steps"], default=100, help="decoder diffusion steps")
+    parser.add_argument("--num_samples", type=option["num_samples"], default=num_samples)
+    parser.add_argument("--batch_size", type=option["batch_size"], default=16)
+    parser.add_argument("--seed", type=option["seed"], default=0)
     add_sampler_option(parser)
     parser.add_argument(
         "--latent_sampler",
@@ -63,10 +72,10 @@ def add_sampling_options(parser: argparse.ArgumentParser, num_samples: int = 16)
         default=None,
         help="latent sampler (default: the stage-2 config's; the paper's: ddpm, 1000 steps)",
     )
-    parser.add_argument("--latent_sampling_steps", type=int, default=None)
+    parser.add_argument("--latent_sampling_steps", type=option["latent_sampling_steps"], default=None)
     parser.add_argument(
         "--inv_snr",
-        type=float,
+        type=option["inv_snr"],
         default=None,
         help="Wiener regulariser for deblurring the mollified samples (default: the prior's, 0.05)",
     )
@@ -126,6 +135,8 @@ def parse_command_line(
         for name, script in (trained or {}).items():
             if name in configs:
                 configs[name] = saved_run_config(configs[name], overrides[name], flag=name, script=script)
+        for name, config in configs.items():
+            validate_config(config, flag=name)
     except (ConfigError, FileNotFoundError) as error:
         parser.error(str(error))
     return configs, parser.parse_args(rest)
@@ -141,3 +152,9 @@ def parse_trained_runs(
     and ``--decoder_config`` (the stage-1 run), both resolved to their runs' saved configs."""
     trained = {"config": STAGE_SCRIPTS["stage2"], "decoder_config": STAGE_SCRIPTS["stage1"]}
     return parse_command_line(description, list(trained), add_options, argv, trained=trained, optional=optional)
+
+
+def say_once(line: str) -> None:
+    """Print ``line`` from the main process only (under torchrun every process runs the script)."""
+    if PartialState().is_main_process:
+        print(line)

@@ -7,11 +7,13 @@ a JSON describing what was generated.  Everything is seeded and batched.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from accelerate import PartialState
@@ -24,6 +26,8 @@ from infdiff.io import atomic_write_text
 from infdiff.pipeline.autoencoder import TrainedAutoencoder, load_autoencoder, reference_images
 from infdiff.pipeline.build import SamplerSpec
 from infdiff.pipeline.latent import TrainedLatentModel, load_latent_model
+from infdiff.pipeline.memory import check_decoding_fits
+from infdiff.pipeline.schema import check_sampling_options
 from infdiff.pipeline.runs import run_directory
 from infdiff.train.config import ConfigError
 from infdiff.train.images import save_image_grid, save_images, save_resolution_comparison
@@ -41,13 +45,42 @@ class Generated(NamedTuple):
 
 
 def fresh_directory(base: Path) -> Path:
-    """``base`` if it does not exist yet, else the first free ``base_1``, ``base_2``, …"""
+    """``base`` if it does not exist yet, else the first free ``base_1``, ``base_2``, …
+
+    A ``base`` (or a folder above it) that is an existing file is refused rather than written beside.
+    """
+    for path in (base, *base.parents):
+        if path.exists() and not path.is_dir():
+            raise ConfigError(
+                f"--out_dir {str(base)!r}: {str(path)!r} is an existing file; expected a folder (created if missing)"
+            )
     candidate, n = base, 0
     while candidate.exists():
         n += 1
         candidate = base.with_name(f"{base.name}_{n}")
     candidate.mkdir(parents=True)
     return candidate
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(directory: Path, is_main: bool = True) -> Iterator[Path]:
+    """On a failure inside it (an error, Ctrl-C), the main process removes ``directory`` if nothing was written
+    into it yet, so a failed call leaves no empty output folder; what was written is kept."""
+    try:
+        yield directory
+    except BaseException:
+        if is_main and directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+        raise
+
+
+def check_noise_grid(noise_size: Optional[int], sizes: Sequence[int]) -> None:
+    """A ``noise_size`` must be a multiple of every size decoded (the noise is averaged down to each)."""
+    if noise_size is not None and any(noise_size % size for size in sizes):
+        raise ConfigError(
+            f"--noise_size {noise_size} is not a multiple of the size(s) {', '.join(map(str, sizes))}; "
+            f"use a common multiple, e.g. {math.lcm(*sizes)}"
+        )
 
 
 def default_device() -> torch.device:
@@ -187,23 +220,35 @@ def generate_samples(
     ``torchrun`` each process draws its own shard of the batches (:func:`shards`); the samples are
     those of a one-process run, and the returned images are those of this process's shards.
     """
+    check_sampling_options(
+        num_samples=num_samples,
+        batch_size=batch_size,
+        sample_img_size=sample_img_size,
+        sampling_steps=sampling_steps,
+        noise_size=noise_size,
+        seed=seed,
+        inv_snr=inv_snr,
+    )
     state = PartialState(cpu=not torch.cuda.is_available())
     spec = decoder_sampler(decoder_config, sampler, sampling_steps, variance)
     source = SampleSource.load(
         latent_config, decoder_config, sample_img_size, spec, latent, seed=seed, noise_size=noise_size, inv_snr=inv_snr
     )
+    check_noise_grid(noise_size, [source.size])
+    check_decoding_fits(source.decoder, source.size, min(batch_size, num_samples), noise_size, default_device())
     out = shared_directory(
         Path(out_dir) if out_dir else run_directory(latent_config) / f"samples_{source.size}px_{sampling_steps}steps",
         state,
     )
     mine = {}
-    for start, count in tqdm(
-        shards(num_samples, batch_size, state.process_index, state.num_processes),
-        desc=f"sampling {source.size}px",
-        disable=None if state.is_main_process else True,
-    ):
-        mine[start] = source.batch(start, count)
-        save_images(mine[start], out, prefix="sample_", start_index=start)
+    with removed_if_left_empty(out, state.is_main_process):
+        for start, count in tqdm(
+            shards(num_samples, batch_size, state.process_index, state.num_processes),
+            desc=f"sampling {source.size}px",
+            disable=None if state.is_main_process else True,
+        ):
+            mine[start] = source.batch(start, count)
+            save_images(mine[start], out, prefix="sample_", start_index=start)
     first = gathered({start: batch[:GRID] for start, batch in mine.items() if start < GRID}, state)
     if state.is_main_process:
         save_image_grid(torch.cat([first[start] for start in sorted(first)])[:GRID], out / "grid.png")
@@ -255,22 +300,29 @@ def generate_recons(
     rendering at that size when it has one (procedural shapes: true super-resolution error),
     else against the data image resampled bilinearly to that size (``"reference"`` says which).
     """
+    check_sampling_options(
+        sizes=tuple(sizes), num_images=num_images, sampling_steps=sampling_steps, noise_size=noise_size, seed=seed
+    )
+    check_noise_grid(noise_size, sizes)
     device = default_device()
     decoder = load_autoencoder(decoder_config, device, flag="decoder_config")
     spec = decoder_sampler(decoder_config, sampler, sampling_steps, variance)
+    for size in sizes:
+        check_decoding_fits(decoder, size, num_images, noise_size, device)
     data = held_out(decoder_config.data, split)
     dataset = build_dataset(data)
     images = torch.stack([dataset[i] for i in range(min(num_images, len(dataset)))]).to(device)
     out = fresh_directory(Path(out_dir) if out_dir else run_directory(decoder_config) / "recons")
-    z = decoder.encode(images)
     rows, errors = [("data", images.cpu())], {}
-    for size in tqdm(sizes, desc="decoding", disable=None):
-        generator = torch.Generator(device=device).manual_seed(seed)
-        decoded = decoder.decode(z, size, spec, generator, noise_size).cpu()
-        save_images(decoded, out, prefix=f"recon_{size}px_")
-        rows.append((f"{size}px", decoded))
-        reference = reference_images(dataset, len(images), size, images).cpu()
-        errors[f"mse_{size}px"] = float((decoded - reference).square().mean())
+    with removed_if_left_empty(out):
+        z = decoder.encode(images)
+        for size in tqdm(sizes, desc="decoding", disable=None):
+            generator = torch.Generator(device=device).manual_seed(seed)
+            decoded = decoder.decode(z, size, spec, generator, noise_size).cpu()
+            save_images(decoded, out, prefix=f"recon_{size}px_")
+            rows.append((f"{size}px", decoded))
+            reference = reference_images(dataset, len(images), size, images).cpu()
+            errors[f"mse_{size}px"] = float((decoded - reference).square().mean())
     save_resolution_comparison(rows, out / "grid.png")
     exact = hasattr(dataset, "render_sample")
     info = dict(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from accelerate import Accelerator
@@ -24,13 +24,14 @@ from tqdm.auto import tqdm
 
 from infdiff.data import build_dataset, random_flip
 from infdiff.diffusion import TIME_DISTRIBUTIONS, DiffusionProcess, denoising_loss
-from infdiff.io import atomic_torch_save, atomic_write_text, torch_load
+from infdiff.io import UnsafeFileError, atomic_torch_save, atomic_write_text, torch_load
 from infdiff.pipeline.autoencoder import TrainedAutoencoder, load_autoencoder
 from infdiff.pipeline.build import SamplerSpec, build_loss, build_model, build_process
+from infdiff.pipeline.schema import validate_config
 from infdiff.pipeline.runs import check_trained_with, load_latest_checkpoint, run_directory
 from infdiff.pipeline.sampling import sample_latents
 from infdiff.pipeline.stage import Stage, run_stage
-from infdiff.train.batches import tensor_batches
+from infdiff.train.batches import check_batches, tensor_batches
 from infdiff.train.images import save_image_grid
 from infdiff.train.loop import Hooks
 from infdiff.train.settings import TrainSettings
@@ -109,16 +110,28 @@ def cached_latents(
     mirrored = mirrored_latents(latent_config, decoder_config)
     identity = dict(_checkpoint_identity(autoencoder.checkpoint), mirrored=mirrored)
     if cache.exists():
-        stored = torch_load(cache)
-        if stored.get("identity") == identity:
+        stored = _read_cache(cache)
+        if isinstance(stored, dict) and stored.get("identity") == identity:
             return stored["latents"]
-        tqdm.write(f"{cache} was encoded from another encoder checkpoint or mirroring; encoding again")
+        if stored is not None:
+            tqdm.write(f"{cache} was encoded from another encoder checkpoint or mirroring; encoding again")
     dataset = build_dataset(decoder_config.data)
     latents = encode_dataset(
         autoencoder, dataset, latent_config.data.encode_batch_size, latent_config.data.num_workers, device, mirrored
     )
     atomic_torch_save({"identity": identity, "latents": latents}, cache)
     return latents
+
+
+def _read_cache(cache: Path) -> Any:
+    """The stored latent cache, or ``None`` (with a message) when it is unreadable or refused as unsafe."""
+    try:
+        return torch_load(cache)
+    except UnsafeFileError as error:
+        tqdm.write(f"refusing {error}; encoding again")
+    except Exception as error:  # a truncated or corrupt file raises many different types
+        tqdm.write(f"{cache} is unreadable ({type(error).__name__}: {error}); encoding again")
+    return None
 
 
 def split_latents(
@@ -189,6 +202,7 @@ def latent_stage(
         latents = cached_latents(config, decoder_config, autoencoder, accelerator.device)
     mirrored = mirrored_latents(config, decoder_config)
     train, test = split_latents(latents, config.data.test_fraction, config.run.seed, mirrored)
+    check_batches(len(train), settings.batch_size, accelerator.num_processes, "latents")
     mean, std = train.mean(0), train.std(0).clamp_min(1e-6)
     train, test = (train - mean) / std, (test - mean) / std
     hooks = Hooks()
@@ -236,6 +250,7 @@ def train_latent(config: ConfigDict, decoder_config: ConfigDict) -> Path:
 
 def load_latent_model(config: ConfigDict, flag: str = "config") -> TrainedLatentModel:
     """EMA latent model of the newest stage-2 checkpoint, with the latent mean and std, in eval mode."""
+    validate_config(config, flag)
     state, path = load_latest_checkpoint(config, flag=flag, script="train_latent_diffusion.py")
     check_trained_with(config, state, path, flag)
     mean, std = state["latent_mean"], state["latent_std"]

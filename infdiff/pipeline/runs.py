@@ -120,12 +120,18 @@ def saved_run_config(
     return saved
 
 
-def check_trained_with(config: ConfigDict, state: dict, path: Path, flag: str = "config") -> None:
-    """Raise a :class:`ConfigError` naming the fixed keys on which ``config`` and the checkpoint's differ."""
+REMEDIES = {
+    "load": "build it from the run's saved config (infdiff.pipeline.runs.saved_run_config)",
+    "resume": "these keys fix what the weights mean: resume with the run's values, or start a new run "
+    "with another --config.run.experiment",
+}
+
+
+def check_trained_with(config: ConfigDict, state: dict, path: Path, flag: str = "config", use: str = "load") -> None:
+    """Raise a :class:`ConfigError` naming the fixed keys on which ``config`` and the checkpoint's differ
+    (``use``: ``"load"`` for a trained run loaded, ``"resume"`` for one whose training continues)."""
     differences = fixed_differences(config.to_dict(), state["config"])
     if differences:
         raise ConfigError(
-            f"--{flag} does not match the checkpoint {path} in "
-            + ", ".join(differences)
-            + "; build it from the run's saved config (infdiff.pipeline.runs.saved_run_config)"
+            f"--{flag} does not match the checkpoint {path} in " + ", ".join(differences) + "; " + REMEDIES[use]
         )

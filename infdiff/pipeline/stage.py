@@ -21,7 +21,8 @@ from ml_collections import ConfigDict
 from torch import nn
 from tqdm.auto import tqdm
 
-from infdiff.pipeline.runs import run_directory, write_run_config
+from infdiff.pipeline.runs import check_trained_with, run_directory, write_run_config
+from infdiff.pipeline.schema import validate_config
 from infdiff.train.loop import Hooks, Loss, Trainer, make_accelerator
 from infdiff.train.run_logger import RunLogger
 from infdiff.train.settings import OptimizerSettings, TrainSettings, from_section
@@ -77,6 +78,7 @@ def _summary(config: ConfigDict, stage: Stage, trainer: Trainer, accelerator: Ac
 
 def run_stage(config: ConfigDict, build: StageBuilder) -> Path:
     """Train (or resume) the stage ``build`` makes from ``config``; returns the run directory."""
+    validate_config(config)
     settings = from_section(TrainSettings, config.train, "train")
     optimizer = from_section(OptimizerSettings, config.optimizer, "optimizer")
     if config.run.deterministic:
@@ -98,7 +100,7 @@ def run_stage(config: ConfigDict, build: StageBuilder) -> Path:
         record=config.to_dict(),
         metadata=stage.metadata,
     )
-    resumed = trainer.resume()
+    resumed = trainer.resume(lambda state, path: check_trained_with(config, state, path, use="resume"))
     if main:
         for line in _summary(config, stage, trainer, accelerator, resumed):
             tqdm.write(line)

@@ -13,7 +13,19 @@ from typing import Iterator, List
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from infdiff.train.config import ConfigError
 from infdiff.train.rng import mixed_seed
+
+
+def check_batches(num_samples: int, batch_size: int, world_size: int = 1, examples: str = "examples") -> None:
+    """Raise a :class:`ConfigError` unless ``batch_size`` splits over the processes and one batch fits the data."""
+    if batch_size % world_size:
+        raise ConfigError(f"train.batch_size={batch_size} must be divisible by the {world_size} processes")
+    if num_samples < batch_size:
+        raise ConfigError(
+            f"train.batch_size={batch_size} is more than the {num_samples} training {examples}; "
+            "lower train.batch_size or train on more data"
+        )
 
 
 def batch_indices(
@@ -36,8 +48,7 @@ class ResumableBatchOrder(Sampler[List[int]]):
     def __init__(
         self, num_samples: int, batch_size: int, seed: int, start_step: int = 0, rank: int = 0, world_size: int = 1
     ):
-        if batch_size % world_size:
-            raise ValueError(f"train.batch_size={batch_size} must be divisible by the {world_size} processes")
+        check_batches(num_samples, batch_size, world_size)
         self.args = (num_samples, batch_size, seed)
         self.start_step, self.rank, self.world_size = start_step, rank, world_size
 

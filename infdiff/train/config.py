@@ -15,6 +15,7 @@ import ast
 import difflib
 import importlib.util
 import json
+import traceback
 from pathlib import Path
 from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
@@ -34,14 +35,34 @@ def load_config_file(path) -> ml_collections.ConfigDict:
         raise ConfigError(f"config file {str(path)!r} does not exist (expected a .py file defining get_config())")
     spec = importlib.util.spec_from_file_location(f"infdiff_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
+    try:
+        spec.loader.exec_module(module)
+        config = module.get_config() if hasattr(module, "get_config") else None
+    except Exception as error:  # the file is Python: whatever it raises is the user's error to see
+        line = getattr(error, "lineno", None) or _line_in(error, path)
+        at = f", line {line}" if line else ""
+        raise ConfigError(f"config file {str(path)!r}{at} failed to load: {type(error).__name__}: {error}") from error
+    if config is None:
         raise ConfigError(f"config file {str(path)!r} defines no get_config() function")
-    config = module.get_config()
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(f"get_config() in {str(path)!r} must return an ml_collections.ConfigDict")
     config.lock()
     return config
+
+
+def _line_in(error: BaseException, path: Path) -> Optional[int]:
+    """The line of ``path`` where ``error`` was raised (the innermost frame in that file), if any."""
+    lines = [
+        frame.lineno
+        for frame in traceback.extract_tb(error.__traceback__)
+        if Path(frame.filename).resolve() == path.resolve()
+    ]
+    return lines[-1] if lines else None
+
+
+def _a(noun: str) -> str:
+    """``noun`` with its indefinite article ("an int", "a float")."""
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
 
 
 def _parse_value(text: str, current, key: str):
@@ -62,13 +83,13 @@ def _parse_value(text: str, current, key: str):
     except (ValueError, SyntaxError):
         if current is None:
             return text
-        raise ConfigError(f"--{key}={text!r}: expected a {type(current).__name__} literal") from None
+        raise ConfigError(f"--{key}={text!r}: expected {_a(type(current).__name__)} literal") from None
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if isinstance(current, (tuple, list)) and isinstance(value, (tuple, list)):
         value = type(current)(value)
     if current is not None and not isinstance(value, type(current)):
-        raise ConfigError(f"--{key}={text!r}: expected a {type(current).__name__}, got {type(value).__name__}")
+        raise ConfigError(f"--{key}={text!r}: expected {_a(type(current).__name__)}, got {type(value).__name__}")
     return value
 
 

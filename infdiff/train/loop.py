@@ -169,11 +169,22 @@ class Trainer:
             warnings.warn("resuming with a config that differs from the checkpoint's: " + "; ".join(changed))
         self.step = state["step"]
 
-    def resume(self) -> bool:
-        """Load the newest loadable checkpoint of the run directory, if any."""
-        found = self.checkpoints.newest_loadable("cpu")
-        if found is not None:
-            self.load_state_dict(found[1])
+    def resume(self, check: Optional[Callable[[dict, Path], None]] = None) -> bool:
+        """Load the newest loadable checkpoint of the run directory, if any, after the main process has
+        removed what writes cut short by a kill left behind; ``check(state, path)`` may refuse it first
+        (raising), e.g. when the config says the weights mean something else."""
+        if self.accelerator.is_main_process:
+            partial = self.checkpoints.remove_partial_writes()
+            if partial:
+                tqdm.write(f"removed {len(partial)} partial checkpoint file(s) left by an interrupted write")
+        with warnings.catch_warnings():
+            if not self.accelerator.is_main_process:  # every process reads the same files: one says it
+                warnings.simplefilter("ignore")
+            found = self.checkpoints.newest_loadable("cpu")
+            if found is not None:
+                if check is not None:
+                    check(found[1], found[0])
+                self.load_state_dict(found[1])
         return found is not None
 
     def save(self) -> None:

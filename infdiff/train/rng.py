@@ -2,7 +2,8 @@
 
 Restoring the captured state makes a resumed run draw exactly the numbers the
 uninterrupted run would have drawn. The state is per process: in a multi-process
-run each process must save and restore its own.
+run each process must save and restore its own. It holds only tensors and plain Python
+values, so checkpoints that contain it load with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def capture_rng_state(generators: Sequence[torch.Generator] = ()) -> Dict[str, A
     """States of Python ``random``, numpy's global generator, torch CPU, every CUDA device and ``generators``."""
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": _numpy_state(),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "generators": [g.get_state() for g in generators],
@@ -51,11 +52,31 @@ def restore_rng_state(state: Dict[str, Any], generators: Sequence[torch.Generato
             f"{len(generators)} generators were given to restore; pass the same generators, in the same order"
         )
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    _restore_numpy(state["numpy"])
     torch.set_rng_state(state["torch"].cpu())
     _restore_cuda(state["cuda"])
     for generator, generator_state in zip(generators, state["generators"]):
         generator.set_state(generator_state.cpu())
+
+
+def _numpy_state() -> Dict[str, Any]:
+    """numpy's legacy global state with the MT19937 key as an int64 tensor instead of an ndarray."""
+    name, key, position, has_gauss, cached_gaussian = np.random.get_state()
+    return {
+        "bit_generator": name,
+        "key": torch.from_numpy(key.astype(np.int64)),
+        "position": int(position),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached_gaussian),
+    }
+
+
+def _restore_numpy(state: Any) -> None:
+    """Set numpy's global state from :func:`_numpy_state`, or from the tuple older checkpoints stored."""
+    if isinstance(state, dict):
+        key = state["key"].numpy().astype(np.uint32)
+        state = (state["bit_generator"], key, state["position"], state["has_gauss"], state["cached_gaussian"])
+    np.random.set_state(state)
 
 
 def _restore_cuda(states: Sequence[torch.Tensor]) -> None:

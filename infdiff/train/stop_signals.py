@@ -24,8 +24,16 @@ class TrainingStopped(SystemExit):
         self.step = step
 
 
+class StopWithoutCheckpoint(KeyboardInterrupt):
+    """A second stop signal: the run ends at once, keeping the checkpoints already written.
+
+    A checkpoint write it cuts short leaves nothing behind (:mod:`infdiff.io` removes the partial file).
+    """
+
+
 class GracefulStop:
-    """While active, the first SIGINT or SIGTERM sets :attr:`requested`; a second raises ``KeyboardInterrupt``.
+    """While active, the first SIGINT or SIGTERM sets :attr:`requested`; a second raises
+    :class:`StopWithoutCheckpoint` (a ``KeyboardInterrupt``).
 
     The training loop polls ``stop.requested`` after each step, writes a checkpoint and
     exits. The previous handlers are restored on exit. Signal handlers can only be
@@ -43,7 +51,7 @@ class GracefulStop:
         """First signal: ask the loop to stop; any further one: interrupt at once."""
         name = signal.Signals(signum).name
         if self.requested:
-            raise KeyboardInterrupt(f"second {name} received; stopping without a checkpoint")
+            raise StopWithoutCheckpoint(f"second {name}: stopping without a checkpoint (the last one written is kept)")
         self.requested = True
         tqdm.write(
             f"{name} received: a checkpoint will be written at the end of the current step, then the run stops "
