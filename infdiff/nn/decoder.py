@@ -46,6 +46,7 @@ class SparseUNet(nn.Module):
         kernel_size: taps of the depthwise kernels at ``train_size``.
         mlp_mult: hidden-width multiplier of the point-wise MLPs.
         knn_neighbours: ``K`` of the interpolation onto the grid.
+        backend: the sparse kernels (:data:`infdiff.ops.BACKENDS` or ``auto``, ∞-Diff's ``model.backend``).
         uno_res: side of the coarse grid.
         uno_channels: channels entering the U-Net.
         z_grid: side ``p`` of the latent feature map added to the U-Net input (0: none).
@@ -69,6 +70,7 @@ class SparseUNet(nn.Module):
         uno: Optional[Mapping[str, Any]] = None,
         out_channels: Optional[int] = None,
         z_grid: int = 0,
+        backend: str = "auto",
     ):
         super().__init__()
         if z_grid < 0 or (z_grid and z_dim is None):
@@ -76,9 +78,17 @@ class SparseUNet(nn.Module):
         self.channels = channels
         self.uno_res = uno_res
         self.knn_neighbours = knn_neighbours
+        self.backend = backend
         self.time_embedding = TimeEmbedding(time_dim, time_dim)
         self.lift = nn.Linear(channels, nf)
-        block = dict(kernel_size=kernel_size, train_size=train_size, time_dim=time_dim, z_dim=z_dim, mlp_mult=mlp_mult)
+        block = dict(
+            kernel_size=kernel_size,
+            train_size=train_size,
+            time_dim=time_dim,
+            z_dim=z_dim,
+            mlp_mult=mlp_mult,
+            backend=backend,
+        )
         self.down = nn.ModuleList(SparseResBlock(nf, **block) for _ in range(num_conv_blocks))
         self.to_grid = nn.Conv2d(nf, uno_channels, 1)
         self.z_grid = z_grid
@@ -98,7 +108,7 @@ class SparseUNet(nn.Module):
         for block in self.down:
             h = block(h, t_emb, z)
             skips.append(h)
-        grid = self.to_grid(to_coarse_grid(h, self.uno_res, self.knn_neighbours))
+        grid = self.to_grid(to_coarse_grid(h, self.uno_res, self.knn_neighbours, self.backend))
         if self.z_to_grid is not None:
             latent = self.z_to_grid(z).reshape(z.shape[0], -1, self.z_grid, self.z_grid)
             grid = grid + F.interpolate(latent, size=grid.shape[-2:], mode="bilinear", align_corners=False)

@@ -64,14 +64,16 @@ class SparseEncoder(nn.Module):
         uno: Optional[Mapping[str, Any]] = None,
         stochastic: bool = False,
         pool_size: int = 1,
+        backend: str = "auto",
     ):
         super().__init__()
         self.uno_res = uno_res
         self.knn_neighbours = knn_neighbours
+        self.backend = backend
         self.stochastic = stochastic
         self.lift = nn.Linear(channels, nf)
         self.blocks = nn.ModuleList(
-            SparseResBlock(nf, kernel_size=kernel_size, train_size=train_size, mlp_mult=mlp_mult)
+            SparseResBlock(nf, kernel_size=kernel_size, train_size=train_size, mlp_mult=mlp_mult, backend=backend)
             for _ in range(num_conv_blocks)
         )
         self.to_grid = nn.Conv2d(nf, uno_channels, 1)
@@ -91,7 +93,7 @@ class SparseEncoder(nn.Module):
         h = map_values(field_from_input(x), self.lift)
         for block in self.blocks:
             h = block(h)
-        features = self.contract(self.to_grid(to_coarse_grid(h, self.uno_res, self.knn_neighbours)))
+        features = self.contract(self.to_grid(to_coarse_grid(h, self.uno_res, self.knn_neighbours, self.backend)))
         out = self.head(F.adaptive_avg_pool2d(features, self.pool_size).flatten(1))
         if not self.stochastic:
             return Encoding(out, out, None)

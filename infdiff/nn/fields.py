@@ -57,9 +57,9 @@ def as_sparse(field: Field) -> SparseImage:
     return SparseImage(field.reshape(b, h * w, c), full_index(b, (h, w), field.device), (h, w))
 
 
-def to_coarse_grid(field: Field, resolution: int, neighbours: int) -> torch.Tensor:
+def to_coarse_grid(field: Field, resolution: int, neighbours: int, backend: str = "auto") -> torch.Tensor:
     """kNN inverse-squared-distance interpolation onto a ``resolution²`` grid ``(B, C, r, r)``."""
-    return interpolate_to_grid(as_sparse(field), resolution, neighbours)
+    return interpolate_to_grid(as_sparse(field), resolution, neighbours, backend)
 
 
 def from_coarse_grid(grid: torch.Tensor, like: Field) -> Field:

@@ -37,8 +37,9 @@ from infdiff.ops import (
 class MonteCarloConv(nn.Module):
     """Depthwise integral operator of ∞-Diff, evaluated on sparse or dense fields at any resolution."""
 
-    def __init__(self, channels: int, kernel_size: int, train_size):
+    def __init__(self, channels: int, kernel_size: int, train_size, backend: str = "auto"):
         super().__init__()
+        self.backend = backend
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         self.kernel_size = kernel_size
@@ -57,7 +58,7 @@ class MonteCarloConv(nn.Module):
         kernel = self.kernel_at(grid_size(field))
         train_kernel = (self.kernel_size, self.kernel_size)
         if isinstance(field, SparseImage):
-            return sparse_depthwise_conv(field, kernel, train_kernel)
+            return sparse_depthwise_conv(field, kernel, train_kernel, self.backend)
         out = dense_depthwise_conv(field.permute(0, 3, 1, 2), kernel, train_kernel)
         return out.permute(0, 2, 3, 1)
 
@@ -74,12 +75,13 @@ class SparseResBlock(nn.Module):
         z_dim: Optional[int] = None,
         mlp_mult: int = 2,
         skip_channels: Optional[int] = None,
+        backend: str = "auto",
     ):
         super().__init__()
         self.skip = nn.Linear(channels + skip_channels, channels) if skip_channels else None
         self.norm1 = nn.LayerNorm(channels)
         self.film1 = FiLM(channels, time_dim, z_dim)
-        self.conv = MonteCarloConv(channels, kernel_size, train_size)
+        self.conv = MonteCarloConv(channels, kernel_size, train_size, backend)
         self.norm2 = nn.LayerNorm(channels)
         self.film2 = FiLM(channels, time_dim, z_dim)
         self.mlp = nn.Sequential(

@@ -9,7 +9,9 @@ from infdiff.ops.grid import (
     resolution_ratio,
     white_noise_scale,
 )
-from infdiff.ops.knn import grid_to_sparse, interpolate_to_grid, knn_brute_force, knn_grid_search, sample_grid_at_points
+from infdiff.ops.backends import BACKENDS, backend_names, resolve_backend
+from infdiff.ops.knn import grid_to_sparse, interpolate_to_grid, knn_grid_search, sample_grid_at_points
+from infdiff.ops.reference_kernels import knn_brute_force
 from infdiff.ops.sparse_conv import dense_depthwise_conv, neighbour_table, resize_kernel, sparse_depthwise_conv
 from infdiff.ops.sparse_image import SparseImage, full_index, gather_pixels
 from infdiff.ops.subsets import SUBSETS, draw_subset, halton_subset, uniform_subset
@@ -38,4 +40,7 @@ __all__ = [
     "knn_brute_force",
     "sample_grid_at_points",
     "grid_to_sparse",
+    "BACKENDS",
+    "backend_names",
+    "resolve_backend",
 ]

@@ -13,8 +13,9 @@ given every pixel equals the dense one.  At a grid ``r`` times finer the kernel 
 now ≈ ``k'² / k0²``, keeps the output a resolution-independent estimate of ``K x``.
 
 Two paths compute the same operator: :func:`sparse_depthwise_conv` on a :class:`SparseImage`
-(a memory-light custom autograd function looping over the ``k²`` offsets) and
-:func:`dense_depthwise_conv` on ``(B, C, H, W)`` tensors (``F.conv2d``, channels-last).
+(the ``infdiff::gather_conv`` operator over a neighbour table, :mod:`infdiff.ops.backends`:
+compiled kernels or the PyTorch reference, nothing of size ``(M, k², C)`` stored for backward)
+and :func:`dense_depthwise_conv` on ``(B, C, H, W)`` tensors (``F.conv2d``, channels-last).
 """
 
 from __future__ import annotations
@@ -25,108 +26,59 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-from infdiff.ops.grid import Size, as_size, index_to_rowcol
+from infdiff.ops import backends as ops
+from infdiff.ops.backends import AUTO, resolve_backend
+from infdiff.ops.grid import Size, as_size
 from infdiff.ops.sparse_image import SparseImage
 
 KernelSize = Tuple[int, int]
 
 
-def kernel_offsets(kernel_size: KernelSize, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Row and column offsets of a ``kh×kw`` window in row-major (``F.conv2d``) order."""
-    kh, kw = kernel_size
-    dy, dx = torch.meshgrid(
-        torch.arange(kh, device=device) - kh // 2, torch.arange(kw, device=device) - kw // 2, indexing="ij"
-    )
-    return dy.reshape(-1), dx.reshape(-1)
+def neighbour_table(sparse: SparseImage, kernel_size: KernelSize, backend: str = AUTO) -> torch.Tensor:
+    """Rows ``(kh*kw, B*N)`` of each point's neighbours in the flattened ``(B*N, C)`` values.
 
-
-def neighbour_table(sparse: SparseImage, kernel_size: KernelSize) -> torch.Tensor:
-    """Rows ``(kh*kw, B*N)`` of each point's neighbours in the flattened ``(B*N + 1, C)`` values.
-
-    Row ``j`` holds, for every point ``p``, the flat position of the point at ``p + offset_j``,
-    or ``B*N`` (a zero padding row) when that pixel is outside the grid or absent.  Cached on
-    the image, so every block of a network shares one table per kernel size.
+    Row ``j`` holds, for every point ``p``, the flat position of the point at ``p + offset_j``
+    (row-major offsets, as ``F.conv2d``), or ``B*N`` when that pixel is outside the grid or
+    absent.  Cached on the image, so every block of a network shares one table per kernel size.
     """
 
     def compute():
-        b, n = sparse.batch, sparse.num_points
+        kh, kw = kernel_size
         h, w = sparse.size
-        device = sparse.index.device
-        row, col = index_to_rowcol(sparse.index.reshape(1, -1), (h, w))
-        dy, dx = kernel_offsets(kernel_size, device)
-        nrow, ncol = row + dy[:, None], col + dx[:, None]
-        inside = (nrow >= 0) & (nrow < h) & (ncol >= 0) & (ncol < w)
-        flat = (nrow.clamp(0, h - 1) * w + ncol.clamp(0, w - 1)).view(len(dy), b, n)
-        position = torch.gather(sparse.index_map().unsqueeze(0).expand(len(dy), -1, -1), 2, flat)
-        present = inside.view(len(dy), b, n) & (position >= 0)
-        batch_offset = (torch.arange(b, device=device) * n).view(1, b, 1)
-        table = torch.where(present, position + batch_offset, torch.full_like(position, b * n))
-        return table.reshape(len(dy), b * n).to(torch.int32 if b * n < 2**31 - 1 else torch.long)
+        chosen = resolve_backend(backend, sparse.index.device.type)
+        return ops.neighbour_table(sparse.index, sparse.index_map(), h, w, kh, kw, chosen)
 
     return sparse.cached(("neighbours", tuple(kernel_size)), compute)
 
 
-def sparse_normaliser(sparse: SparseImage, kernel_size: KernelSize, train_kernel_size: KernelSize) -> torch.Tensor:
+def sparse_normaliser(
+    sparse: SparseImage, kernel_size: KernelSize, train_kernel_size: KernelSize, backend: str = AUTO
+) -> torch.Tensor:
     """``(B*N, 1)`` Monte-Carlo normaliser: present neighbours in the window divided by ``k0²``."""
 
     def compute():
-        table = neighbour_table(sparse, kernel_size)
+        table = neighbour_table(sparse, kernel_size, backend)
         count = (table < sparse.batch * sparse.num_points).sum(0)
         return (count.to(sparse.values.dtype) / (train_kernel_size[0] * train_kernel_size[1])).unsqueeze(1)
 
     return sparse.cached(("normaliser", tuple(kernel_size), tuple(train_kernel_size), sparse.values.dtype), compute)
 
 
-def _gather_conv(values: torch.Tensor, weight: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """``out[p] = Σ_j weight[:, j] * values_padded[table[j, p]]`` for ``values`` ``(M, C)``."""
-    padded = torch.cat((values, values.new_zeros(1, values.shape[1])))
-    out = padded.index_select(0, table[0]) * weight[:, 0]
-    for j in range(1, table.shape[0]):
-        out.addcmul_(padded.index_select(0, table[j]), weight[:, j])
-    return out
-
-
-class _SparseDepthwiseConv(torch.autograd.Function):
-    """Submanifold depthwise convolution with gathers recomputed in backward.
-
-    Backward uses the symmetry of the neighbour relation: ``q = p + o`` iff ``p = q - o``, so
-    ``∂L/∂x[q] = Σ_o w_o g[q - o]`` is the same gather-convolution with the flipped table, and
-    ``∂L/∂w_o = Σ_p g[p] x[p + o]``.  Nothing of size ``(M, k², C)`` is ever stored.
-    """
-
-    @staticmethod
-    def forward(ctx, values, weight, table):
-        ctx.save_for_backward(values, weight, table)
-        return _gather_conv(values, weight, table)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):
-        values, weight, table = ctx.saved_tensors
-        grad_values = grad_weight = None
-        if ctx.needs_input_grad[0]:
-            grad_values = _gather_conv(grad_out, weight, table.flip(0))
-        if ctx.needs_input_grad[1]:
-            padded = torch.cat((values, values.new_zeros(1, values.shape[1])))
-            grad_weight = torch.stack(
-                [(grad_out * padded.index_select(0, table[j])).sum(0) for j in range(table.shape[0])], dim=1
-            )
-        return grad_values, grad_weight, None
-
-
 def sparse_depthwise_conv(
-    sparse: SparseImage, weight: torch.Tensor, train_kernel_size: KernelSize | None = None
+    sparse: SparseImage, weight: torch.Tensor, train_kernel_size: KernelSize | None = None, backend: str = AUTO
 ) -> SparseImage:
     """Normalised depthwise convolution of a sparse image by ``weight`` ``(C, kh, kw)``.
 
-    ``train_kernel_size`` (default: the kernel's own size) sets the ``k0²`` of the normaliser.
+    ``train_kernel_size`` (default: the kernel's own size) sets the ``k0²`` of the normaliser;
+    ``backend`` names the kernels (:data:`~infdiff.ops.backends.BACKENDS`, or ``auto``).
     """
     c, kh, kw = _check_weight(weight, sparse.channels)
     train_kernel_size = (kh, kw) if train_kernel_size is None else tuple(train_kernel_size)
-    table = neighbour_table(sparse, (kh, kw))
+    table = neighbour_table(sparse, (kh, kw), backend)
     flat = sparse.values.reshape(-1, c)
-    out = _SparseDepthwiseConv.apply(flat, weight.reshape(c, kh * kw).to(flat.dtype), table)
-    out = out / sparse_normaliser(sparse, (kh, kw), train_kernel_size).to(out.dtype)
+    chosen = resolve_backend(backend, flat.device.type)
+    out = ops.gather_conv(flat, weight.reshape(c, kh * kw).to(flat.dtype), table, False, chosen)
+    out = out / sparse_normaliser(sparse, (kh, kw), train_kernel_size, backend).to(out.dtype)
     return sparse.with_values(out.view_as(sparse.values))
 
 

@@ -108,6 +108,7 @@ def autoencoder_config(
             time_dim=256,
             num_conv_blocks=3,
             knn_neighbours=3,
+            backend="auto",
             kernel_size=7,
             mlp_mult=2,
             uno_res=size // 2,

@@ -37,7 +37,8 @@ sets ``loss.points``).  A typo in either spelling gets the closest key suggested
 ``train.plot_sampling_steps``             ``sampler.steps`` (stage-1 configs)
 ========================================  =====================================
 
-``model.backend`` (the sparse-kernel switch) arrives with the compiled kernels.
+``model.backend`` (the sparse-kernel switch: ``auto``, ``cuda``, ``cpp``, ``torch``) is spelled as in
+∞-Diff and needs no mapping.
 """
 
 from __future__ import annotations

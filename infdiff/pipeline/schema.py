@@ -20,7 +20,7 @@ from infdiff.diffusion.losses import POINTWISE_LOSSES
 from infdiff.diffusion.posterior import VARIANCES
 from infdiff.nn import ARCHS
 from infdiff.nn.uno_plan import WIDTH_LAYOUTS
-from infdiff.ops import SUBSETS
+from infdiff.ops import SUBSETS, backend_names
 from infdiff.train.fields import (
     AnyOf,
     Choice,
@@ -101,6 +101,7 @@ MODEL = {
     "model.kernel_size": COUNT,
     "model.mlp_mult": COUNT,
     "model.knn_neighbours": COUNT,
+    "model.backend": Text(backend_names),
     "model.uno_res": COUNT,
     "model.z_dim": COUNT,
     "model.stochastic": Flag(),

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The one prepared GPU run (about 6 minutes on an H100/H200): build the kernels, run the GPU tests and every
+# GPU benchmark, and write one log and the benchmarks' JSON and tables into the folder given as argument (six
+# files: a device machine returns at most eight).
+#
+#   COMMIT=$(git rev-parse HEAD) bash benchmarks/gpu_check.sh "$OUT"
+#
+# Wheels the machine lacks (ml-collections, lmdb) are installed from .whl/ when that folder is there.
+set -uo pipefail
+out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR}
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+py=${PYTHON:-python3}
+if [ -d .whl ]; then
+    $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MAX_JOBS=16
+export INFDIFF_EXTENSION_DIR=/tmp/infdiff-extensions
+
+$py - >"$out/environment.json" <<PY
+import json, os, platform, torch
+print(json.dumps(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, cuda=torch.version.cuda,
+                      python=platform.python_version(), commit=os.environ.get("COMMIT", "unknown"),
+                      date=__import__("datetime").datetime.now().isoformat(timespec="seconds")), indent=2))
+PY
+
+# both kernel libraries build at once (each is one compiler process)
+start=$(date +%s)
+log="$out/log.txt"
+$py -c "from infdiff.ops.extension import load_kernels; load_kernels('cuda')" >"$out/build_cuda.tmp" 2>&1 &
+$py -c "from infdiff.ops.extension import load_kernels; load_kernels('cpu')" >>"$log" 2>&1
+wait
+cat "$out/build_cuda.tmp" >>"$log" && rm "$out/build_cuda.tmp"
+echo "kernels built in $(( $(date +%s) - start )) s" | tee -a "$log"
+
+timeout 150 $py -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_kernels.py 2>&1 | tail -40 | tee -a "$log"
+timeout 150 $py benchmarks/sparse_conv.py --device cuda --dtype bfloat16 --sizes 64 128 256 512 \
+    --out "$out/sparse_conv_gpu_bf16.json" 2>&1 | tail -20 | tee -a "$log"
+timeout 60 $py benchmarks/knn.py --device cuda --sizes 128 256 512 --out "$out/knn_gpu.json" 2>&1 | tail -8 | tee -a "$log"

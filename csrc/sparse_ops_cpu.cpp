@@ -1,0 +1,281 @@
+// CPU kernels for infdiff's sparse operators (see infdiff/ops/sparse_conv.py and knn.py for the
+// reference each one reproduces).
+//
+//   gather_conv          out[p, c] = sum_j w[c, j] * v[T[j, p], c]      (T[j, p] == M: absent)
+//   gather_conv_weight   dw[c, j]  = sum_p g[p, c] * v[T[j, p], c]
+//   neighbour_table      T[j, b*N + n] = position of pixel index[b, n] + offset_j, or B*N
+//   knn_window           the k nearest present pixels to each coarse-cell centre
+//
+// Points are processed in blocks: within a block the kernel walks the offsets j outermost, so the
+// block's output rows (block x C values) stay in L1 while the j-th table row is read contiguously,
+// and the innermost loop runs over channels, which are contiguous in memory and vectorise.
+// Work is split with at::parallel_for, which honours torch.set_num_threads.
+
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kConvBlock = 32;    // points whose output rows one task accumulates
+constexpr int64_t kWeightBlock = 64;  // points summed in the input dtype before a double add
+
+void check_conv_inputs(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& table) {
+  TORCH_CHECK(values.dim() == 2, "values must be (M, C), got ", values.sizes());
+  TORCH_CHECK(weight.dim() == 2 && weight.size(0) == values.size(1),
+              "weight must be (C, K) with C = ", values.size(1), ", got ", weight.sizes());
+  TORCH_CHECK(table.dim() == 2 && table.size(0) == weight.size(1),
+              "table must be (K, M') with K = ", weight.size(1), ", got ", table.sizes());
+  TORCH_CHECK(table.scalar_type() == at::kInt || table.scalar_type() == at::kLong, "table must be int32 or int64");
+  TORCH_CHECK(values.scalar_type() == weight.scalar_type(), "values and weight must share a dtype");
+}
+
+template <typename scalar_t, typename index_t>
+void gather_conv_impl(const scalar_t* values, const scalar_t* weight_kc, const index_t* table, scalar_t* out,
+                      int64_t rows, int64_t points, int64_t channels, int64_t taps, bool flip) {
+  const int64_t blocks = (points + kConvBlock - 1) / kConvBlock;
+  at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
+    for (int64_t block = first; block < last; ++block) {
+      const int64_t p0 = block * kConvBlock, p1 = std::min(points, p0 + kConvBlock);
+      std::fill(out + p0 * channels, out + p1 * channels, scalar_t(0));
+      for (int64_t j = 0; j < taps; ++j) {
+        const index_t* row = table + (flip ? taps - 1 - j : j) * points;
+        const scalar_t* w = weight_kc + j * channels;
+        for (int64_t p = p0; p < p1; ++p) {
+          const int64_t q = row[p];
+          if (q >= rows) continue;  // the zero padding row
+          const scalar_t* src = values + q * channels;
+          scalar_t* dst = out + p * channels;
+#pragma omp simd
+          for (int64_t c = 0; c < channels; ++c) dst[c] += w[c] * src[c];
+        }
+      }
+    }
+  });
+}
+
+// Forward (flip = false) and the gradient with respect to the values (flip = true: the neighbour
+// relation is symmetric, q = p + o iff p = q - o, so the flipped table row gathers g[q - o]).
+bool reduced_precision(const at::Tensor& t) {
+  return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
+}
+
+at::Tensor gather_conv(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& table, bool flip) {
+  check_conv_inputs(values, weight, table);
+  if (reduced_precision(values)) {  // CPU autocast: compute in float, hand back the input's precision
+    return gather_conv(values.to(at::kFloat), weight.to(at::kFloat), table, flip).to(values.scalar_type());
+  }
+  auto v = values.contiguous();
+  auto w = weight.t().contiguous();  // (K, C): one contiguous row per tap
+  auto t = table.contiguous();
+  const int64_t points = t.size(1), channels = v.size(1), taps = t.size(0);
+  auto out = at::empty({points, channels}, v.options());
+  AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "infdiff_gather_conv", [&] {
+    if (t.scalar_type() == at::kInt) {
+      gather_conv_impl<scalar_t, int32_t>(v.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), t.data_ptr<int32_t>(),
+                                          out.data_ptr<scalar_t>(), v.size(0), points, channels, taps, flip);
+    } else {
+      gather_conv_impl<scalar_t, int64_t>(v.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), t.data_ptr<int64_t>(),
+                                          out.data_ptr<scalar_t>(), v.size(0), points, channels, taps, flip);
+    }
+  });
+  return out;
+}
+
+template <typename scalar_t, typename index_t>
+void gather_conv_weight_impl(const scalar_t* grad, const scalar_t* values, const index_t* table, double* partials,
+                             int64_t rows, int64_t points, int64_t channels, int64_t taps, int64_t chunks, bool flip) {
+  const int64_t per_chunk = (points + chunks - 1) / chunks;
+  at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
+    std::vector<scalar_t> block_sum(taps * channels);
+    for (int64_t chunk = first; chunk < last; ++chunk) {
+      double* total = partials + chunk * taps * channels;  // this chunk's own partial sums
+      const int64_t c0 = chunk * per_chunk, c1 = std::min(points, c0 + per_chunk);
+      for (int64_t p0 = c0; p0 < c1; p0 += kWeightBlock) {
+        const int64_t p1 = std::min(c1, p0 + kWeightBlock);
+        std::fill(block_sum.begin(), block_sum.end(), scalar_t(0));
+        for (int64_t j = 0; j < taps; ++j) {
+          const index_t* row = table + (flip ? taps - 1 - j : j) * points;
+          scalar_t* acc = block_sum.data() + j * channels;
+          for (int64_t p = p0; p < p1; ++p) {
+            const int64_t q = row[p];
+            if (q >= rows) continue;
+            const scalar_t* g = grad + p * channels;
+            const scalar_t* src = values + q * channels;
+#pragma omp simd
+            for (int64_t c = 0; c < channels; ++c) acc[c] += g[c] * src[c];
+          }
+        }
+        for (int64_t i = 0; i < taps * channels; ++i) total[i] += static_cast<double>(block_sum[i]);
+      }
+    }
+  });
+}
+
+// dw[c, j] = sum_p g[p, c] v[T[j, p], c] (T's rows reversed when flip): per-chunk partial sums (in double) reduced at the end,
+// so no two threads ever write the same accumulator.
+at::Tensor gather_conv_weight(const at::Tensor& grad, const at::Tensor& values, const at::Tensor& table, bool flip) {
+  TORCH_CHECK(grad.dim() == 2 && grad.size(0) == table.size(1) && grad.size(1) == values.size(1),
+              "grad must be (M', C) matching the table and values, got ", grad.sizes());
+  TORCH_CHECK(grad.scalar_type() == values.scalar_type(), "grad and values must share a dtype");
+  if (reduced_precision(values)) {
+    return gather_conv_weight(grad.to(at::kFloat), values.to(at::kFloat), table, flip).to(values.scalar_type());
+  }
+  auto g = grad.contiguous();
+  auto v = values.contiguous();
+  auto t = table.contiguous();
+  const int64_t points = t.size(1), channels = v.size(1), taps = t.size(0);
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads() * 4, points / kWeightBlock));
+  auto partials = at::zeros({chunks, taps, channels}, v.options().dtype(at::kDouble));
+  AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "infdiff_gather_conv_weight", [&] {
+    if (t.scalar_type() == at::kInt) {
+      gather_conv_weight_impl<scalar_t, int32_t>(g.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), t.data_ptr<int32_t>(),
+                                                 partials.data_ptr<double>(), v.size(0), points, channels, taps,
+                                                 chunks, flip);
+    } else {
+      gather_conv_weight_impl<scalar_t, int64_t>(g.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), t.data_ptr<int64_t>(),
+                                                 partials.data_ptr<double>(), v.size(0), points, channels, taps,
+                                                 chunks, flip);
+    }
+  });
+  return partials.sum(0).t().contiguous().to(v.scalar_type());  // (C, K)
+}
+
+// T[j, b*N + n]: the position (in the flattened B*N values) of the pixel at index[b, n] + offset_j,
+// or B*N when that pixel is outside the grid or absent.  Offsets are row-major over the window.
+at::Tensor neighbour_table(const at::Tensor& index, const at::Tensor& index_map, int64_t height, int64_t width,
+                           int64_t kernel_h, int64_t kernel_w) {
+  TORCH_CHECK(index.dim() == 2 && index_map.dim() == 2 && index.size(0) == index_map.size(0),
+              "index must be (B, N) and index_map (B, H*W)");
+  TORCH_CHECK(index_map.size(1) == height * width, "index_map must have H*W = ", height * width, " columns");
+  auto idx = index.to(at::kLong).contiguous();
+  auto map = index_map.to(at::kLong).contiguous();
+  const int64_t batch = idx.size(0), n = idx.size(1), points = batch * n, taps = kernel_h * kernel_w;
+  const bool small = points < std::numeric_limits<int32_t>::max();
+  auto table = at::empty({taps, points}, idx.options().dtype(small ? at::kInt : at::kLong));
+  const int64_t* ip = idx.data_ptr<int64_t>();
+  const int64_t* mp = map.data_ptr<int64_t>();
+  auto fill = [&](auto* out) {
+    at::parallel_for(0, points, 256, [&](int64_t first, int64_t last) {
+      for (int64_t p = first; p < last; ++p) {
+        const int64_t b = p / n, pixel = ip[p], row = pixel / width, col = pixel % width;
+        const int64_t* map_b = mp + b * height * width;
+        for (int64_t j = 0; j < taps; ++j) {
+          const int64_t r = row + j / kernel_w - kernel_h / 2, c = col + j % kernel_w - kernel_w / 2;
+          int64_t position = -1;
+          if (r >= 0 && r < height && c >= 0 && c < width) position = map_b[r * width + c];
+          out[j * points + p] = static_cast<std::remove_pointer_t<decltype(out)>>(position >= 0 ? position + b * n
+                                                                                                  : points);
+        }
+      }
+    });
+  };
+  if (small) {
+    fill(table.data_ptr<int32_t>());
+  } else {
+    fill(table.data_ptr<int64_t>());
+  }
+  return table;
+}
+
+// Keep the k smallest (distance, candidate) pairs seen so far, nearest first; a strictly smaller
+// distance is needed to move ahead, so among equal distances the earlier candidate wins, exactly
+// as the reference's stable sort orders them.
+template <typename dist_t>
+inline void insert_nearest(dist_t* dist, int64_t* ids, int64_t k, dist_t d, int64_t id) {
+  if (!(d < dist[k - 1])) return;
+  int64_t i = k - 1;
+  while (i > 0 && d < dist[i - 1]) {
+    dist[i] = dist[i - 1];
+    ids[i] = ids[i - 1];
+    --i;
+  }
+  dist[i] = d;
+  ids[i] = id;
+}
+
+// For every coarse-cell centre query[g] and batch item b: the k present fine pixels nearest to it,
+// searched in the (2R+1)^2 window around base[g], exact when the k-th distance is within
+// bound = ((R + 1/2) / max(H, W))^2 (no pixel outside the window can be nearer); otherwise by an
+// exact scan over all N points (in double, as the reference's brute force).  Window distances
+// are computed in float32 exactly as the reference computes them (no contraction into FMAs).
+std::vector<at::Tensor> knn_window(const at::Tensor& index_map, const at::Tensor& coords, const at::Tensor& query,
+                                   const at::Tensor& base, int64_t height, int64_t width, int64_t radius, int64_t k) {
+  TORCH_CHECK(index_map.dim() == 2 && coords.dim() == 3 && coords.size(0) == index_map.size(0),
+              "index_map must be (B, H*W) and coords (B, N, 2)");
+  TORCH_CHECK(query.dim() == 2 && base.dim() == 2 && query.size(0) == base.size(0), "query and base must be (G, 2)");
+  TORCH_CHECK(k >= 1 && k <= coords.size(1), "k must be in [1, N]");
+  auto map = index_map.to(at::kLong).contiguous();
+  auto pts = coords.to(at::kFloat).contiguous();
+  auto q = query.to(at::kFloat).contiguous();
+  auto bs = base.to(at::kLong).contiguous();
+  const int64_t batch = map.size(0), n = pts.size(1), cells = q.size(0), side = 2 * radius + 1;
+  const int64_t window = side * side;
+  auto dist = at::empty({batch, cells, k}, q.options());
+  auto ids = at::empty({batch, cells, k}, bs.options());
+  const float bound = static_cast<float>(std::pow((radius + 0.5) / static_cast<double>(std::max(height, width)), 2));
+  const float inf = std::numeric_limits<float>::infinity();
+  const int64_t* mp = map.data_ptr<int64_t>();
+  const float* pp = pts.data_ptr<float>();
+  const float* qp = q.data_ptr<float>();
+  const int64_t* bp = bs.data_ptr<int64_t>();
+  float* dp = dist.data_ptr<float>();
+  int64_t* op = ids.data_ptr<int64_t>();
+  const float fh = static_cast<float>(height), fw = static_cast<float>(width);
+  at::parallel_for(0, batch * cells, 16, [&](int64_t first, int64_t last) {
+    std::vector<double> exact(k);
+    for (int64_t task = first; task < last; ++task) {
+      const int64_t b = task / cells, g = task % cells;
+      float* d = dp + task * k;
+      int64_t* id = op + task * k;
+      std::fill(d, d + k, inf);
+      std::fill(id, id + k, int64_t(-1));
+      const float qy = qp[2 * g], qx = qp[2 * g + 1];
+      const int64_t* map_b = mp + b * height * width;
+      bool proven = k <= window;
+      if (proven) {
+        for (int64_t j = 0; j < window; ++j) {
+          const int64_t r = bp[2 * g] + j / side - radius, c = bp[2 * g + 1] + j % side - radius;
+          if (r < 0 || r >= height || c < 0 || c >= width) continue;
+          const int64_t position = map_b[r * width + c];
+          if (position < 0) continue;
+          volatile float dy = (static_cast<float>(r) + 0.5f) / fh - qy;  // volatile: no FMA contraction
+          volatile float dx = (static_cast<float>(c) + 0.5f) / fw - qx;
+          volatile float yy = dy * dy;
+          volatile float xx = dx * dx;
+          insert_nearest<float>(d, id, k, yy + xx, position);
+        }
+        proven = d[k - 1] <= bound;
+      }
+      if (!proven) {
+        std::fill(exact.begin(), exact.end(), std::numeric_limits<double>::infinity());
+        std::fill(id, id + k, int64_t(-1));
+        const float* pb = pp + b * n * 2;
+        for (int64_t i = 0; i < n; ++i) {
+          const double dy = static_cast<double>(qy) - static_cast<double>(pb[2 * i]);
+          const double dx = static_cast<double>(qx) - static_cast<double>(pb[2 * i + 1]);
+          volatile double yy = dy * dy;
+          volatile double xx = dx * dx;
+          insert_nearest<double>(exact.data(), id, k, yy + xx, i);
+        }
+        for (int64_t i = 0; i < k; ++i) d[i] = static_cast<float>(exact[i]);
+      }
+    }
+  });
+  return {dist, ids};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("gather_conv", &gather_conv, "depthwise gather convolution over a neighbour table (flip: its transpose)");
+  m.def("gather_conv_weight", &gather_conv_weight, "gradient of the gather convolution with respect to its weight");
+  m.def("neighbour_table", &neighbour_table, "neighbour table of sparse pixels for a kernel window");
+  m.def("knn_window", &knn_window, "k nearest present pixels to each coarse-cell centre");
+}

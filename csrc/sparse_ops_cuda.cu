@@ -1,0 +1,290 @@
+// CUDA kernels for infdiff's sparse operators: the same four operations, signatures and results
+// as sparse_ops_cpu.cpp (and the PyTorch reference, infdiff/ops/reference_kernels.py).
+//
+//   gather_conv          out[p, c] = sum_j w[c, j] * v[T[j, p], c]      (T[j, p] == M: absent)
+//   gather_conv_weight   dw[c, j]  = sum_p g[p, c] * v[T[j, p], c]
+//   neighbour_table      T[j, b*N + n] from the dense per-image index map (pixels lie on a grid)
+//   knn_window           the k nearest present pixels to each coarse-cell centre
+//
+// Layout: a block is 32 channel lanes x kPointsPerBlock points, so a warp reads one point's
+// channels contiguously (coalesced) and the table entry it needs is one broadcast load.  Half and
+// bfloat16 inputs accumulate in float (at::opmath_type).  The weight gradient writes one partial
+// sum per block and reduces them with a deterministic sum instead of atomics.
+
+#include <torch/extension.h>
+
+#include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <math_constants.h>
+
+#include <limits>
+#include <vector>
+
+namespace {
+
+constexpr int kLanes = 32;
+constexpr int kPointsPerBlock = 8;
+constexpr int kWeightPoints = 256;  // points one weight-gradient block sums
+constexpr int kMaxNeighbours = 32;  // k of the kNN kernel lives in registers
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+template <typename scalar_t, typename index_t>
+__global__ void gather_conv_kernel(const scalar_t* __restrict__ values, const scalar_t* __restrict__ weight_kc,
+                                   const index_t* __restrict__ table, scalar_t* __restrict__ out, int64_t rows,
+                                   int64_t points, int64_t channels, int64_t taps, bool flip) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t p = blockIdx.x * static_cast<int64_t>(kPointsPerBlock) + threadIdx.y;
+  const int64_t c = blockIdx.y * static_cast<int64_t>(kLanes) + threadIdx.x;
+  if (p >= points || c >= channels) return;
+  acc_t acc = 0;
+  for (int64_t j = 0; j < taps; ++j) {
+    const int64_t q = table[(flip ? taps - 1 - j : j) * points + p];
+    if (q < rows) acc += static_cast<acc_t>(weight_kc[j * channels + c]) * static_cast<acc_t>(values[q * channels + c]);
+  }
+  out[p * channels + c] = static_cast<scalar_t>(acc);
+}
+
+template <typename scalar_t, typename index_t>
+__global__ void gather_conv_weight_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ values,
+                                          const index_t* __restrict__ table, float* __restrict__ partials,
+                                          int64_t rows, int64_t points, int64_t channels, int64_t taps, bool flip) {
+  // blockIdx.x: a chunk of kWeightPoints points; blockIdx.y: a tap; blockIdx.z: 32 channels.
+  using acc_t = at::opmath_type<scalar_t>;
+  __shared__ float sums[kPointsPerBlock][kLanes];
+  const int64_t j = blockIdx.y, c = blockIdx.z * static_cast<int64_t>(kLanes) + threadIdx.x;
+  const index_t* row = table + (flip ? taps - 1 - j : j) * points;
+  acc_t acc = 0;
+  if (c < channels) {
+    const int64_t first = blockIdx.x * static_cast<int64_t>(kWeightPoints);
+    const int64_t last = min(points, first + kWeightPoints);
+    for (int64_t p = first + threadIdx.y; p < last; p += kPointsPerBlock) {
+      const int64_t q = row[p];
+      if (q < rows) acc += static_cast<acc_t>(grad[p * channels + c]) * static_cast<acc_t>(values[q * channels + c]);
+    }
+  }
+  sums[threadIdx.y][threadIdx.x] = static_cast<float>(acc);
+  __syncthreads();
+  if (threadIdx.y == 0 && c < channels) {
+    float total = 0;
+    for (int i = 0; i < kPointsPerBlock; ++i) total += sums[i][threadIdx.x];
+    partials[(blockIdx.x * taps + j) * channels + c] = total;
+  }
+}
+
+template <typename index_t>
+__global__ void neighbour_table_kernel(const int64_t* __restrict__ index, const int64_t* __restrict__ index_map,
+                                       index_t* __restrict__ table, int64_t n, int64_t points, int64_t height,
+                                       int64_t width, int64_t kernel_h, int64_t kernel_w) {
+  const int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t j = blockIdx.y;
+  if (p >= points) return;
+  const int64_t b = p / n, pixel = index[p];
+  const int64_t r = pixel / width + j / kernel_w - kernel_h / 2, c = pixel % width + j % kernel_w - kernel_w / 2;
+  int64_t position = -1;
+  if (r >= 0 && r < height && c >= 0 && c < width) position = index_map[b * height * width + r * width + c];
+  table[j * points + p] = static_cast<index_t>(position >= 0 ? position + b * n : points);
+}
+
+// Among equal distances the earlier candidate stays ahead: the reference's stable sort order.
+template <typename dist_t>
+__device__ inline void insert_nearest(dist_t* dist, int64_t* ids, int k, dist_t d, int64_t id) {
+  if (!(d < dist[k - 1])) return;
+  int i = k - 1;
+  while (i > 0 && d < dist[i - 1]) {
+    dist[i] = dist[i - 1];
+    ids[i] = ids[i - 1];
+    --i;
+  }
+  dist[i] = d;
+  ids[i] = id;
+}
+
+// One thread per (batch item, coarse cell).  Window distances use round-to-nearest intrinsics so
+// nothing is contracted into an FMA, and divide by the grid side as PyTorch's CUDA division by a
+// scalar does (times its float reciprocal), so they equal the reference's values on the GPU.
+__global__ void knn_window_kernel(const int64_t* __restrict__ index_map, const float* __restrict__ coords,
+                                  const float* __restrict__ query, const int64_t* __restrict__ base,
+                                  float* __restrict__ dist_out, int64_t* __restrict__ ids_out, int64_t batch,
+                                  int64_t n, int64_t cells, int64_t height, int64_t width, int64_t radius, int k,
+                                  float bound) {
+  const int64_t task = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (task >= batch * cells) return;
+  const int64_t b = task / cells, g = task % cells, side = 2 * radius + 1, window = side * side;
+  float d[kMaxNeighbours];
+  double exact[kMaxNeighbours];
+  int64_t id[kMaxNeighbours];
+  for (int i = 0; i < k; ++i) {
+    d[i] = CUDART_INF_F;
+    id[i] = -1;
+  }
+  const float qy = query[2 * g], qx = query[2 * g + 1];
+  const float inv_h = __fdiv_rn(1.0f, static_cast<float>(height)), inv_w = __fdiv_rn(1.0f, static_cast<float>(width));
+  const int64_t* map_b = index_map + b * height * width;
+  bool proven = k <= window;
+  if (proven) {
+    for (int64_t j = 0; j < window; ++j) {
+      const int64_t r = base[2 * g] + j / side - radius, c = base[2 * g + 1] + j % side - radius;
+      if (r < 0 || r >= height || c < 0 || c >= width) continue;
+      const int64_t position = map_b[r * width + c];
+      if (position < 0) continue;
+      const float dy = __fsub_rn(__fmul_rn(__fadd_rn(static_cast<float>(r), 0.5f), inv_h), qy);
+      const float dx = __fsub_rn(__fmul_rn(__fadd_rn(static_cast<float>(c), 0.5f), inv_w), qx);
+      insert_nearest<float>(d, id, k, __fadd_rn(__fmul_rn(dy, dy), __fmul_rn(dx, dx)), position);
+    }
+    proven = d[k - 1] <= bound;
+  }
+  if (!proven) {
+    for (int i = 0; i < k; ++i) {
+      exact[i] = CUDART_INF;
+      id[i] = -1;
+    }
+    const float* pb = coords + b * n * 2;
+    for (int64_t i = 0; i < n; ++i) {
+      const double dy = __dsub_rn(static_cast<double>(qy), static_cast<double>(pb[2 * i]));
+      const double dx = __dsub_rn(static_cast<double>(qx), static_cast<double>(pb[2 * i + 1]));
+      insert_nearest<double>(exact, id, k, __dadd_rn(__dmul_rn(dy, dy), __dmul_rn(dx, dx)), i);
+    }
+    for (int i = 0; i < k; ++i) d[i] = static_cast<float>(exact[i]);
+  }
+  for (int i = 0; i < k; ++i) {
+    dist_out[task * k + i] = d[i];
+    ids_out[task * k + i] = id[i];
+  }
+}
+
+void check_conv_inputs(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& table) {
+  TORCH_CHECK(values.is_cuda() && weight.is_cuda() && table.is_cuda(), "the cuda backend needs CUDA tensors");
+  TORCH_CHECK(values.dim() == 2, "values must be (M, C), got ", values.sizes());
+  TORCH_CHECK(weight.dim() == 2 && weight.size(0) == values.size(1),
+              "weight must be (C, K) with C = ", values.size(1), ", got ", weight.sizes());
+  TORCH_CHECK(table.dim() == 2 && table.size(0) == weight.size(1),
+              "table must be (K, M') with K = ", weight.size(1), ", got ", table.sizes());
+  TORCH_CHECK(table.scalar_type() == at::kInt || table.scalar_type() == at::kLong, "table must be int32 or int64");
+  TORCH_CHECK(values.scalar_type() == weight.scalar_type(), "values and weight must share a dtype");
+}
+
+#define INFDIFF_DISPATCH_INDEX(TABLE, ...)                                   \
+  [&] {                                                                      \
+    if ((TABLE).scalar_type() == at::kInt) {                                 \
+      using index_t = int32_t;                                               \
+      return __VA_ARGS__();                                                  \
+    }                                                                        \
+    using index_t = int64_t;                                                 \
+    return __VA_ARGS__();                                                    \
+  }()
+
+at::Tensor gather_conv(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& table, bool flip) {
+  check_conv_inputs(values, weight, table);
+  const c10::cuda::CUDAGuard guard(values.device());
+  auto v = values.contiguous();
+  auto w = weight.t().contiguous();
+  auto t = table.contiguous();
+  const int64_t points = t.size(1), channels = v.size(1), taps = t.size(0);
+  auto out = at::empty({points, channels}, v.options());
+  if (points == 0 || channels == 0) return out;
+  const dim3 block(kLanes, kPointsPerBlock);
+  const dim3 grid(ceil_div(points, kPointsPerBlock), ceil_div(channels, kLanes));
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.scalar_type(), "infdiff_gather_conv_cuda", [&] {
+    INFDIFF_DISPATCH_INDEX(t, [&] {
+      gather_conv_kernel<scalar_t, index_t><<<grid, block, 0, stream>>>(
+          v.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), t.data_ptr<index_t>(), out.data_ptr<scalar_t>(), v.size(0),
+          points, channels, taps, flip);
+    });
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
+at::Tensor gather_conv_weight(const at::Tensor& grad, const at::Tensor& values, const at::Tensor& table, bool flip) {
+  TORCH_CHECK(grad.is_cuda() && values.is_cuda() && table.is_cuda(), "the cuda backend needs CUDA tensors");
+  TORCH_CHECK(grad.dim() == 2 && grad.size(0) == table.size(1) && grad.size(1) == values.size(1),
+              "grad must be (M', C) matching the table and values, got ", grad.sizes());
+  TORCH_CHECK(grad.scalar_type() == values.scalar_type(), "grad and values must share a dtype");
+  const c10::cuda::CUDAGuard guard(values.device());
+  auto g = grad.contiguous();
+  auto v = values.contiguous();
+  auto t = table.contiguous();
+  const int64_t points = t.size(1), channels = v.size(1), taps = t.size(0);
+  const int64_t chunks = std::max<int64_t>(1, ceil_div(points, kWeightPoints));
+  auto partials = at::zeros({chunks, taps, channels}, v.options().dtype(at::kFloat));
+  if (points > 0 && channels > 0 && taps > 0) {
+    const dim3 block(kLanes, kPointsPerBlock);
+    const dim3 grid(chunks, taps, ceil_div(channels, kLanes));
+    auto stream = c10::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.scalar_type(), "infdiff_gather_conv_weight_cuda", [&] {
+      INFDIFF_DISPATCH_INDEX(t, [&] {
+        gather_conv_weight_kernel<scalar_t, index_t><<<grid, block, 0, stream>>>(
+            g.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), t.data_ptr<index_t>(), partials.data_ptr<float>(),
+            v.size(0), points, channels, taps, flip);
+      });
+    });
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  return partials.sum(0).t().contiguous().to(v.scalar_type());  // (C, K), reduced in a fixed order
+}
+
+at::Tensor neighbour_table(const at::Tensor& index, const at::Tensor& index_map, int64_t height, int64_t width,
+                           int64_t kernel_h, int64_t kernel_w) {
+  TORCH_CHECK(index.is_cuda() && index_map.is_cuda(), "the cuda backend needs CUDA tensors");
+  TORCH_CHECK(index.dim() == 2 && index_map.dim() == 2 && index.size(0) == index_map.size(0),
+              "index must be (B, N) and index_map (B, H*W)");
+  TORCH_CHECK(index_map.size(1) == height * width, "index_map must have H*W = ", height * width, " columns");
+  const c10::cuda::CUDAGuard guard(index.device());
+  auto idx = index.to(at::kLong).contiguous();
+  auto map = index_map.to(at::kLong).contiguous();
+  const int64_t n = idx.size(1), points = idx.size(0) * n, taps = kernel_h * kernel_w;
+  const bool small = points < std::numeric_limits<int32_t>::max();
+  auto table = at::empty({taps, points}, idx.options().dtype(small ? at::kInt : at::kLong));
+  if (points == 0) return table;
+  const dim3 grid(ceil_div(points, 256), taps);
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  INFDIFF_DISPATCH_INDEX(table, [&] {
+    neighbour_table_kernel<index_t><<<grid, 256, 0, stream>>>(idx.data_ptr<int64_t>(), map.data_ptr<int64_t>(),
+                                                              table.data_ptr<index_t>(), n, points, height, width,
+                                                              kernel_h, kernel_w);
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return table;
+}
+
+std::vector<at::Tensor> knn_window(const at::Tensor& index_map, const at::Tensor& coords, const at::Tensor& query,
+                                   const at::Tensor& base, int64_t height, int64_t width, int64_t radius, int64_t k) {
+  TORCH_CHECK(index_map.is_cuda() && coords.is_cuda() && query.is_cuda() && base.is_cuda(),
+              "the cuda backend needs CUDA tensors");
+  TORCH_CHECK(index_map.dim() == 2 && coords.dim() == 3 && coords.size(0) == index_map.size(0),
+              "index_map must be (B, H*W) and coords (B, N, 2)");
+  TORCH_CHECK(query.dim() == 2 && base.dim() == 2 && query.size(0) == base.size(0), "query and base must be (G, 2)");
+  TORCH_CHECK(k >= 1 && k <= coords.size(1), "k must be in [1, N]");
+  TORCH_CHECK(k <= kMaxNeighbours, "the cuda kNN kernel handles k <= ", kMaxNeighbours, ", got ", k);
+  const c10::cuda::CUDAGuard guard(index_map.device());
+  auto map = index_map.to(at::kLong).contiguous();
+  auto pts = coords.to(at::kFloat).contiguous();
+  auto q = query.to(at::kFloat).contiguous();
+  auto bs = base.to(at::kLong).contiguous();
+  const int64_t batch = map.size(0), n = pts.size(1), cells = q.size(0);
+  auto dist = at::empty({batch, cells, k}, q.options());
+  auto ids = at::empty({batch, cells, k}, bs.options());
+  const float bound = static_cast<float>(std::pow((radius + 0.5) / static_cast<double>(std::max(height, width)), 2));
+  if (batch * cells > 0) {
+    auto stream = c10::cuda::getCurrentCUDAStream();
+    knn_window_kernel<<<ceil_div(batch * cells, 128), 128, 0, stream>>>(
+        map.data_ptr<int64_t>(), pts.data_ptr<float>(), q.data_ptr<float>(), bs.data_ptr<int64_t>(),
+        dist.data_ptr<float>(), ids.data_ptr<int64_t>(), batch, n, cells, height, width, radius, static_cast<int>(k),
+        bound);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  return {dist, ids};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("gather_conv", &gather_conv, "depthwise gather convolution over a neighbour table (flip: its transpose)");
+  m.def("gather_conv_weight", &gather_conv_weight, "gradient of the gather convolution with respect to its weight");
+  m.def("neighbour_table", &neighbour_table, "neighbour table of sparse pixels for a kernel window");
+  m.def("knn_window", &knn_window, "k nearest present pixels to each coarse-cell centre");
+}

@@ -1,0 +1,169 @@
+"""The sparse kernels as ``torch.library`` custom operators, and the switch between their backends.
+
+Every operator (``infdiff::gather_conv``, ``gather_conv_weight``, ``neighbour_table``,
+``knn_window``) takes the name of a resolved backend as its last argument and runs that backend's
+implementation; each has a fake kernel (so ``torch.compile`` and meta tensors see its shapes) and
+the convolution has its autograd formula here, once, for every backend.  The backends
+(``BACKENDS``): ``torch`` (:mod:`infdiff.ops.reference_kernels`, any device), ``cpp`` (``csrc/``
+C++ with OpenMP, CPU tensors) and ``cuda`` (``csrc/`` CUDA, CUDA tensors).  A model names one in
+``model.backend``; ``auto`` picks the compiled one for the tensors' device and falls back to
+``torch`` with a one-line notice when it cannot be built.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Callable, List, Tuple
+
+import torch
+
+from infdiff.ops import reference_kernels
+from infdiff.ops.extension import ExtensionUnavailable, load_kernels
+from infdiff.registry import Registry
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An implementation of the sparse kernels for tensors on ``device_types``."""
+
+    description: str
+    device_types: Tuple[str, ...]
+    load: Callable[[], ModuleType]
+
+
+BACKENDS = Registry("backend")
+BACKENDS.register(
+    "torch", Backend("the pure-PyTorch reference", ("cpu", "cuda", "mps", "xpu"), lambda: reference_kernels)
+)
+BACKENDS.register("cpp", Backend("C++/OpenMP kernels from csrc/", ("cpu",), lambda: load_kernels("cpu")))
+BACKENDS.register("cuda", Backend("CUDA kernels from csrc/", ("cuda",), lambda: load_kernels("cuda")))
+COMPILED_FOR = {"cpu": "cpp", "cuda": "cuda"}  # what ``auto`` tries first on each device type
+
+
+def backend_names() -> List[str]:
+    """What ``model.backend`` accepts."""
+    return [AUTO, *BACKENDS.names()]
+
+
+@functools.lru_cache(maxsize=None)
+def resolve_backend(name: str, device_type: str) -> str:
+    """The backend that runs for ``model.backend=name`` on ``device_type`` tensors.
+
+    ``auto`` is the compiled backend of the device when it builds, else ``torch`` (said once on
+    stderr).  A backend named explicitly must work: a wrong device or a failed build is an error.
+    """
+    if name == AUTO:
+        compiled = COMPILED_FOR.get(device_type)
+        if compiled is None:
+            return "torch"
+        try:
+            BACKENDS[compiled].load()
+            return compiled
+        except ExtensionUnavailable as why:
+            print(f"infdiff: {why}; using the PyTorch reference kernels (model.backend=torch)", file=sys.stderr)
+            return "torch"
+    backend = BACKENDS[name]
+    if device_type not in backend.device_types:
+        raise ValueError(
+            f"model.backend={name!r} runs on {' or '.join(backend.device_types)} tensors, not {device_type}; "
+            f"use model.backend=auto"
+        )
+    try:
+        backend.load()
+    except ExtensionUnavailable as why:
+        raise RuntimeError(f"model.backend={name!r}: {why}; use model.backend=auto or torch") from why
+    return name
+
+
+def kernels(backend: str) -> ModuleType:
+    return BACKENDS[backend].load()
+
+
+@torch.library.custom_op("infdiff::gather_conv", mutates_args=())
+def gather_conv(
+    values: torch.Tensor, weight: torch.Tensor, table: torch.Tensor, flip: bool, backend: str
+) -> torch.Tensor:
+    """``out[p] = Σ_j weight[:, j] * values[T[j, p]]`` for values ``(M, C)``, weight ``(C, K)``, table ``(K, M)``."""
+    return kernels(backend).gather_conv(values, weight, table, flip)
+
+
+@gather_conv.register_fake
+def _(values, weight, table, flip, backend):
+    return values.new_empty((table.shape[1], values.shape[1]))
+
+
+@torch.library.custom_op("infdiff::gather_conv_weight", mutates_args=())
+def gather_conv_weight(
+    grad: torch.Tensor, values: torch.Tensor, table: torch.Tensor, flip: bool, backend: str
+) -> torch.Tensor:
+    """``dw[c, j] = Σ_p grad[p, c] * values[T[j, p], c]``, ``(C, K)``."""
+    return kernels(backend).gather_conv_weight(grad, values, table, flip)
+
+
+@gather_conv_weight.register_fake
+def _(grad, values, table, flip, backend):
+    return values.new_empty((values.shape[1], table.shape[0]))
+
+
+def _save_for_backward(ctx, inputs, output):
+    values, weight, table, flip, backend = inputs
+    ctx.save_for_backward(values, weight, table)
+    ctx.flip, ctx.backend = flip, backend
+
+
+def _gather_conv_backward(ctx, grad):
+    """The neighbour relation is symmetric (``q = p + o`` iff ``p = q - o``), so the gradient in the
+    values is the same convolution over the flipped table, ``∂L/∂x[q] = Σ_o w_o g[q - o]``, and
+    the gradient in the weight is ``∂L/∂w_o = Σ_p g[p] x[p + o]``; nothing ``(M, K, C)`` is stored."""
+    values, weight, table = ctx.saved_tensors
+    grad = grad.contiguous()
+    grad_values = grad_weight = None
+    if ctx.needs_input_grad[0]:
+        grad_values = gather_conv(grad, weight, table, not ctx.flip, ctx.backend)
+    if ctx.needs_input_grad[1]:
+        grad_weight = gather_conv_weight(grad, values, table, ctx.flip, ctx.backend)
+    return grad_values, grad_weight, None, None, None
+
+
+gather_conv.register_autograd(_gather_conv_backward, setup_context=_save_for_backward)
+
+
+@torch.library.custom_op("infdiff::neighbour_table", mutates_args=())
+def neighbour_table(
+    index: torch.Tensor, index_map: torch.Tensor, height: int, width: int, kernel_h: int, kernel_w: int, backend: str
+) -> torch.Tensor:
+    """``(kh*kw, B*N)`` rows of neighbours in the flattened values (``B*N`` where absent)."""
+    return kernels(backend).neighbour_table(index, index_map, height, width, kernel_h, kernel_w)
+
+
+@neighbour_table.register_fake
+def _(index, index_map, height, width, kernel_h, kernel_w, backend):
+    points = index.shape[0] * index.shape[1]
+    return index.new_empty((kernel_h * kernel_w, points), dtype=torch.int32 if points < 2**31 - 1 else torch.long)
+
+
+@torch.library.custom_op("infdiff::knn_window", mutates_args=())
+def knn_window(
+    index_map: torch.Tensor,
+    coords: torch.Tensor,
+    query: torch.Tensor,
+    base: torch.Tensor,
+    height: int,
+    width: int,
+    radius: int,
+    k: int,
+    backend: str,
+) -> List[torch.Tensor]:
+    """``[dist² (B, G, k), ids (B, G, k)]`` of the ``k`` present pixels nearest each query, nearest first."""
+    return list(kernels(backend).knn_window(index_map, coords, query, base, height, width, radius, k))
+
+
+@knn_window.register_fake
+def _(index_map, coords, query, base, height, width, radius, k, backend):
+    shape = (index_map.shape[0], query.shape[0], k)
+    return [query.new_empty(shape, dtype=torch.float32), base.new_empty(shape, dtype=torch.long)]

@@ -1,0 +1,188 @@
+"""The compiled CPU kernels (``csrc/``) against the PyTorch reference, operator by operator.
+
+Every case runs both backends on the same inputs: outputs, both gradients, ``gradcheck`` in
+float64, ``torch.library.opcheck``, and the awkward shapes (no points, one point, every point,
+non-square grids, batch items holding different pixels).
+"""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from infdiff.ops import SparseImage, knn_grid_search, sparse_depthwise_conv
+from infdiff.ops import backends
+from infdiff.ops.extension import ExtensionUnavailable, load_kernels
+from infdiff.ops.sparse_conv import neighbour_table
+
+
+def cpp_available():
+    try:
+        load_kernels("cpu")
+        return True
+    except ExtensionUnavailable:
+        return False
+
+
+pytestmark = pytest.mark.skipif(not cpp_available(), reason="the C++ kernels do not build here")
+
+
+def sparse_image(batch, size, points, channels=5, seed=0, dtype=torch.float32, clustered=False):
+    """Random pixels per batch item (the last item's packed into the top rows when ``clustered``)."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = size
+    index = torch.stack([torch.randperm(h * w, generator=g)[:points] for _ in range(batch)])
+    if clustered:
+        index[-1] = torch.arange(points)
+    values = torch.randn(batch, points, channels, generator=g, dtype=dtype)
+    return SparseImage(values, index, size)
+
+
+CASES = {
+    "square quarter": dict(batch=2, size=(16, 16), points=64),
+    "non-square": dict(batch=3, size=(12, 20), points=100),
+    "every pixel": dict(batch=2, size=(9, 7), points=63),
+    "one point": dict(batch=2, size=(8, 8), points=1),
+    "different occupancies": dict(batch=2, size=(16, 12), points=40, clustered=True),
+}
+
+
+def conv(sparse, weight, backend):
+    values = sparse.values.clone().requires_grad_(True)
+    kernel = weight.clone().requires_grad_(True)
+    image = SparseImage(values, sparse.index, sparse.size)  # a fresh cache per backend
+    out = sparse_depthwise_conv(image, kernel, (3, 3), backend=backend).values
+    out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out))
+    return out.detach(), values.grad, kernel.grad
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kernel_size", [3, 7])
+def test_the_convolution_and_both_gradients_match_the_reference(case, dtype, kernel_size):
+    sparse = sparse_image(**CASES[case], dtype=dtype)
+    weight = torch.randn(
+        sparse.channels, kernel_size, kernel_size, dtype=dtype, generator=torch.Generator().manual_seed(2)
+    )
+    tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    for ours, reference in zip(conv(sparse, weight, "cpp"), conv(sparse, weight, "torch")):
+        torch.testing.assert_close(ours, reference, **tolerance)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_neighbour_table_is_the_reference_one(case):
+    sparse = sparse_image(**CASES[case])
+    h, w = sparse.size
+    for kh, kw in [(3, 3), (5, 3), (11, 11)]:
+        args = (sparse.index, sparse.index_map(), h, w, kh, kw)
+        ours = backends.neighbour_table(*args, "cpp")
+        assert ours.dtype == torch.int32
+        assert torch.equal(ours, backends.neighbour_table(*args, "torch"))
+
+
+def test_no_points_give_empty_outputs_and_gradients():
+    weight = torch.randn(4, 3, 3, requires_grad=True)
+    for backend in ("cpp", "torch"):
+        sparse = SparseImage(torch.zeros(2, 0, 4, requires_grad=True), torch.zeros(2, 0, dtype=torch.long), (5, 5))
+        out = sparse_depthwise_conv(sparse, weight, backend=backend).values
+        assert out.shape == (2, 0, 4)
+        out.sum().backward()
+        assert torch.equal(weight.grad, torch.zeros(4, 3, 3))
+        weight.grad = None
+
+
+def test_gradcheck_in_float64():
+    sparse = sparse_image(batch=2, size=(6, 5), points=12, channels=3, dtype=torch.float64)
+    table = neighbour_table(sparse, (3, 3), "cpp")
+    values = sparse.values.reshape(-1, 3).clone().requires_grad_(True)
+    weight = torch.randn(3, 9, dtype=torch.float64, requires_grad=True)
+    for flip in (False, True):
+        assert torch.autograd.gradcheck(lambda v, w: backends.gather_conv(v, w, table, flip, "cpp"), (values, weight))
+
+
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
+def test_every_operator_passes_opcheck(backend):
+    sparse = sparse_image(batch=2, size=(8, 6), points=20, channels=4)
+    h, w = sparse.size
+    table = backends.neighbour_table(sparse.index, sparse.index_map(), h, w, 3, 3, backend)
+    values = sparse.values.reshape(-1, 4).clone().requires_grad_(True)
+    weight = torch.randn(4, 9, requires_grad=True)
+    torch.library.opcheck(backends.gather_conv, (values, weight, table, False, backend))
+    torch.library.opcheck(backends.gather_conv_weight, (values.detach(), values.detach(), table, True, backend))
+    torch.library.opcheck(backends.neighbour_table, (sparse.index, sparse.index_map(), h, w, 3, 3, backend))
+    query = torch.rand(6, 2)
+    base = (query * torch.tensor([h, w]) - 0.5).round().long()
+    torch.library.opcheck(backends.knn_window, (sparse.index_map(), sparse.coords(), query, base, h, w, 1, 3, backend))
+
+
+@pytest.mark.parametrize(
+    "size, points, grid, k, radius",
+    [
+        ((32, 32), 256, 8, 3, None),  # the window proves almost every cell
+        ((32, 32), 256, 8, 3, 1),  # a narrow window: many cells scan every point
+        ((24, 40), 200, (6, 10), 4, None),  # non-square
+        ((16, 16), 256, 4, 3, None),  # every pixel: equidistant ties everywhere
+        ((16, 16), 20, 8, 12, 1),  # k larger than the window holds: all exact scans
+        ((16, 16), 5, 4, 5, None),  # k = N
+    ],
+)
+def test_the_knn_search_returns_the_reference_neighbours_and_distances(size, points, grid, k, radius):
+    sparse = sparse_image(batch=3, size=size, points=points, clustered=True)
+    ours = knn_grid_search(sparse, grid, k, window_radius=radius, backend="cpp")
+    reference = knn_grid_search(SparseImage(sparse.values, sparse.index, size), grid, k, radius, backend="torch")
+    assert torch.equal(ours[1], reference[1])
+    assert torch.equal(ours[0], reference[0])
+
+
+def test_auto_falls_back_to_the_reference_with_one_line_when_the_build_fails(capsys):
+    def broken(kind):
+        raise ExtensionUnavailable("building the cpu kernels failed: no compiler")
+
+    working = backends.BACKENDS.unregister("cpp")
+    backends.BACKENDS.register("cpp", backends.Backend("unbuildable", ("cpu",), lambda: broken("cpu")))
+    backends.resolve_backend.cache_clear()
+    try:
+        assert backends.resolve_backend("auto", "cpu") == "torch"
+        assert capsys.readouterr().err == (
+            "infdiff: building the cpu kernels failed: no compiler; using the PyTorch reference kernels "
+            "(model.backend=torch)\n"
+        )
+        with pytest.raises(RuntimeError, match=r"model.backend='cpp': building the cpu kernels failed: no compiler"):
+            backends.resolve_backend("cpp", "cpu")
+    finally:
+        backends.BACKENDS.unregister("cpp")
+        backends.BACKENDS.register("cpp", working)
+        backends.resolve_backend.cache_clear()
+
+
+def test_a_backend_for_another_device_is_refused():
+    with pytest.raises(ValueError, match=r"model.backend='cuda' runs on cuda tensors, not cpu"):
+        backends.resolve_backend("cuda", "cpu")
+    with pytest.raises(ValueError, match=r"unknown backend 'cppp'.*did you mean 'cpp'"):
+        backends.resolve_backend("cppp", "cpu")
+
+
+def test_reduced_precision_inputs_are_computed_in_float_and_returned_in_their_dtype():
+    sparse = sparse_image(batch=2, size=(10, 10), points=30, channels=8)
+    weight = torch.randn(8, 3, 3, generator=torch.Generator().manual_seed(3))
+    for dtype in (torch.bfloat16, torch.float16):
+        image = SparseImage(sparse.values.to(dtype), sparse.index, sparse.size)
+        ours = sparse_depthwise_conv(image, weight, backend="cpp").values
+        reference = sparse_depthwise_conv(
+            SparseImage(sparse.values, sparse.index, sparse.size), weight, backend="torch"
+        )
+        assert ours.dtype == dtype
+        torch.testing.assert_close(ours.float(), reference.values, rtol=2e-2, atol=2e-2)
+
+
+def test_importing_and_building_a_model_compiles_nothing():
+    code = (
+        "import infdiff, infdiff.pipeline\n"
+        "from infdiff.nn import sparse_autoencoder\n"
+        "from infdiff.ops.extension import load_kernels\n"
+        "sparse_autoencoder(channels=3, train_size=16, nf=8, time_dim=16, uno_res=8, z_dim=4,"
+        " uno=dict(base_channels=8, channel_mults=(1,), attn_resolutions=(), num_groups=4))\n"
+        "assert load_kernels.cache_info().currsize == 0\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
