@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -27,7 +28,8 @@ import torch
 from infdiff.ops import SparseImage, grid_coords, knn_grid_search, uniform_subset
 from infdiff.ops.knn import default_window_radius
 
-from sparse_conv import backends_for, device_name
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sparse_conv import backends_for, device_name  # noqa: E402  (a sibling module of this script)
 
 
 def unproven_fraction(sparse: SparseImage, grid: int, k: int) -> float:

@@ -29,15 +29,32 @@ PyTorch's fused Adam (the default) against its per-parameter loop::
         --out benchmarks/results/fused_adam_cpu.json --repeats 40 \\
         --variant loop_adam optimizer.fused=False --variant fused_adam
 
+The compiled kernels against the reference, and training on all pixels (the networks' dense
+path) against a quarter and an eighth of them, on the CPU-sized 64² configuration::
+
+    python benchmarks/stage1_variants.py --config configs/shapes_32_config.py --config.data.img_size=64 \
+        --config.model.uno_res=32 --config.model.nf=64 --config.model.num_conv_blocks=3 \
+        --config.model.kernel_size=7 "--config.model.uno.attn_resolutions=(16,)" --config.train.batch_size=8 \
+        --repeats 7 --breakdown \
+        --out benchmarks/results/stage1_fractions_cpu.json \
+        --variant dense loss.points=4096 loss.encoder_points=4096 \
+        --variant quarter_cpp loss.points=1024 loss.encoder_points=1024 model.backend=cpp \
+        --variant eighth_cpp loss.points=512 loss.encoder_points=512 model.backend=cpp \
+        --variant quarter_torch loss.points=1024 loss.encoder_points=1024 model.backend=torch \
+        --variant eighth_torch loss.points=512 loss.encoder_points=512 model.backend=torch
+
 Reported per variant: its overrides, pixel counts, process steps, parameter count, median seconds
-per step and the ratio to the baseline.  On these shared 2-core machines only the ratios mean something.
+per step, the ratio to the baseline and the peak bytes of tensors alive during a step; with
+``--breakdown``, where one profiled step's time goes: the sparse convolution kernels, the
+neighbour tables, the kNN search, the optimiser and the rest (U-Net, point-wise MLPs, norms,
+interpolation, the dense path's convolutions).  On these shared 2-core machines only the ratios
+mean something.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -50,9 +67,13 @@ from infdiff.pipeline.autoencoder import build_autoencoder
 from infdiff.pipeline.build import build_loss, build_process
 from infdiff.pipeline.cli import parse_command_line
 from infdiff.pipeline.legacy_keys import LEGACY_KEYS
+from infdiff.pipeline.memory import PeakTensorBytes
 from infdiff.train.config import ConfigError, override
 from infdiff.train.loop import make_optimizer
 from infdiff.train.settings import OptimizerSettings, from_section
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sparse_conv import device_name  # noqa: E402  (a sibling module of this script)
 
 
 def variant_config(config, overrides):
@@ -66,12 +87,37 @@ def variant_config(config, overrides):
     return variant
 
 
+BREAKDOWN = {
+    "sparse_conv": ("infdiff::gather_conv", "infdiff::gather_conv_weight"),
+    "neighbour_table": ("infdiff::neighbour_table",),
+    "knn": ("infdiff::knn_window",),
+    "optimiser": ("optimiser",),
+}
+
+
+def breakdown(step_fn) -> dict:
+    """Fractions of one profiled step spent in each :data:`BREAKDOWN` part, the rest under ``other``."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        start = time.perf_counter()
+        step_fn()
+        total = time.perf_counter() - start
+    spent = {name: 0.0 for name in BREAKDOWN}
+    for event in profile.key_averages():
+        for name, keys in BREAKDOWN.items():
+            if event.key in keys:
+                spent[name] += event.cpu_time_total / 1e6
+    fractions = {name: seconds / total for name, seconds in spent.items()}
+    fractions["other"] = max(0.0, 1 - sum(fractions.values()))
+    return fractions
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
 
     def options(parser: argparse.ArgumentParser):
         parser.add_argument("--out", required=True, help="JSON file to write")
         parser.add_argument("--repeats", type=int, default=10)
+        parser.add_argument("--breakdown", action="store_true", help="also profile one step of each variant")
         parser.add_argument(
             "--variant",
             nargs="+",
@@ -100,7 +146,8 @@ def main(argv=None):
 
     def step(model, optimizer, loss, generator):
         loss(model, batch, generator)["loss"].mean().backward()
-        optimizer.step()
+        with torch.profiler.record_function("optimiser"):
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     times = {name: [] for name in steps}
@@ -111,11 +158,18 @@ def main(argv=None):
             start = time.perf_counter()
             step(*steps[name])
             times[name].append(time.perf_counter() - start)
+    peaks, parts = {}, {}
+    for name in steps:
+        with PeakTensorBytes() as peak:
+            step(*steps[name])
+        peaks[name] = peak.peak
+        if args.breakdown:
+            parts[name] = breakdown(lambda: step(*steps[name]))
     baseline = statistics.median(times[baseline_name])
     result = {
         "benchmark": "stage1_variants",
         "argv": argv,
-        "device": platform.processor() or platform.machine(),
+        "device": device_name("cpu"),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "img_size": config.data.img_size,
@@ -131,6 +185,9 @@ def main(argv=None):
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "median_step_s": statistics.median(times[name]),
                 "ratio_to_baseline": statistics.median(times[name]) / baseline,
+                "peak_tensor_bytes": peaks[name],
+                "peak_ratio_to_baseline": peaks[name] / peaks[baseline_name],
+                **({"breakdown": parts[name]} if name in parts else {}),
             }
             for name, (model, *_) in steps.items()
         },

@@ -12,6 +12,8 @@ from infdiff.ops import (
     sparse_depthwise_conv,
     uniform_subset,
 )
+from infdiff.ops import sparse_conv
+from infdiff.ops.sparse_conv import fft_depthwise_conv
 
 
 def masked_dense_reference(sparse: SparseImage, weight: torch.Tensor, train_k: int) -> torch.Tensor:
@@ -121,3 +123,40 @@ def test_bad_weight_shapes_are_rejected():
         sparse_depthwise_conv(sparse, torch.randn(2, 4, 4))
     with pytest.raises(ValueError, match="C=2"):
         sparse_depthwise_conv(sparse, torch.randn(3, 3, 3))
+
+
+@pytest.mark.parametrize(
+    "size, kernel", [((16, 16), (31, 31)), ((20, 12), (33, 35)), ((9, 40), (41, 5)), ((64, 48), (7, 9))]
+)
+def test_the_fft_convolution_equals_the_direct_one_with_both_gradients(size, kernel):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, *size, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, *kernel, generator=g, dtype=torch.float64, requires_grad=True)
+    direct = F.conv2d(x, weight.unsqueeze(1), padding=(kernel[0] // 2, kernel[1] // 2), groups=3)
+    fft = fft_depthwise_conv(x, weight)
+    torch.testing.assert_close(fft, direct, rtol=1e-10, atol=1e-10)
+    upstream = torch.randn(direct.shape, generator=g, dtype=torch.float64)
+    expected = torch.autograd.grad(direct, (x, weight), upstream)
+    for ours, reference in zip(torch.autograd.grad(fft, (x, weight), upstream), expected):
+        torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-10)
+
+
+def test_large_kernels_take_the_fft_route_and_give_the_direct_operator(monkeypatch):
+    g = torch.Generator().manual_seed(1)
+    x, weight = torch.randn(1, 4, 40, 36, generator=g), torch.randn(4, 33, 33, generator=g)
+    routed = []
+    monkeypatch.setattr(sparse_conv, "fft_depthwise_conv", lambda *a: routed.append(1) or fft_depthwise_conv(*a))
+    assert 33 * 33 >= sparse_conv.FFT_MIN_TAPS
+    out = dense_depthwise_conv(x, weight, (7, 7))
+    assert routed
+    monkeypatch.setattr(sparse_conv, "FFT_MIN_TAPS", 10**9)
+    torch.testing.assert_close(out, dense_depthwise_conv(x, weight, (7, 7)), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("size, kernel", [((16, 16), (7, 7)), ((5, 9), (11, 3)), ((30, 20), (55, 55))])
+def test_the_dense_normaliser_counts_the_window_inside_the_grid(size, kernel):
+    ones = torch.ones(1, 1, *size, dtype=torch.float64)
+    count = F.conv2d(ones, torch.ones(1, 1, *kernel, dtype=torch.float64), padding=(kernel[0] // 2, kernel[1] // 2))
+    expected = count / 49
+    ours = sparse_conv._dense_normaliser(size, kernel, (7, 7), torch.device("cpu"), torch.float64)
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-12)
