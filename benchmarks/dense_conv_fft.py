@@ -9,7 +9,7 @@ interleaved in one process (median of ``--repeats`` after a warm-up):
   break-even lies (``FFT_MIN_TAPS``);
 * ``decoding``: the dense forward of a decoder trained at 64² (nf 64, 7 taps, 3 blocks per side)
   at 64²..512², batch 1, with the FFT route as shipped and with it switched off; the exponent
-  ``d log t / d log side`` over the sweep says how decoding time grows with the side.
+  ``d log t / d log side`` (least squares over the sweep) says how decoding time grows with the side.
 
     python benchmarks/dense_conv_fft.py --out benchmarks/results/dense_conv_fft_cpu.json
 """
@@ -88,9 +88,11 @@ def decoding(sides, steps, repeats, device, sync) -> dict:
         fns = {f"{route}_{side}": decode(side, route) for side in sides for route in ("fft", "direct")}
         seconds = median_seconds(fns, repeats, sync)
 
-    def exponent(route):
-        a, b = seconds[f"{route}_{sides[0]}"], seconds[f"{route}_{sides[-1]}"]
-        return math.log(b / a) / math.log(sides[-1] / sides[0])
+    def exponent(route):  # least-squares slope of log time against log side
+        xs = [math.log(side) for side in sides]
+        ys = [math.log(seconds[f"{route}_{side}"]) for side in sides]
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
 
     return {
         "steps": steps,
@@ -130,8 +132,8 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--kernels", type=int, nargs="+", default=[7, 15, 21, 27, 31, 41, 55])
     parser.add_argument("--sides", type=int, nargs="+", default=[64, 128, 256, 512])
-    parser.add_argument("--steps", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (and a .md table beside it)")
     args = parser.parse_args()

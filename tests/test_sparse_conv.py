@@ -160,3 +160,24 @@ def test_the_dense_normaliser_counts_the_window_inside_the_grid(size, kernel):
     expected = count / 49
     ours = sparse_conv._dense_normaliser(size, kernel, (7, 7), torch.device("cpu"), torch.float64)
     torch.testing.assert_close(ours, expected, rtol=0, atol=1e-12)
+
+
+def test_sampling_reuses_the_kernel_spectrum_until_the_weights_change(monkeypatch):
+    from infdiff.nn.sparse_block import MonteCarloConv
+
+    conv = MonteCarloConv(channels=3, kernel_size=7, train_size=8)  # 7 taps at 8² are 49 at 56²
+    field = torch.randn(1, 56, 56, 3)
+    transforms = []
+    real = torch.fft.rfft2
+    monkeypatch.setattr(torch.fft, "rfft2", lambda *a, **k: transforms.append(1) or real(*a, **k))
+    with torch.no_grad():
+        first = conv(field)
+        again = conv(field)
+        assert len(transforms) == 3, "the image twice, the kernel once"
+        conv.weight.mul_(2)
+        doubled = conv(field)
+    torch.testing.assert_close(again, first)
+    torch.testing.assert_close(doubled, 2 * first, rtol=1e-5, atol=1e-5)
+    trained = conv(field)  # with autograd: a fresh kernel and spectrum, and gradients flow to the weight
+    trained.sum().backward()
+    assert conv.weight.grad is not None and len(transforms) == 7  # the doubled kernel once, then both again

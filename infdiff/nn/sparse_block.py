@@ -40,6 +40,7 @@ class MonteCarloConv(nn.Module):
     def __init__(self, channels: int, kernel_size: int, train_size, backend: str = "auto"):
         super().__init__()
         self.backend = backend
+        self._resized = None  # (key, kernel): the last resampled kernel, outside autograd
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         self.kernel_size = kernel_size
@@ -49,10 +50,19 @@ class MonteCarloConv(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
 
     def kernel_at(self, size) -> torch.Tensor:
-        """The kernel resampled for a grid of ``size`` (unchanged at the training size)."""
+        """The kernel resampled for a grid of ``size`` (unchanged at the training size).
+
+        Outside autograd the last one is kept until the weights change, so every sampling step
+        at one size uses the same tensor (and the dense path's FFT of it is taken once).
+        """
         rh, rw = resolution_ratio(size, self.train_size)
         taps = (resized_kernel_size(self.kernel_size, rh), resized_kernel_size(self.kernel_size, rw))
-        return resize_kernel(self.weight, taps)
+        if torch.is_grad_enabled():
+            return resize_kernel(self.weight, taps)
+        key = (taps, self.weight._version, self.weight.device, self.weight.dtype)
+        if self._resized is None or self._resized[0] != key:
+            self._resized = (key, resize_kernel(self.weight, taps))
+        return self._resized[1]
 
     def forward(self, field: Field) -> Field:
         kernel = self.kernel_at(grid_size(field))

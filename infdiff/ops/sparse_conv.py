@@ -25,6 +25,7 @@ from typing import Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.utils.weak import WeakTensorKeyDictionary
 
 from infdiff.ops import backends as ops
 from infdiff.ops.backends import AUTO, resolve_backend
@@ -118,6 +119,22 @@ def _fast_length(n: int) -> int:
         n += 1
 
 
+_SPECTRA = WeakTensorKeyDictionary()  # kernel -> (key, spectrum)
+
+
+def _kernel_spectrum(weight: torch.Tensor, shape: Tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+    """``rfft2`` of the flipped kernel; outside autograd, remembered for as long as ``weight`` lives
+    unchanged (its version counter), so a sampler calling the same kernel every step transforms it once."""
+    if torch.is_grad_enabled() and weight.requires_grad:
+        return torch.fft.rfft2(weight.flip(-2, -1).to(dtype), s=shape)
+    key = (weight._version, shape, dtype)
+    known = _SPECTRA.get(weight)
+    if known is None or known[0] != key:
+        known = (key, torch.fft.rfft2(weight.flip(-2, -1).to(dtype), s=shape))
+        _SPECTRA[weight] = known
+    return known[1]
+
+
 def fft_depthwise_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``F.conv2d(x, weight[:, None], padding=k // 2, groups=C)`` computed by FFT, in float32 or wider.
 
@@ -131,7 +148,7 @@ def fft_depthwise_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     kh, kw = weight.shape[-2:]
     work = torch.promote_types(x.dtype, torch.float32)
     shape = (_fast_length(h + kh - 1), _fast_length(w + kw - 1))
-    spectrum = torch.fft.rfft2(x.to(work), s=shape) * torch.fft.rfft2(weight.flip(-2, -1).to(work), s=shape)
+    spectrum = torch.fft.rfft2(x.to(work), s=shape) * _kernel_spectrum(weight, shape, work)
     full = torch.fft.irfft2(spectrum, s=shape)
     return full[..., kh // 2 : kh // 2 + h, kw // 2 : kw // 2 + w].to(x.dtype)
 
