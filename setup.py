@@ -2,7 +2,8 @@
 
 By default the kernels are compiled on first use (``infdiff/ops/extension.py``).  To build them
 ahead of time into the package: ``INFDIFF_BUILD_EXT=1 pip install -e . --no-build-isolation``
-(torch must already be installed; the CUDA kernels are built when a CUDA toolkit is found).
+(torch must already be installed; the CUDA kernels are built when a CUDA toolkit is found and torch
+is a CUDA build).
 """
 
 import os
@@ -15,6 +16,7 @@ def kernel_extensions():
     """``infdiff._sparse_ops_cpu`` (and ``_sparse_ops_cuda``) when ``INFDIFF_BUILD_EXT=1``, else nothing."""
     if os.environ.get("INFDIFF_BUILD_EXT") != "1":
         return {}
+    import torch
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
     modules = [
@@ -25,7 +27,7 @@ def kernel_extensions():
             extra_link_args=["-fopenmp"],
         )
     ]
-    if CUDA_HOME is not None:
+    if CUDA_HOME is not None and torch.version.cuda is not None:  # a toolkit, and a torch built for CUDA
         modules.append(
             CUDAExtension(
                 "infdiff._sparse_ops_cuda",

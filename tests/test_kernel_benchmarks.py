@@ -19,6 +19,11 @@ from test_pipeline import ROOT
         ),
         ("knn.py", ["--sizes", "16", "32", "--repeats", "1"], lambda r: len(r["runs"]) == 2),
         (
+            "decoder_front_back.py",
+            ["--size", "16", "--batch", "2", "--nf", "8", "--blocks", "1", "--repeats", "1", "--sample_sides", "32"],
+            lambda r: r["front_back"]["dense_all_pixels"]["ratio_to_dense"] == 1 and "32" in r["sampling"],
+        ),
+        (
             "dense_conv_fft.py",
             ["--sizes", "16", "--kernels", "3", "33", "--sides", "16", "32", "--repeats", "1"],
             lambda r: set(r["decoding"]["growth_exponent"]) == {"fft", "direct"} and len(r["ops"]) == 2,

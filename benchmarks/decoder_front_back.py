@@ -1,0 +1,191 @@
+"""The decoder's sparse front and back (everything but the coarse-grid U-Net) on a fraction of the pixels
+against its dense path on all of them, per backend; and sampling throughput at large sizes.
+
+Front and back: lift, the sparse residual blocks before and after the grid, the kNN lift onto the
+grid, the bilinear return and the projection.  The U-Net in between is replaced by a pass-through
+(its cost does not depend on the pixels kept), so what is timed is exactly the part that training
+on a subset should make cheaper.  Forward + backward, interleaved in one process, median after a
+warm-up; peak tensor bytes of one step.
+
+``--sample_sides`` adds the full decoder's dense forward (no gradients: one sampling step) at
+those sides with ``--sample_batch`` images: seconds per step, images·steps per second, peak bytes.
+
+    python benchmarks/decoder_front_back.py --out benchmarks/results/decoder_front_back_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from infdiff.nn import SparseUNet
+from infdiff.ops import SparseImage, uniform_subset
+from infdiff.pipeline.memory import PeakTensorBytes
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sparse_conv import backends_for, device_name  # noqa: E402  (a sibling module of this script)
+
+
+class PassThrough(nn.Module):
+    """Stands in for the U-Net: returns the grid it is given."""
+
+    def forward(self, x, *args, **kwargs):
+        return x
+
+
+def decoder(size: int, nf: int, blocks: int, device: str, backend: str = "auto") -> SparseUNet:
+    torch.manual_seed(0)
+    uno = dict(base_channels=64, channel_mults=(1, 2), attn_resolutions=(size // 4,), num_groups=8)
+    net = SparseUNet(
+        channels=3,
+        train_size=size,
+        nf=nf,
+        time_dim=128,
+        z_dim=64,
+        num_conv_blocks=blocks,
+        uno_res=size // 2,
+        uno_channels=64,
+        uno=uno,
+        backend=backend,
+    )
+    return net.to(device)
+
+
+def timed(fns: dict, repeats: int, sync) -> dict:
+    times = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def peak_bytes(fn, device: str) -> int:
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        return torch.cuda.max_memory_allocated() - base
+    with PeakTensorBytes() as peak:
+        fn()
+    return peak.peak
+
+
+def front_back(args, backends, sync) -> dict:
+    size, batch = args.size, args.batch
+    g = torch.Generator(device=args.device).manual_seed(0)
+    x = torch.randn(batch, 3, size, size, generator=g, device=args.device)
+    t, z = torch.randint(0, 1000, (batch,), device=args.device), torch.randn(batch, 64, device=args.device)
+    nets = {name: decoder(size, args.nf, args.blocks, args.device, name) for name in backends}
+    for net in nets.values():
+        net.uno = PassThrough()
+
+    def dense():
+        nets[backends[0]](x, t, z).square().mean().backward()
+
+    def sparse(name, fraction):
+        index = uniform_subset(batch, size, int(size * size * fraction), generator=g, device=args.device)
+        # a fresh image per call: its neighbour tables and kNN plan are built every step, as in training
+        return lambda: nets[name](SparseImage.from_dense(x, index), t, z).values.square().mean().backward()
+
+    fns = {"dense_all_pixels": dense}
+    for fraction in args.fractions:
+        fns.update({f"sparse_{name}_{fraction:g}": sparse(name, fraction) for name in backends})
+    seconds = timed(fns, args.repeats, sync)
+    peaks = {name: peak_bytes(fn, args.device) for name, fn in fns.items()}
+    return {
+        name: {
+            "median_ms": 1e3 * s,
+            "ratio_to_dense": s / seconds["dense_all_pixels"],
+            "peak_bytes": peaks[name],
+            "peak_ratio_to_dense": peaks[name] / peaks["dense_all_pixels"],
+        }
+        for name, s in seconds.items()
+    }
+
+
+def sampling(args, sync) -> dict:
+    net = decoder(args.size, args.nf, args.blocks, args.device).eval()
+    rows = {}
+    for side in args.sample_sides:
+        x = torch.randn(args.sample_batch, 3, side, side, device=args.device)
+        t = torch.full((args.sample_batch,), 500, device=args.device)
+        z = torch.randn(args.sample_batch, 64, device=args.device)
+        with torch.no_grad(), torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.device == "cuda"):
+            step = lambda: net(x, t, z)  # noqa: E731
+            seconds = timed({"step": step}, args.repeats, sync)["step"]
+            rows[str(side)] = {
+                "seconds_per_step": seconds,
+                "image_steps_per_second": args.sample_batch / seconds,
+                "peak_bytes": peak_bytes(step, args.device),
+            }
+    return rows
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        f"Decoder front and back (U-Net skipped), {results['size']}², B={results['batch']}, nf {results['nf']}, "
+        f"{results['blocks']} blocks, fwd+bwd, on {results['device_name']} (torch {results['torch']})",
+        "",
+        "| variant | ms | ratio to dense | peak memory ratio |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, v in results["front_back"].items():
+        lines.append(f"| {name} | {v['median_ms']:.1f} | {v['ratio_to_dense']:.3f} | {v['peak_ratio_to_dense']:.3f} |")
+    if results["sampling"]:
+        lines += ["", f"Sampling (one dense decoder step, batch {results['sample_batch']})", ""]
+        lines += ["| side | s / step | images·steps / s | peak GiB |", "| --- | --- | --- | --- |"]
+        for side, v in results["sampling"].items():
+            lines.append(
+                f"| {side}² | {v['seconds_per_step']:.3f} | {v['image_steps_per_second']:.2f} | "
+                f"{v['peak_bytes'] / 2**30:.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--nf", type=int, default=64)
+    parser.add_argument("--blocks", type=int, default=3)
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.125])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--sample_sides", type=int, nargs="*", default=[])
+    parser.add_argument("--sample_batch", type=int, default=4)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, default=None, help="JSON to write (and a .md table beside it)")
+    args = parser.parse_args()
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    backends = backends_for(args.device)
+    results = {
+        "benchmark": "decoder_front_back",
+        "device": args.device,
+        "device_name": device_name(args.device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        **{key: getattr(args, key) for key in ("size", "batch", "nf", "blocks", "sample_batch")},
+        "front_back": front_back(args, backends, sync),
+        "sampling": sampling(args, sync),
+    }
+    print(markdown(results))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        args.out.with_suffix(".md").write_text(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
