@@ -140,6 +140,8 @@ DIFFUSION = {
     "prior.name": Choice(PRIORS),
     "prior.std": POSITIVE,
     "prior.inv_snr": NON_NEGATIVE,
+    "prior.s": Number(above=1),  # trace class on the unit square
+    "prior.tau": POSITIVE,
     "sampler.name": Choice(SAMPLERS),
     "sampler.steps": AnyOf(COUNT, Text(nonempty=True)),
     "sampler.eta": NON_NEGATIVE,
