@@ -71,12 +71,13 @@ TOY_KEYS = {"prior.scale": POSITIVE, "process.sigma_min": POSITIVE, "process.sig
 def registered():
     PROCESSES.register("toy_ve_sde", VarianceExplodingSDE)
     PRIORS.register("toy_scaled_white", ScaledWhiteNoise)
-    for key, field in TOY_KEYS.items():
-        CONFIG_SCHEMA.declare(key, field)
+    new_keys = [key for key in TOY_KEYS if key not in CONFIG_SCHEMA]  # the shipped SDEs declare sigma_min/max
+    for key in new_keys:
+        CONFIG_SCHEMA.declare(key, TOY_KEYS[key])
     yield
     PROCESSES.unregister("toy_ve_sde")
     PRIORS.unregister("toy_scaled_white")
-    for key in TOY_KEYS:
+    for key in new_keys:
         CONFIG_SCHEMA.undeclare(key)
 
 

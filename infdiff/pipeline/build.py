@@ -19,6 +19,7 @@ from ml_collections import ConfigDict
 
 from infdiff.diffusion import LOSSES, PRIORS, PROCESSES, SAMPLERS, DiffusionProcess, NoisePrior
 from infdiff.nn import ARCHS
+import infdiff.sbdm  # noqa: F401, E402  (registers the score SDEs and their samplers)
 from infdiff.registry import Registry, RegistryError
 from infdiff.train.config import ConfigError
 

@@ -137,6 +137,10 @@ DIFFUSION = {
     "process.schedule": Text(nonempty=True),
     "process.steps": COUNT,
     "process.mollified_states": Flag(),
+    "process.beta_min": NON_NEGATIVE,  # the score SDEs (infdiff.sbdm)
+    "process.beta_max": POSITIVE,
+    "process.sigma_min": POSITIVE,
+    "process.sigma_max": POSITIVE,
     "prior.name": Choice(PRIORS),
     "prior.std": POSITIVE,
     "prior.inv_snr": NON_NEGATIVE,
@@ -146,6 +150,10 @@ DIFFUSION = {
     "sampler.steps": AnyOf(COUNT, Text(nonempty=True)),
     "sampler.eta": NON_NEGATIVE,
     "sampler.variance": Text(VARIANCES),
+    "sampler.snr": POSITIVE,
+    "sampler.corrector_steps": OPTIONAL_COUNT,
+    "sampler.rtol": POSITIVE,
+    "sampler.atol": POSITIVE,
 }
 
 CONFIG_SCHEMA = Schema(

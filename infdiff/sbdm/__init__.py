@@ -1,0 +1,26 @@
+"""Score-based diffusion in function space (the Multilevel Diffusion / CNO family): SDE processes and
+their samplers, registered in :data:`infdiff.diffusion.PROCESSES` and :data:`~infdiff.diffusion.SAMPLERS`.
+
+Priors are shared with every family (:mod:`infdiff.diffusion.spectral_priors`); losses and targets too
+(the denoising loss with the ``epsilon`` target is the preconditioned score matching of ``η = Q z``).
+"""
+
+from infdiff.sbdm.samplers import (
+    preconditioned_score,
+    sample_euler_maruyama,
+    sample_ode_adaptive,
+    sample_ode_heun,
+    sample_predictor_corrector,
+)
+from infdiff.sbdm.sde import VESDE, VPSDE, SubVPSDE
+
+__all__ = [
+    "SubVPSDE",
+    "VESDE",
+    "VPSDE",
+    "preconditioned_score",
+    "sample_euler_maruyama",
+    "sample_ode_adaptive",
+    "sample_ode_heun",
+    "sample_predictor_corrector",
+]
