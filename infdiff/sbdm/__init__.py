@@ -13,8 +13,11 @@ from infdiff.sbdm.samplers import (
     sample_predictor_corrector,
 )
 from infdiff.sbdm.sde import VESDE, VPSDE, SubVPSDE
+from infdiff.sbdm.toy import DensePrior, GaussianMixture
 
 __all__ = [
+    "DensePrior",
+    "GaussianMixture",
     "SubVPSDE",
     "VESDE",
     "VPSDE",
