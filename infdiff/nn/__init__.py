@@ -6,6 +6,7 @@ from infdiff.nn.decoder import SparseUNet
 from infdiff.nn.embeddings import TimeEmbedding, timestep_embedding
 from infdiff.nn.encoder import Encoding, SparseEncoder, kl_to_standard_normal
 from infdiff.nn.film import FiLM
+from infdiff.nn.fno import FNOScoreNet
 from infdiff.nn.latent_mlp import LatentMLP
 from infdiff.nn.sparse_block import MonteCarloConv, SparseResBlock
 from infdiff.nn.spectral import FourierConv2d, SpectralConv2d, SpectralResample2d
@@ -26,6 +27,7 @@ __all__ = [
     "AttentionBlock",
     "LatentMLP",
     "FiLM",
+    "FNOScoreNet",
     "TimeEmbedding",
     "timestep_embedding",
     "SpectralConv2d",

@@ -108,6 +108,9 @@ MODEL = {
     "model.encoder_pool_size": COUNT,
     "model.decoder_z_grid": OPTIONAL_COUNT,
     "model.hidden": COUNT,
+    "model.width": COUNT,  # the FNO score network
+    "model.modes": COUNT,
+    "model.fourier_layers": COUNT,
     "model.num_layers": Integer(minimum=2),
     "model.dropout": RATE,
     "model.skip": Flag(),
