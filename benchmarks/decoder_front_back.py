@@ -16,10 +16,7 @@ those sides with ``--sample_batch`` images: seconds per step, images·steps per 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -27,10 +24,9 @@ from torch import nn
 
 from infdiff.nn import SparseUNet
 from infdiff.ops import SparseImage, uniform_subset
-from infdiff.pipeline.memory import PeakTensorBytes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sparse_conv import backends_for, device_name  # noqa: E402  (a sibling module of this script)
+from bench_common import backends_for, environment, interleaved_medians, peak_bytes, publish  # noqa: E402  (sibling modules)
 
 
 class PassThrough(nn.Module):
@@ -58,32 +54,7 @@ def decoder(size: int, nf: int, blocks: int, device: str, backend: str = "auto")
     return net.to(device)
 
 
-def timed(fns: dict, repeats: int, sync) -> dict:
-    times = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def peak_bytes(fn, device: str) -> int:
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        fn()
-        return torch.cuda.max_memory_allocated() - base
-    with PeakTensorBytes() as peak:
-        fn()
-    return peak.peak
-
-
-def front_back(args, backends, sync) -> dict:
+def front_back(args, backends) -> dict:
     size, batch = args.size, args.batch
     g = torch.Generator(device=args.device).manual_seed(0)
     x = torch.randn(batch, 3, size, size, generator=g, device=args.device)
@@ -103,7 +74,7 @@ def front_back(args, backends, sync) -> dict:
     fns = {"dense_all_pixels": dense}
     for fraction in args.fractions:
         fns.update({f"sparse_{name}_{fraction:g}": sparse(name, fraction) for name in backends})
-    seconds = timed(fns, args.repeats, sync)
+    seconds = interleaved_medians(fns, args.repeats, args.device)
     peaks = {name: peak_bytes(fn, args.device) for name, fn in fns.items()}
     return {
         name: {
@@ -116,7 +87,7 @@ def front_back(args, backends, sync) -> dict:
     }
 
 
-def sampling(args, sync) -> dict:
+def sampling(args) -> dict:
     net = decoder(args.size, args.nf, args.blocks, args.device).eval()
     rows = {}
     for side in args.sample_sides:
@@ -125,7 +96,7 @@ def sampling(args, sync) -> dict:
         z = torch.randn(args.sample_batch, 64, device=args.device)
         with torch.no_grad(), torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.device == "cuda"):
             step = lambda: net(x, t, z)  # noqa: E731
-            seconds = timed({"step": step}, args.repeats, sync)["step"]
+            seconds = interleaved_medians({"step": step}, args.repeats, args.device)["step"]
             rows[str(side)] = {
                 "seconds_per_step": seconds,
                 "image_steps_per_second": args.sample_batch / seconds,
@@ -168,23 +139,14 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (and a .md table beside it)")
     args = parser.parse_args()
-    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     backends = backends_for(args.device)
     results = {
-        "benchmark": "decoder_front_back",
-        "device": args.device,
-        "device_name": device_name(args.device),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        **environment("decoder_front_back", args.device),
         **{key: getattr(args, key) for key in ("size", "batch", "nf", "blocks", "sample_batch")},
-        "front_back": front_back(args, backends, sync),
-        "sampling": sampling(args, sync),
+        "front_back": front_back(args, backends),
+        "sampling": sampling(args),
     }
-    print(markdown(results))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(markdown(results))
+    publish(results, markdown, args.out)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,8 @@ interleaved in one process (median of ``--repeats`` after a warm-up):
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -32,24 +29,10 @@ from infdiff.ops import sparse_conv
 from infdiff.ops.sparse_conv import fft_depthwise_conv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sparse_conv import device_name  # noqa: E402  (a sibling module of this script)
+from bench_common import environment, interleaved_medians, publish  # noqa: E402  (a sibling module)
 
 
-def median_seconds(fns: dict, repeats: int, sync) -> dict:
-    times = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def ops(sizes, kernels, repeats, device, sync) -> list:
+def ops(sizes, kernels, repeats, device) -> list:
     rows = []
     for size in sizes:
         x = torch.randn(1, 64, size, size, device=device)
@@ -58,13 +41,13 @@ def ops(sizes, kernels, repeats, device, sync) -> list:
             direct = lambda: F.conv2d(
                 x.contiguous(memory_format=torch.channels_last), w[:, None], padding=k // 2, groups=64
             )  # noqa: E731
-            seconds = median_seconds({"direct": direct, "fft": lambda: fft_depthwise_conv(x, w)}, repeats, sync)
+            seconds = interleaved_medians({"direct": direct, "fft": lambda: fft_depthwise_conv(x, w)}, repeats, device)
             rows.append(dict(size=size, taps=k, **{f"{n}_ms": 1e3 * s for n, s in seconds.items()}))
             rows[-1]["fft_ratio_to_direct"] = seconds["fft"] / seconds["direct"]
     return rows
 
 
-def decoding(sides, steps, repeats, device, sync) -> dict:
+def decoding(sides, steps, repeats, device) -> dict:
     torch.manual_seed(0)
     uno = dict(base_channels=64, channel_mults=(1, 2), attn_resolutions=(16,), num_groups=8)
     decoder = SparseUNet(channels=3, train_size=64, nf=64, time_dim=128, z_dim=64, uno_res=32, uno_channels=64, uno=uno)
@@ -86,7 +69,7 @@ def decoding(sides, steps, repeats, device, sync) -> dict:
 
     with torch.no_grad():
         fns = {f"{route}_{side}": decode(side, route) for side in sides for route in ("fft", "direct")}
-        seconds = median_seconds(fns, repeats, sync)
+        seconds = interleaved_medians(fns, repeats, device)
 
     def exponent(route):  # least-squares slope of log time against log side
         xs = [math.log(side) for side in sides]
@@ -137,24 +120,15 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (and a .md table beside it)")
     args = parser.parse_args()
-    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     with torch.no_grad():
-        op_rows = ops(args.sizes, args.kernels, args.repeats, args.device, sync)
+        op_rows = ops(args.sizes, args.kernels, args.repeats, args.device)
     results = {
-        "benchmark": "dense_conv_fft",
-        "device": args.device,
-        "device_name": device_name(args.device),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        **environment("dense_conv_fft", args.device),
         "fft_min_taps": sparse_conv.FFT_MIN_TAPS,
         "ops": op_rows,
-        "decoding": decoding(args.sides, args.steps, args.repeats, args.device, sync),
+        "decoding": decoding(args.sides, args.steps, args.repeats, args.device),
     }
-    print(markdown(results))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(markdown(results))
+    publish(results, markdown, args.out)
 
 
 if __name__ == "__main__":

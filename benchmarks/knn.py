@@ -17,10 +17,7 @@ prove (answered by the exact scan).  A Markdown table is written next to the JSO
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -29,7 +26,7 @@ from infdiff.ops import SparseImage, grid_coords, knn_grid_search, uniform_subse
 from infdiff.ops.knn import default_window_radius
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sparse_conv import backends_for, device_name  # noqa: E402  (a sibling module of this script)
+from bench_common import backends_for, environment, interleaved_medians, publish  # noqa: E402  (sibling modules)
 
 
 def unproven_fraction(sparse: SparseImage, grid: int, k: int) -> float:
@@ -46,7 +43,6 @@ def run(size: int, batch: int, density: float, k: int, repeats: int, device: str
     index = uniform_subset(batch, size, n, generator=g, device=device)
     values = torch.zeros(batch, n, 1, device=device)
     query = grid_coords(grid, device=device).expand(batch, -1, -1)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def window(backend):
         return lambda: knn_grid_search(SparseImage(values, index, (size, size)), grid, k, backend=backend)
@@ -57,17 +53,8 @@ def run(size: int, batch: int, density: float, k: int, repeats: int, device: str
 
     variants = {f"window_{name}": window(name) for name in backends}
     variants["cdist_topk"] = cdist_topk
-    times = {name: [] for name in variants}
-    for fn in variants.values():
-        fn()
-    for _ in range(repeats):
-        for name, fn in variants.items():
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - start)
-    baseline = statistics.median(times["cdist_topk"])
+    seconds = interleaved_medians(variants, repeats, device)
+    baseline = seconds["cdist_topk"]
     return {
         "size": size,
         "grid": grid,
@@ -75,10 +62,7 @@ def run(size: int, batch: int, density: float, k: int, repeats: int, device: str
         "density": density,
         "k": k,
         "unproven_cell_fraction": unproven_fraction(SparseImage(values, index, (size, size)), grid, k),
-        "variants": {
-            name: {"median_ms": 1e3 * statistics.median(t), "ratio_to_cdist_topk": statistics.median(t) / baseline}
-            for name, t in times.items()
-        },
+        "variants": {name: {"median_ms": 1e3 * t, "ratio_to_cdist_topk": t / baseline} for name, t in seconds.items()},
     }
 
 
@@ -110,18 +94,10 @@ def main():
     args = parser.parse_args()
     backends = backends_for(args.device)
     results = {
-        "benchmark": "knn_grid_search",
-        "device": args.device,
-        "device_name": device_name(args.device),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        **environment("knn_grid_search", args.device),
         "runs": [run(s, args.batch, args.density, args.k, args.repeats, args.device, backends) for s in args.sizes],
     }
-    print(markdown(results))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(markdown(results))
+    publish(results, markdown, args.out)
 
 
 if __name__ == "__main__":

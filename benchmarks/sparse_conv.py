@@ -26,25 +26,22 @@ as a fraction of the device's peak.  A Markdown table is written next to the JSO
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import statistics
-import time
+import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from infdiff.ops import (
-    BACKENDS,
     SparseImage,
     dense_depthwise_conv,
     neighbour_table,
-    resolve_backend,
     sparse_depthwise_conv,
     uniform_subset,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import backends_for, environment, interleaved_medians, peak_bytes, publish  # noqa: E402
 
 PEAK_BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12}  # bytes/s of the SXM parts (HBM)
 
@@ -63,17 +60,6 @@ def saved_bytes(fn, shared=()) -> int:
     return sum(
         size for pointer, size in seen.items() if pointer not in {t.untyped_storage().data_ptr() for t in shared}
     )
-
-
-def backends_for(device: str):
-    """The backends that run on ``device`` here (a compiled one only when it builds)."""
-    usable = []
-    for name in BACKENDS.names():
-        try:
-            usable.append(resolve_backend(name, torch.device(device).type))
-        except (ValueError, RuntimeError):
-            pass
-    return usable
 
 
 def make_variants(sparse: SparseImage, weight: torch.Tensor, backends, naive: bool):
@@ -131,31 +117,19 @@ def run(size, batch, channels, kernel, density, repeats, device, backends, naive
     weight = torch.randn(channels, kernel, kernel, generator=g, device=device).to(dtype).requires_grad_()
     variants = make_variants(sparse, weight, backends, naive)
     table = neighbour_table(sparse, (kernel, kernel), "torch")
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def step(fn):
-        out = fn()
-        out.backward(torch.ones_like(out))
+        def run_step():
+            out = fn()
+            out.backward(torch.ones_like(out))
 
-    times = {name: [] for name in variants}
-    peaks = {}
-    for name, fn in variants.items():
-        step(fn)
-    for _ in range(repeats):
-        for name, fn in variants.items():
-            sync()
-            start = time.perf_counter()
-            step(fn)
-            sync()
-            times[name].append(time.perf_counter() - start)
-    for name, fn in variants.items():
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-            step(fn)
-            peaks[name] = torch.cuda.max_memory_allocated() - base
-    baseline, bare = statistics.median(times["dense_masked"]), statistics.median(times["dense_conv_only"])
-    peak = next((v for key, v in PEAK_BANDWIDTH.items() if key in device_name(device)), None)
+        return run_step
+
+    steps = {name: step(fn) for name, fn in variants.items()}
+    seconds = interleaved_medians(steps, repeats, device)
+    peaks = {name: peak_bytes(fn, device) for name, fn in steps.items()} if device == "cuda" else {}
+    baseline, bare = seconds["dense_masked"], seconds["dense_conv_only"]
+    peak = next((v for key, v in PEAK_BANDWIDTH.items() if key in environment("", device)["device_name"]), None)
     traffic = compulsory_bytes(batch * n, channels, kernel, x.element_size())
 
     def bandwidth(name, seconds):
@@ -172,29 +146,17 @@ def run(size, batch, channels, kernel, density, repeats, device, backends, naive
         "points": n,
         "variants": {
             name: {
-                "median_ms": 1e3 * statistics.median(t),
-                "ratio_to_dense_masked": statistics.median(t) / baseline,
-                "ratio_to_dense_conv_only": statistics.median(t) / bare,
+                "median_ms": 1e3 * t,
+                "ratio_to_dense_masked": t / baseline,
+                "ratio_to_dense_conv_only": t / bare,
                 "autograd_saved_bytes": saved_bytes(variants[name]),
                 "autograd_saved_bytes_beyond_the_shared_table": saved_bytes(variants[name], shared=[table]),
                 **({"peak_cuda_bytes": peaks[name]} if name in peaks else {}),
-                **bandwidth(name, statistics.median(t)),
+                **bandwidth(name, t),
             }
-            for name, t in times.items()
+            for name, t in seconds.items()
         },
     }
-
-
-def device_name(device: str) -> str:
-    """The GPU's name, or the CPU's model name (``/proc/cpuinfo``) and core count."""
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    try:
-        with open("/proc/cpuinfo") as info:
-            model = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or platform.machine()
-    return f"{model}, {os.cpu_count()} cores"
 
 
 def markdown(results: dict) -> str:
@@ -250,20 +212,8 @@ def main():
                 f"{size}² at {density:.3g}: "
                 + ", ".join(f"{k} {v['median_ms']:.2f} ms" for k, v in runs[-1]["variants"].items())
             )
-    results = {
-        "benchmark": "sparse_depthwise_conv_fwd_bwd",
-        "device": args.device,
-        "device_name": device_name(args.device),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "dtype": args.dtype,
-        "runs": runs,
-    }
-    print(markdown(results))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(markdown(results))
+    results = {**environment("sparse_depthwise_conv_fwd_bwd", args.device), "dtype": args.dtype, "runs": runs}
+    publish(results, markdown, args.out)
 
 
 if __name__ == "__main__":

@@ -67,13 +67,12 @@ from infdiff.pipeline.autoencoder import build_autoencoder
 from infdiff.pipeline.build import build_loss, build_process
 from infdiff.pipeline.cli import parse_command_line
 from infdiff.pipeline.legacy_keys import LEGACY_KEYS
-from infdiff.pipeline.memory import PeakTensorBytes
 from infdiff.train.config import ConfigError, override
 from infdiff.train.loop import make_optimizer
 from infdiff.train.settings import OptimizerSettings, from_section
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sparse_conv import device_name  # noqa: E402  (a sibling module of this script)
+from bench_common import device_name, peak_bytes  # noqa: E402  (a sibling module of this script)
 
 
 def variant_config(config, overrides):
@@ -160,9 +159,7 @@ def main(argv=None):
             times[name].append(time.perf_counter() - start)
     peaks, parts = {}, {}
     for name in steps:
-        with PeakTensorBytes() as peak:
-            step(*steps[name])
-        peaks[name] = peak.peak
+        peaks[name] = peak_bytes(lambda: step(*steps[name]), "cpu")
         if args.breakdown:
             parts[name] = breakdown(lambda: step(*steps[name]))
     baseline = statistics.median(times[baseline_name])

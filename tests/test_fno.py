@@ -53,3 +53,5 @@ def test_it_is_registered_and_checks_its_settings():
     assert ARCHS["fno"] is FNOScoreNet
     with pytest.raises(ValueError, match=r"modes=0"):
         FNOScoreNet(channels=1, modes=0)
+    with pytest.raises(ValueError, match=r"modes=12: a 8x8 training grid holds at most 4 Fourier modes per side"):
+        FNOScoreNet(channels=1, modes=12, train_size=8)

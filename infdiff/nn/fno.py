@@ -20,7 +20,7 @@ from torch import nn
 from infdiff.nn.archs import ARCHS
 from infdiff.nn.embeddings import TimeEmbedding
 from infdiff.nn.spectral import FourierConv2d
-from infdiff.ops.grid import grid_coords
+from infdiff.ops.grid import as_size, grid_coords
 
 
 @ARCHS.register("fno")
@@ -33,7 +33,8 @@ class FNOScoreNet(nn.Module):
         modes: Fourier modes kept per side (rows ``|k| < modes``, columns ``0 <= l < modes``).
         fourier_layers: Fourier layers.
         time_dim: width of the time embedding.
-        train_size: the training grid (accepted from the stage; the network itself has no grid).
+        train_size: the training grid (given by the stage), checked to hold ``2 × modes`` pixels per side;
+            the network itself has no grid.
     """
 
     def __init__(
@@ -49,6 +50,11 @@ class FNOScoreNet(nn.Module):
         if min(width, modes, fourier_layers, time_dim) < 1:
             raise ValueError(
                 f"width={width}, modes={modes}, fourier_layers={fourier_layers}, time_dim={time_dim}: expected positive values"
+            )
+        if train_size is not None and min(as_size(train_size)) < 2 * modes:
+            raise ValueError(
+                f"modes={modes}: a {as_size(train_size)[0]}x{as_size(train_size)[1]} training grid holds at most "
+                f"{min(as_size(train_size)) // 2} Fourier modes per side (2 x modes pixels)"
             )
         self.channels = channels
         self.time_embedding = TimeEmbedding(time_dim, time_dim)

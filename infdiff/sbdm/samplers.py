@@ -44,26 +44,6 @@ def _reverse_drift(process, x, t, score):
 
 
 @torch.no_grad()
-def sample_euler_maruyama(
-    denoise_fn: DenoiseFn,
-    x_T: torch.Tensor,
-    process: DiffusionProcess,
-    steps: int = 200,
-    generator: Optional[torch.Generator] = None,
-    progress: bool = False,
-) -> torch.Tensor:
-    """Euler–Maruyama on the reverse SDE: ``x_s = x_t - (f - g² S)(t - s) + g sqrt(t - s) Q z``."""
-    x = x_T
-    for t, s in _descending(process, steps, progress, "Euler-Maruyama"):
-        score, y0 = preconditioned_score(denoise_fn, process, x, t)
-        drift, g = _reverse_drift(process, x, t, score)
-        x = x - drift * (t - s)
-        if s > 0:
-            x = x + g * (t - s) ** 0.5 * process.prior.sample_like(x, generator)
-    return y0
-
-
-@torch.no_grad()
 def sample_predictor_corrector(
     denoise_fn: DenoiseFn,
     x_T: torch.Tensor,
@@ -74,7 +54,8 @@ def sample_predictor_corrector(
     generator: Optional[torch.Generator] = None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Euler–Maruyama predictor, then preconditioned Langevin correctors at the new time (module docstring)."""
+    """Euler–Maruyama predictor ``x_s = x_t - (f - g² S)(t - s) + g sqrt(t - s) Q z``, then
+    ``corrector_steps`` preconditioned Langevin correctors at the new time (module docstring)."""
     if not snr > 0 or corrector_steps < 0:
         raise ValueError(f"snr={snr!r}, corrector_steps={corrector_steps!r}: expected snr > 0, corrector_steps >= 0")
     x = x_T
@@ -92,6 +73,18 @@ def sample_predictor_corrector(
             step = 2 * (snr * ratio) ** 2
             x = x + step * score + (2 * step).sqrt() * noise
     return y0
+
+
+def sample_euler_maruyama(
+    denoise_fn: DenoiseFn,
+    x_T: torch.Tensor,
+    process: DiffusionProcess,
+    steps: int = 200,
+    generator: Optional[torch.Generator] = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Euler–Maruyama on the reverse SDE: :func:`sample_predictor_corrector` without correctors."""
+    return sample_predictor_corrector(denoise_fn, x_T, process, steps, 1.0, 0, generator, progress)
 
 
 def _flow(denoise_fn, process, x, t):

@@ -1,0 +1,97 @@
+"""What every benchmark script here shares: the device's name, the kernel backends that run on it,
+interleaved median timing, peak memory of one call, and writing the results as JSON with a Markdown
+table beside it."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+import torch
+
+from infdiff.ops import BACKENDS, resolve_backend
+
+
+def device_name(device: str) -> str:
+    """The GPU's name, or the CPU's model name (``/proc/cpuinfo``) and core count."""
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    try:
+        with open("/proc/cpuinfo") as info:
+            model = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def backends_for(device: str) -> list:
+    """The backends that run on ``device`` here (a compiled one only when it builds)."""
+    usable = []
+    for name in BACKENDS.names():
+        try:
+            usable.append(resolve_backend(name, torch.device(device).type))
+        except (ValueError, RuntimeError):
+            pass
+    return usable
+
+
+def synchronizer(device: str) -> Callable[[], None]:
+    return torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+
+def interleaved_medians(fns: Dict[str, Callable[[], object]], repeats: int, device: str) -> Dict[str, float]:
+    """Median seconds of each call after one warm-up, the variants taking turns (round-robin), so
+    drifts of a shared machine touch all of them alike."""
+    sync = synchronizer(device)
+    times = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def peak_bytes(fn: Callable[[], object], device: str) -> int:
+    """Peak bytes allocated during one call: CUDA's allocator statistics, or on the CPU the tensors'
+    own (:class:`infdiff.pipeline.memory.PeakTensorBytes`)."""
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        return torch.cuda.max_memory_allocated() - base
+    from infdiff.pipeline.memory import PeakTensorBytes
+
+    with PeakTensorBytes() as peak:
+        fn()
+    return peak.peak
+
+
+def environment(benchmark: str, device: str) -> dict:
+    """The header of every result: which benchmark, on what, with which torch and thread count."""
+    return {
+        "benchmark": benchmark,
+        "device": device,
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def publish(results: dict, table: Callable[[dict], str], out: Optional[Path]) -> None:
+    """Print the Markdown table and, with ``out``, write the JSON there and the table beside it (``.md``)."""
+    text = table(results)
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        out.with_suffix(".md").write_text(text)
