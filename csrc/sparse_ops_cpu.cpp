@@ -15,6 +15,8 @@
 
 #include <ATen/Parallel.h>
 
+#include "sparse_ops_checks.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -25,16 +27,6 @@ namespace {
 
 constexpr int64_t kConvBlock = 32;    // points whose output rows one task accumulates
 constexpr int64_t kWeightBlock = 64;  // points summed in the input dtype before a double add
-
-void check_conv_inputs(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& table) {
-  TORCH_CHECK(values.dim() == 2, "values must be (M, C), got ", values.sizes());
-  TORCH_CHECK(weight.dim() == 2 && weight.size(0) == values.size(1),
-              "weight must be (C, K) with C = ", values.size(1), ", got ", weight.sizes());
-  TORCH_CHECK(table.dim() == 2 && table.size(0) == weight.size(1),
-              "table must be (K, M') with K = ", weight.size(1), ", got ", table.sizes());
-  TORCH_CHECK(table.scalar_type() == at::kInt || table.scalar_type() == at::kLong, "table must be int32 or int64");
-  TORCH_CHECK(values.scalar_type() == weight.scalar_type(), "values and weight must share a dtype");
-}
 
 template <typename scalar_t, typename index_t>
 void gather_conv_impl(const scalar_t* values, const scalar_t* weight_kc, const index_t* table, scalar_t* out,
@@ -67,7 +59,7 @@ bool reduced_precision(const at::Tensor& t) {
 }
 
 at::Tensor gather_conv(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& table, bool flip) {
-  check_conv_inputs(values, weight, table);
+  infdiff::check_conv_inputs(values, weight, table);
   if (reduced_precision(values)) {  // CPU autocast: compute in float, hand back the input's precision
     return gather_conv(values.to(at::kFloat), weight.to(at::kFloat), table, flip).to(values.scalar_type());
   }
@@ -121,9 +113,7 @@ void gather_conv_weight_impl(const scalar_t* grad, const scalar_t* values, const
 // dw[c, j] = sum_p g[p, c] v[T[j, p], c] (T's rows reversed when flip): per-chunk partial sums (in double) reduced at the end,
 // so no two threads ever write the same accumulator.
 at::Tensor gather_conv_weight(const at::Tensor& grad, const at::Tensor& values, const at::Tensor& table, bool flip) {
-  TORCH_CHECK(grad.dim() == 2 && grad.size(0) == table.size(1) && grad.size(1) == values.size(1),
-              "grad must be (M', C) matching the table and values, got ", grad.sizes());
-  TORCH_CHECK(grad.scalar_type() == values.scalar_type(), "grad and values must share a dtype");
+  infdiff::check_weight_grad_inputs(grad, values, table);
   if (reduced_precision(values)) {
     return gather_conv_weight(grad.to(at::kFloat), values.to(at::kFloat), table, flip).to(values.scalar_type());
   }
@@ -151,9 +141,7 @@ at::Tensor gather_conv_weight(const at::Tensor& grad, const at::Tensor& values, 
 // or B*N when that pixel is outside the grid or absent.  Offsets are row-major over the window.
 at::Tensor neighbour_table(const at::Tensor& index, const at::Tensor& index_map, int64_t height, int64_t width,
                            int64_t kernel_h, int64_t kernel_w) {
-  TORCH_CHECK(index.dim() == 2 && index_map.dim() == 2 && index.size(0) == index_map.size(0),
-              "index must be (B, N) and index_map (B, H*W)");
-  TORCH_CHECK(index_map.size(1) == height * width, "index_map must have H*W = ", height * width, " columns");
+  infdiff::check_table_inputs(index, index_map, height, width);
   auto idx = index.to(at::kLong).contiguous();
   auto map = index_map.to(at::kLong).contiguous();
   const int64_t batch = idx.size(0), n = idx.size(1), points = batch * n, taps = kernel_h * kernel_w;
@@ -207,10 +195,7 @@ inline void insert_nearest(dist_t* dist, int64_t* ids, int64_t k, dist_t d, int6
 // are computed in float32 exactly as the reference computes them (no contraction into FMAs).
 std::vector<at::Tensor> knn_window(const at::Tensor& index_map, const at::Tensor& coords, const at::Tensor& query,
                                    const at::Tensor& base, int64_t height, int64_t width, int64_t radius, int64_t k) {
-  TORCH_CHECK(index_map.dim() == 2 && coords.dim() == 3 && coords.size(0) == index_map.size(0),
-              "index_map must be (B, H*W) and coords (B, N, 2)");
-  TORCH_CHECK(query.dim() == 2 && base.dim() == 2 && query.size(0) == base.size(0), "query and base must be (G, 2)");
-  TORCH_CHECK(k >= 1 && k <= coords.size(1), "k must be in [1, N]");
+  infdiff::check_knn_inputs(index_map, coords, query, base, k);
   auto map = index_map.to(at::kLong).contiguous();
   auto pts = coords.to(at::kFloat).contiguous();
   auto q = query.to(at::kFloat).contiguous();

@@ -19,6 +19,8 @@
 #include <c10/cuda/CUDAStream.h>
 #include <math_constants.h>
 
+#include "sparse_ops_checks.h"
+
 #include <limits>
 #include <vector>
 
@@ -155,17 +157,6 @@ __global__ void knn_window_kernel(const int64_t* __restrict__ index_map, const f
   }
 }
 
-void check_conv_inputs(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& table) {
-  TORCH_CHECK(values.is_cuda() && weight.is_cuda() && table.is_cuda(), "the cuda backend needs CUDA tensors");
-  TORCH_CHECK(values.dim() == 2, "values must be (M, C), got ", values.sizes());
-  TORCH_CHECK(weight.dim() == 2 && weight.size(0) == values.size(1),
-              "weight must be (C, K) with C = ", values.size(1), ", got ", weight.sizes());
-  TORCH_CHECK(table.dim() == 2 && table.size(0) == weight.size(1),
-              "table must be (K, M') with K = ", weight.size(1), ", got ", table.sizes());
-  TORCH_CHECK(table.scalar_type() == at::kInt || table.scalar_type() == at::kLong, "table must be int32 or int64");
-  TORCH_CHECK(values.scalar_type() == weight.scalar_type(), "values and weight must share a dtype");
-}
-
 #define INFDIFF_DISPATCH_INDEX(TABLE, ...)                                   \
   [&] {                                                                      \
     if ((TABLE).scalar_type() == at::kInt) {                                 \
@@ -177,7 +168,8 @@ void check_conv_inputs(const at::Tensor& values, const at::Tensor& weight, const
   }()
 
 at::Tensor gather_conv(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& table, bool flip) {
-  check_conv_inputs(values, weight, table);
+  TORCH_CHECK(values.is_cuda() && weight.is_cuda() && table.is_cuda(), "the cuda backend needs CUDA tensors");
+  infdiff::check_conv_inputs(values, weight, table);
   const c10::cuda::CUDAGuard guard(values.device());
   auto v = values.contiguous();
   auto w = weight.t().contiguous();
@@ -201,9 +193,7 @@ at::Tensor gather_conv(const at::Tensor& values, const at::Tensor& weight, const
 
 at::Tensor gather_conv_weight(const at::Tensor& grad, const at::Tensor& values, const at::Tensor& table, bool flip) {
   TORCH_CHECK(grad.is_cuda() && values.is_cuda() && table.is_cuda(), "the cuda backend needs CUDA tensors");
-  TORCH_CHECK(grad.dim() == 2 && grad.size(0) == table.size(1) && grad.size(1) == values.size(1),
-              "grad must be (M', C) matching the table and values, got ", grad.sizes());
-  TORCH_CHECK(grad.scalar_type() == values.scalar_type(), "grad and values must share a dtype");
+  infdiff::check_weight_grad_inputs(grad, values, table);
   const c10::cuda::CUDAGuard guard(values.device());
   auto g = grad.contiguous();
   auto v = values.contiguous();
@@ -230,9 +220,7 @@ at::Tensor gather_conv_weight(const at::Tensor& grad, const at::Tensor& values, 
 at::Tensor neighbour_table(const at::Tensor& index, const at::Tensor& index_map, int64_t height, int64_t width,
                            int64_t kernel_h, int64_t kernel_w) {
   TORCH_CHECK(index.is_cuda() && index_map.is_cuda(), "the cuda backend needs CUDA tensors");
-  TORCH_CHECK(index.dim() == 2 && index_map.dim() == 2 && index.size(0) == index_map.size(0),
-              "index must be (B, N) and index_map (B, H*W)");
-  TORCH_CHECK(index_map.size(1) == height * width, "index_map must have H*W = ", height * width, " columns");
+  infdiff::check_table_inputs(index, index_map, height, width);
   const c10::cuda::CUDAGuard guard(index.device());
   auto idx = index.to(at::kLong).contiguous();
   auto map = index_map.to(at::kLong).contiguous();
@@ -255,10 +243,7 @@ std::vector<at::Tensor> knn_window(const at::Tensor& index_map, const at::Tensor
                                    const at::Tensor& base, int64_t height, int64_t width, int64_t radius, int64_t k) {
   TORCH_CHECK(index_map.is_cuda() && coords.is_cuda() && query.is_cuda() && base.is_cuda(),
               "the cuda backend needs CUDA tensors");
-  TORCH_CHECK(index_map.dim() == 2 && coords.dim() == 3 && coords.size(0) == index_map.size(0),
-              "index_map must be (B, H*W) and coords (B, N, 2)");
-  TORCH_CHECK(query.dim() == 2 && base.dim() == 2 && query.size(0) == base.size(0), "query and base must be (G, 2)");
-  TORCH_CHECK(k >= 1 && k <= coords.size(1), "k must be in [1, N]");
+  infdiff::check_knn_inputs(index_map, coords, query, base, k);
   TORCH_CHECK(k <= kMaxNeighbours, "the cuda kNN kernel handles k <= ", kMaxNeighbours, ", got ", k);
   const c10::cuda::CUDAGuard guard(index_map.device());
   auto map = index_map.to(at::kLong).contiguous();

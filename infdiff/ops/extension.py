@@ -23,6 +23,7 @@ import torch
 
 SOURCE_DIR = Path(__file__).resolve().parents[2] / "csrc"
 SOURCES = {"cpu": ("sparse_ops_cpu.cpp",), "cuda": ("sparse_ops_cuda.cu",)}
+HEADERS = ("sparse_ops_checks.h",)  # included by both; part of every build's key
 FLAGS = {"cpu": ["-O3", "-fopenmp", "-march=native"], "cuda": ["-O3"]}
 CUDA_FLAGS = ["-O3", "--expt-relaxed-constexpr"]  # no fast math: results must match the reference
 
@@ -51,7 +52,7 @@ def _machine_fingerprint() -> str:
 def build_key(kind: str) -> str:
     """Hash of everything a build depends on: sources, flags, torch version, machine."""
     digest = hashlib.sha256()
-    for name in SOURCES[kind]:
+    for name in SOURCES[kind] + HEADERS:
         digest.update((SOURCE_DIR / name).read_bytes())
     digest.update(" ".join(FLAGS[kind] + (CUDA_FLAGS if kind == "cuda" else [])).encode())
     digest.update(torch.__version__.encode())
@@ -66,7 +67,7 @@ def load_kernels(kind: str) -> ModuleType:
         return importlib.import_module(f"infdiff._sparse_ops_{kind}")
     except ImportError:
         pass
-    missing = [name for name in SOURCES[kind] if not (SOURCE_DIR / name).is_file()]
+    missing = [name for name in SOURCES[kind] + HEADERS if not (SOURCE_DIR / name).is_file()]
     if missing:
         raise ExtensionUnavailable(
             f"the kernel sources {missing} are not in {SOURCE_DIR} (an installed copy without csrc/)"

@@ -1,0 +1,38 @@
+// The argument checks the CPU and CUDA kernels share (each backend adds its own device check).
+#pragma once
+
+#include <torch/extension.h>
+
+namespace infdiff {
+
+inline void check_conv_inputs(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& table) {
+  TORCH_CHECK(values.dim() == 2, "values must be (M, C), got ", values.sizes());
+  TORCH_CHECK(weight.dim() == 2 && weight.size(0) == values.size(1),
+              "weight must be (C, K) with C = ", values.size(1), ", got ", weight.sizes());
+  TORCH_CHECK(table.dim() == 2 && table.size(0) == weight.size(1),
+              "table must be (K, M') with K = ", weight.size(1), ", got ", table.sizes());
+  TORCH_CHECK(table.scalar_type() == at::kInt || table.scalar_type() == at::kLong, "table must be int32 or int64");
+  TORCH_CHECK(values.scalar_type() == weight.scalar_type(), "values and weight must share a dtype");
+}
+
+inline void check_weight_grad_inputs(const at::Tensor& grad, const at::Tensor& values, const at::Tensor& table) {
+  TORCH_CHECK(grad.dim() == 2 && grad.size(0) == table.size(1) && grad.size(1) == values.size(1),
+              "grad must be (M', C) matching the table and values, got ", grad.sizes());
+  TORCH_CHECK(grad.scalar_type() == values.scalar_type(), "grad and values must share a dtype");
+}
+
+inline void check_table_inputs(const at::Tensor& index, const at::Tensor& index_map, int64_t height, int64_t width) {
+  TORCH_CHECK(index.dim() == 2 && index_map.dim() == 2 && index.size(0) == index_map.size(0),
+              "index must be (B, N) and index_map (B, H*W)");
+  TORCH_CHECK(index_map.size(1) == height * width, "index_map must have H*W = ", height * width, " columns");
+}
+
+inline void check_knn_inputs(const at::Tensor& index_map, const at::Tensor& coords, const at::Tensor& query,
+                             const at::Tensor& base, int64_t k) {
+  TORCH_CHECK(index_map.dim() == 2 && coords.dim() == 3 && coords.size(0) == index_map.size(0),
+              "index_map must be (B, H*W) and coords (B, N, 2)");
+  TORCH_CHECK(query.dim() == 2 && base.dim() == 2 && query.size(0) == base.size(0), "query and base must be (G, 2)");
+  TORCH_CHECK(k >= 1 && k <= coords.size(1), "k must be in [1, N]");
+}
+
+}  // namespace infdiff
