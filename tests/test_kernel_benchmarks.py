@@ -1,4 +1,4 @@
-"""The kernel benchmarks run end to end at toy sizes and write their JSON and Markdown tables."""
+"""The kernel and score-network benchmarks run end to end at toy sizes and write their JSON and Markdown tables."""
 
 import json
 import subprocess
@@ -27,6 +27,11 @@ from test_pipeline import ROOT
             "dense_conv_fft.py",
             ["--sizes", "16", "--kernels", "3", "33", "--sides", "16", "32", "--repeats", "1"],
             lambda r: set(r["decoding"]["growth_exponent"]) == {"fft", "direct"} and len(r["ops"]) == 2,
+        ),
+        (
+            "sbdm_speed.py",
+            ["--sizes", "28", "--batch", "2", "--sample_batch", "1", "--steps", "2", "--repeats", "1"],
+            lambda r: set(r["runs"][0]["sample"]) == {"fno", "cno", "unet"} and r["runs"][0]["route"] == "native",
         ),
     ],
 )

@@ -34,3 +34,27 @@ def test_a_resumed_score_model_run_is_bitwise_the_unbroken_one(tmp_path):
     samples = json.loads((tmp_path / "unbroken" / "samples" / "samples_00000004.json").read_text())
     assert {"sample_std_1x", "sample_std_2x"} <= set(samples)
     assert (tmp_path / "unbroken" / "samples" / "samples_00000004.png").exists()
+
+
+def test_a_warm_started_run_begins_from_the_coarse_run_weights(tmp_path, capsys):
+    """Coarse-to-fine: a run at 16² continues at 24² from its EMA weights (the FNO is resolution-free)."""
+    import pytest
+    import torch
+
+    from infdiff.io import torch_load
+
+    train(tmp_path, 2, "coarse")
+    coarse = torch_load(tmp_path / "coarse" / "checkpoints" / "checkpoint-00000002.pt")["ema"]["model"]
+    fine = ["data.img_size=24", f"run.warm_start={tmp_path / 'coarse'}"]
+    overrides = TINY + fine + [f"run.output_dir={tmp_path}", "train.max_steps=1", "run.experiment=fine"]
+    overrides += ["optimizer.learning_rate=1e-12", "optimizer.warmup_steps=0"]
+    script("experiments/train_sbdm.py").main(flags("config", "sbdm_shapes_config.py", overrides))
+    assert "warm start: " in capsys.readouterr().out
+    state = torch_load(tmp_path / "fine" / "checkpoints" / "checkpoint-00000001.pt")
+    for name, weight in coarse.items():
+        torch.testing.assert_close(state["model"][name], weight, atol=1e-6, rtol=0)
+    wider = overrides + ["model.width=12", "run.experiment=wider"]
+    with pytest.raises(SystemExit):
+        script("experiments/train_sbdm.py").main(flags("config", "sbdm_shapes_config.py", wider))
+    error = capsys.readouterr().err
+    assert f"--config.run.warm_start={tmp_path / 'coarse'}: the weights of" in error and "do not fit" in error

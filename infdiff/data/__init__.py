@@ -1,4 +1,5 @@
-"""Data sets for ∞-Diff: procedural shapes, image folders, LMDBs (LSUN or prepared), MNIST-style IDX files.
+"""Data sets for ∞-Diff: procedural shapes, image folders, LMDBs (LSUN or prepared), MNIST-style IDX files,
+PDEBench-style HDF5 files of 2-D fields (with h5py, ``pip install infdiff[pde]``).
 
 Every dataset yields float32 tensors ``(C, H, W)`` in ``[-1, 1]``; :func:`build_dataset` builds
 one from the ``data`` config section.  Convert large image folders to an LMDB with
@@ -9,6 +10,7 @@ from infdiff.data.errors import DataError, UnreadableImageError, UnreadableImage
 from infdiff.data.idx import IDXDataset
 from infdiff.data.image_folder import ImageFolderDataset
 from infdiff.data.lmdb_dataset import LMDBDataset
+from infdiff.data.pdebench import PDEBenchDataset
 from infdiff.data.registry import (
     DATASETS,
     DataKeyWarning,
@@ -41,6 +43,7 @@ __all__ = [
     "ImageFolderDataset",
     "LMDBDataset",
     "IDXDataset",
+    "PDEBenchDataset",
     "load_image",
     "resize_center_crop",
     "to_tensor",

@@ -19,19 +19,25 @@ silently.
                                       ``channels`` (3)
 ``mnist``, ``fashion_mnist``          ``root_dir`` (the IDX files), ``img_size`` (native 28 when
                                       unset), ``channels`` (1), ``split``
+``pdebench``                          ``root_dir`` (a PDEBench-style 2-D ``.h5`` file, or a folder
+                                      holding one), ``img_size`` (native when unset), ``fields``
+                                      (all), ``split``, ``test_fraction`` (0.1), ``time_index``,
+                                      ``time_stride`` (1); needs h5py (``pip install infdiff[pde]``)
 ====================================  ===========================================================
 
 ``split`` is ``"train"`` or ``"test"``; image folders and LMDBs have none (point ``root_dir`` at
-the split's folder or db).  ``random_flip`` (mirror each training image left-right with
-probability 1/2) defaults to true for photos and false for shapes (already mirror-symmetric) and
-digits (not mirror-symmetric: setting it for them warns).
+the split's folder or db); ``pdebench`` splits by trajectory, and has as many channels as
+``fields`` (PDE variables, any count; it does not read ``channels``).  ``random_flip`` (mirror
+each training image left-right with probability 1/2) defaults to true for photos and false for
+shapes (already mirror-symmetric), digits and PDE fields (not mirror-symmetric, and a mirrored
+velocity would need its sign flipped: setting it for them warns).
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, FrozenSet, Tuple
+from typing import Any, Callable, FrozenSet, Tuple, Union
 
 from torch.utils.data import Dataset
 
@@ -40,6 +46,7 @@ from infdiff.data.errors import DataError
 from infdiff.data.idx import IDXDataset
 from infdiff.data.image_folder import ImageFolderDataset
 from infdiff.data.lmdb_dataset import LMDBDataset
+from infdiff.data.pdebench import DEFAULT_TEST_FRACTION, PDEBenchDataset, pdebench_channels
 from infdiff.data.shapes import MAX_SHAPES, RADIUS_RANGE, ShapesDataset
 from infdiff.registry import Registry, RegistryError
 
@@ -55,12 +62,13 @@ class DataKeyWarning(UserWarning):
 @dataclass(frozen=True)
 class DataSetEntry:
     """How to build one named data set: ``build(data)``, the ``keys`` it reads, its default number of
-    ``channels``, whether random flips suit it by default (``flips``) or at all (``mirror_symmetric``),
+    ``channels`` (or ``channels(data)``, for a data set whose count follows from its keys and files),
+    whether random flips suit it by default (``flips``) or at all (``mirror_symmetric``),
     and its ``splits``."""
 
     build: Callable[[Any], Dataset]
     keys: FrozenSet[str]
-    channels: int
+    channels: Union[int, Callable[[Any], int]]
     flips: bool
     mirror_symmetric: bool
     splits: Tuple[str, ...] = ()
@@ -80,8 +88,12 @@ def _int(data: Any, key: str, default: Any = None, minimum: int = 1) -> int:
 
 
 def data_channels(data: Any) -> int:
-    """``data.channels``, or the data set's own number of channels when it is unset."""
-    return check_channels(_get(data, "channels", dataset_entry(data).channels), "data.channels")
+    """``data.channels``, or the data set's own number of channels when it is unset; a data set whose count
+    follows from its files (``pdebench``: its fields, any count) gives it itself and ignores ``data.channels``."""
+    channels = dataset_entry(data).channels
+    if callable(channels):
+        return channels(data)
+    return check_channels(_get(data, "channels", channels), "data.channels")
 
 
 def _split(data: Any) -> str:
@@ -119,6 +131,23 @@ def _idx(data: Any) -> IDXDataset:
     return IDXDataset(
         _get(data, "root_dir", ""), split=_split(data), size=size, channels=data_channels(data), key="data.root_dir"
     )
+
+
+def _pdebench(data: Any) -> PDEBenchDataset:
+    return PDEBenchDataset(
+        _get(data, "root_dir", ""),
+        size=None if _get(data, "img_size") is None else _int(data, "img_size"),
+        fields=_get(data, "fields"),
+        split=_split(data),
+        test_fraction=_get(data, "test_fraction", DEFAULT_TEST_FRACTION),
+        time_index=_get(data, "time_index"),
+        time_stride=_get(data, "time_stride"),
+        key="data.root_dir",
+    )
+
+
+def _pdebench_channels(data: Any) -> int:
+    return pdebench_channels(_get(data, "root_dir", ""), _get(data, "fields"), "data.root_dir")
 
 
 DATASETS.register(
@@ -159,6 +188,19 @@ for _name in ("mnist", "fashion_mnist"):
             splits=SPLITS,
         ),
     )
+
+
+DATASETS.register(
+    "pdebench",
+    DataSetEntry(
+        _pdebench,
+        frozenset({"root_dir", "img_size", "fields", "split", "test_fraction", "time_index", "time_stride"}),
+        channels=_pdebench_channels,
+        flips=False,
+        mirror_symmetric=False,
+        splits=SPLITS,
+    ),
+)
 
 
 def dataset_entry(data: Any) -> DataSetEntry:

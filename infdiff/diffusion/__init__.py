@@ -15,7 +15,13 @@ from infdiff.diffusion.priors import PRIORS, NoisePrior, WhiteNoise
 from infdiff.diffusion.process import PROCESSES, DiffusionProcess, DiscreteDDPM
 from infdiff.diffusion.samplers import SAMPLERS, ddim_invert, sample_ddim, sample_ddpm
 from infdiff.diffusion.schedules import Schedule, beta_schedule, respace
-from infdiff.diffusion.spectral_priors import BesselPrior, LaplacianPrior, SpectralPrior
+from infdiff.diffusion.spectral_priors import (
+    BesselPrior,
+    CombinedPrior,
+    LaplacianPrior,
+    RandomSpectralPrior,
+    SpectralPrior,
+)
 from infdiff.diffusion.targets import TARGETS, Target, get_target, make_denoiser, noise_from_clean
 from infdiff.diffusion.timesteps import (
     TIME_DISTRIBUTIONS,
@@ -28,7 +34,9 @@ from infdiff.diffusion.timesteps import (
 __all__ = [
     "AutoencoderLoss",
     "BesselPrior",
+    "CombinedPrior",
     "LaplacianPrior",
+    "RandomSpectralPrior",
     "SpectralPrior",
     "DiffusionLoss",
     "DiffusionProcess",

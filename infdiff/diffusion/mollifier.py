@@ -24,10 +24,15 @@ from typing import Callable, Optional, Tuple
 import torch
 
 from infdiff.diffusion.dct import dct2, idct2
-from infdiff.diffusion.priors import PRIORS, NoisePrior
+from infdiff.diffusion.priors import PRIORS, NoisePrior, diagonal_gaussian_log_prob
 from infdiff.ops.grid import Size, as_size
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _axis_log_gains(size: Size, sigma: Tuple[float, float]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``-(π σ k)^2 / 2`` over the DCT indices of each axis (float64)."""
+    return tuple(-0.5 * (math.pi * s * torch.arange(n, dtype=torch.float64)) ** 2 for n, s in zip(size, sigma))
 
 
 @functools.lru_cache(maxsize=64)
@@ -36,9 +41,7 @@ def _gaussian_gain(size: Size, sigma: Tuple[float, float], device, dtype: torch.
 
     Cached per arguments; callers must not modify the result in place.
     """
-    k_h, k_w = (torch.arange(n, dtype=torch.float64) for n in size)
-    g_h = torch.exp(-0.5 * (math.pi * sigma[0] * k_h) ** 2)
-    g_w = torch.exp(-0.5 * (math.pi * sigma[1] * k_w) ** 2)
+    g_h, g_w = (torch.exp(log_gain) for log_gain in _axis_log_gains(size, sigma))
     return (g_h.unsqueeze(1) * g_w.unsqueeze(0)).to(device=device, dtype=dtype)
 
 
@@ -81,6 +84,23 @@ class GaussianMollifier(NoisePrior):
             return torch.ones(size, device=device, dtype=dtype)
         h0, w0 = self.train_size
         return _gaussian_gain(size, (self.std / h0, self.std / w0), device, dtype)
+
+    def log_gain(self, size: Size) -> torch.Tensor:
+        """``log g(k_h, k_w)`` ``(H, W)`` (float64), exact where ``g`` itself underflows."""
+        size = as_size(size)
+        if self.is_identity:
+            return torch.zeros(size, dtype=torch.float64)
+        h0, w0 = self.train_size
+        log_h, log_w = _axis_log_gains(size, (self.std / h0, self.std / w0))
+        return log_h.unsqueeze(1) + log_w.unsqueeze(0)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """``log N(x; 0, r² T T)``: ``T`` has the DCT gains ``g > 0``, so on every grid the DCT coefficients are
+        independent ``N(0, (r g)²)`` (the density is steep: high modes are damped by ``exp(-(π σ k)²/2)``)."""
+        log_std = math.log(self.noise_scale(x.shape))
+        if self.is_identity:
+            return diagonal_gaussian_log_prob(x, log_std)
+        return diagonal_gaussian_log_prob(dct2(x.double()), self.log_gain(x.shape[-2:]).to(x.device) + log_std)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``T x = IDCT(DCT(x) · g)`` over the last two dims of ``x`` ``(..., H, W)``, any ``H, W``."""

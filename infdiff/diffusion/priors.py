@@ -10,12 +10,18 @@ discretisation the Multilevel Diffusion code lacks, REFERENCE §2).  A sample is
 Implementations: :class:`WhiteNoise` (``C = I``) here and the ∞-Diff mollifier
 (:class:`~infdiff.diffusion.mollifier.GaussianMollifier`, ``C^{1/2} = T``); they are registered in
 :data:`PRIORS` by the names a config's ``prior.name`` uses.
+
+On a grid a draw is the discrete Gaussian ``N(0, C_h)``, ``C_h = r² C^{1/2} C^{1/2}`` with ``r`` the
+grid's white-noise standard deviation; priors diagonal in an orthonormal basis give its exact
+log-density (:meth:`NoisePrior.log_prob`) through :func:`diagonal_gaussian_log_prob`, with
+``log det C_h = 2 Σ_k log(r q_k)`` over the per-mode standard deviations ``r q_k``.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
@@ -75,6 +81,18 @@ def draw_white_noise(
     return F.avg_pool2d(noise.reshape(-1, 1, *noise_grid), kernel_size=factors).reshape(shape)
 
 
+def diagonal_gaussian_log_prob(values: torch.Tensor, log_std) -> torch.Tensor:
+    """``Σ log N(v; 0, exp(log_std)²)`` over all but the first dimension of ``values``, as ``(B,)`` float64.
+
+    ``log_std`` (a number or a tensor broadcasting against ``values``) is the log standard deviation of
+    each coordinate: ``-½ Σ [(v / std)² + 2 log std + log 2π]``.
+    """
+    values = values.double()
+    log_std = torch.as_tensor(log_std, dtype=torch.float64, device=values.device)
+    terms = (values * torch.exp(-log_std)).square() + 2 * log_std + math.log(2 * math.pi)
+    return -0.5 * terms.flatten(1).sum(1)
+
+
 class NoisePrior(abc.ABC):
     """``N(0, C)`` over functions: white noise, ``C^{1/2}``, ``C`` and (where defined) inverses.
 
@@ -107,6 +125,11 @@ class NoisePrior(abc.ABC):
     def apply_inverse_sqrt_cov(self, x: torch.Tensor, inv_snr: Optional[float] = None) -> torch.Tensor:
         """``C^{-1/2} x``, regularised by ``inv_snr`` where the prior defines it; else an error."""
         raise NotImplementedError(f"{type(self).__name__} defines no inverse of C^(1/2)")
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """``log N(x; 0, C_h)`` ``(B,)`` (float64), the exact density of a draw of :meth:`sample` on the grid of
+        ``x`` (module docstring), where the prior defines one; else an error."""
+        raise NotImplementedError(f"{type(self).__name__} defines no log-density")
 
     def noise_scale(self, shape: Sequence[int]) -> float:
         """Per-pixel standard deviation of white noise on a grid of ``shape[-2:]``."""
@@ -163,6 +186,10 @@ class WhiteNoise(NoisePrior):
 
     def apply_inverse_sqrt_cov(self, x: torch.Tensor, inv_snr: Optional[float] = None) -> torch.Tensor:
         return x
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """``log N(x; 0, r² I)``: independent pixels of the grid's standard deviation ``r``."""
+        return diagonal_gaussian_log_prob(x, math.log(self.noise_scale(x.shape)))
 
     def sample_at(
         self,

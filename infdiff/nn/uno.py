@@ -298,7 +298,7 @@ class UNO(nn.Module):
         resolution: grid side the levels are laid out for; must be divisible by ``2^(L-1)``.  Inputs
             of other sides divisible by ``2^(L-1)`` run with the same layout.
         time_dim, z_dim: widths of ``t_emb`` and ``z`` for FiLM; ``None`` disables that conditioning.
-        conv_type: ``"conv"`` or ``"spectral"`` (see :class:`GridOps`).
+        conv_type: ``"conv"``, ``"grid_conv"`` or ``"spectral"`` (see :class:`GridOps`).
         append_coordinates: append the 2 unit-square pixel coordinates to the input
             (:class:`AppendCoordinates`); default: only for ``"spectral"``.  Convolutions and
             attention are translation-equivariant, so without them absolute positions (where a

@@ -18,7 +18,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
+from infdiff.nn.grid_conv import GridConv2d
 from infdiff.nn.spectral import FourierConv2d, SpectralResample2d
+
+GRID_OPS = ("conv", "grid_conv", "spectral")  # the U-Net's kinds of spatial operators (GridOps)
 
 WIDTH_LAYOUTS: Dict[str, Callable[[int, Sequence[int]], List[int]]] = {
     "per_level": lambda base, mults: [base * m for m in mults],
@@ -31,7 +34,14 @@ class GridOps:
     """The spatial operators of the U-Net.
 
     ``kind="conv"``: ``3x3`` convolutions, stride-2 ``3x3`` convolution to downsample, nearest ``x2``
-    followed by a ``3x3`` convolution to upsample.
+    followed by a ``3x3`` convolution to upsample (stencils of pixels, as DDPM's U-Net).
+
+    ``kind="grid_conv"``: :class:`~infdiff.nn.grid_conv.GridConv2d`, whose kernels cover a fixed
+    patch of the unit square on any input grid, with resampling that commutes with refining the grid
+    (one operator at every resolution): 2×2 cell averages, then a convolution, to downsample (a
+    stride-2 stencil samples a point a quarter cell off the coarse cell's centre, an O(h) shift that
+    differs between grids); bilinear ×2, then a convolution, to upsample (nearest ×2 adds an O(h)
+    staircase of the coarse grid's size).
 
     ``kind="spectral"``: :class:`~infdiff.nn.spectral.FourierConv2d` (spectral + ``1x1``) as the
     convolution and :class:`~infdiff.nn.spectral.SpectralResample2d` to resample.  A layer touching
@@ -43,11 +53,11 @@ class GridOps:
     modes: Optional[int] = None
 
     def __post_init__(self):
-        if self.kind not in ("conv", "spectral"):
-            raise ValueError(f"conv_type must be 'conv' or 'spectral', got {self.kind!r}")
+        if self.kind not in GRID_OPS:
+            raise ValueError(f"conv_type must be one of {list(GRID_OPS)}, got {self.kind!r}")
         if self.kind == "spectral" and (self.modes is None or self.modes < 1):
             raise ValueError(f"conv_type='spectral' needs a positive int spectral_modes, got {self.modes!r}")
-        if self.kind == "conv" and self.modes is not None:
+        if self.kind != "spectral" and self.modes is not None:
             raise ValueError("spectral_modes only applies to conv_type='spectral'")
 
     def _modes(self, grid: int) -> int:
@@ -59,6 +69,8 @@ class GridOps:
         """Same-size convolution on a grid of side ``grid``."""
         if self.kind == "conv":
             return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+        if self.kind == "grid_conv":
+            return GridConv2d(in_channels, out_channels, grid)
         modes = self._modes(grid)
         return FourierConv2d(in_channels, out_channels, modes, modes)
 
@@ -66,14 +78,20 @@ class GridOps:
         """Halve a grid of side ``grid``."""
         if self.kind == "conv":
             return nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=1)
+        if self.kind == "grid_conv":
+            return nn.Sequential(nn.AvgPool2d(2), GridConv2d(channels, channels, grid // 2))
         return SpectralResample2d(channels, channels, self._modes(grid // 2), scale=0.5)
 
     def upsample(self, channels: int, grid: int) -> nn.Module:
         """Double a grid of side ``grid``."""
         if self.kind == "conv":
             return nn.Sequential(
-                nn.Upsample(scale_factor=2, mode="nearest"),
-                nn.Conv2d(channels, channels, kernel_size=3, padding=1),
+                nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+            )
+        if self.kind == "grid_conv":
+            return nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                GridConv2d(channels, channels, 2 * grid),
             )
         return SpectralResample2d(channels, channels, self._modes(grid), scale=2.0)
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 from ml_collections import ConfigDict, FieldReference
 
 from infdiff.data import dataset_entry
+from infdiff.pipeline.runs import DEFAULT_OUTPUT_DIR
 
 # Every data section has these keys (unset: the data set's defaults), so a config can switch data sets;
 # the keys only some data sets read are added for those.
@@ -42,9 +43,18 @@ _DATA_SET_KEYS = dict(num_samples=0, seed=0, max_shapes=3, radius_range=(0.12, 0
 
 
 def _run_section(experiment: str) -> ConfigDict:
-    """Where a run lives (``<output_dir>/<experiment>``), its seed, determinism and optional loggers."""
+    """Where a run lives (``<output_dir>/<experiment>``), its seed, determinism, optional loggers, and the
+    run whose weights a fresh run starts from (``warm_start``: coarse-to-fine training)."""
     return ConfigDict(
-        dict(experiment=experiment, output_dir="runs", seed=0, deterministic=False, tensorboard=False, wandb_project="")
+        dict(
+            experiment=experiment,
+            output_dir=DEFAULT_OUTPUT_DIR,
+            seed=0,
+            deterministic=False,
+            tensorboard=False,
+            wandb_project="",
+            warm_start="",
+        )
     )
 
 

@@ -5,25 +5,27 @@ An experiment named ``E`` lives in ``<run.output_dir>/E/``: ``checkpoints/``, ``
 name, and **the run's saved config is the source of truth**: :func:`saved_run_config` reads it
 and applies command-line overrides on top, refusing those that contradict what the weights were
 trained with (:data:`FIXED_KEYS`), so nothing has to be repeated from the training command.
+:func:`trained_run` finds a run by its directory, a checkpoint file or an experiment name instead.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 from ml_collections import ConfigDict
 from tqdm.auto import tqdm
 
-from infdiff.io import atomic_write_text
+from infdiff.io import PathLike, atomic_write_text, torch_load
 from infdiff.pipeline.legacy_keys import LEGACY_KEYS
 from infdiff.train.checkpoint import CheckpointManager
 from infdiff.train.config import ConfigError, Override, config_to_json, override, resolve_key
 
 CONFIG_FILE = "config.json"
+DEFAULT_OUTPUT_DIR = "runs"  # run.output_dir of the default configs
 # Keys whose value is part of what a checkpoint's weights mean; prefixes end with ".".
-FIXED_KEYS = ("model.", "process.", "prior.", "loss.target", "data.img_size", "data.channels")
+FIXED_KEYS = ("model.", "process.", "prior.", "loss.target", "data.img_size", "data.channels", "data.fields")
 FREE_KEYS = ("prior.inv_snr",)  # display settings inside fixed sections
 
 
@@ -77,6 +79,67 @@ def fixed_differences(given: dict, trained: dict) -> List[str]:
     ]
 
 
+def saved_config(run_dir: PathLike) -> Optional[ConfigDict]:
+    """The config saved in ``run_dir`` (:data:`CONFIG_FILE`), its ``run`` keys naming that directory, or ``None``."""
+    run_dir = Path(run_dir).absolute()
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        return None
+    saved = ConfigDict(json.loads(path.read_text()))
+    saved.run.output_dir, saved.run.experiment = str(run_dir.parent), run_dir.name
+    return saved
+
+
+class TrainedRun(NamedTuple):
+    """A trained run's config, one of its checkpoints, where that checkpoint is and the run directory holding it
+    (``None`` for a checkpoint outside one)."""
+
+    config: ConfigDict
+    state: dict
+    checkpoint: Path
+    run_dir: Optional[Path]
+
+
+def _checkpoint_state(path: Path, flag: str) -> dict:
+    try:
+        state = torch_load(path)
+    except Exception as error:  # not a checkpoint: many different types
+        raise ConfigError(f"--{flag} {path}: not a loadable checkpoint ({type(error).__name__}: {error})") from None
+    if not isinstance(state, dict) or not {"ema", "config", "step"} <= state.keys():
+        raise ConfigError(f"--{flag} {path}: not a training checkpoint (expected the keys ema, config and step)")
+    return state
+
+
+def trained_run(where: PathLike, flag: str = "checkpoint", script: str = "train_sbdm.py") -> TrainedRun:
+    """The trained run that ``where`` names: a checkpoint file (that checkpoint), a run directory (its newest
+    loadable checkpoint) or an experiment's name (the run ``<DEFAULT_OUTPUT_DIR>/<name>``).
+
+    Its config is the one saved in the run directory, or, for a checkpoint outside one (or a run without
+    :data:`CONFIG_FILE`), the one the checkpoint records; the two must agree on :data:`FIXED_KEYS`.
+    """
+    path = Path(where)
+    if not path.exists() and len(path.parts) == 1:
+        path = Path(DEFAULT_OUTPUT_DIR) / path
+    if path.is_dir():
+        found = CheckpointManager(path / "checkpoints").newest_loadable()
+        if found is None:
+            raise FileNotFoundError(
+                f"--{flag} {where}: no loadable checkpoint in {path / 'checkpoints'}; train the run first "
+                f"(`python experiments/{script} ...`) or name a run directory or checkpoint file"
+            )
+        checkpoint, state = found
+        run_dir = path
+    elif path.is_file():
+        checkpoint, state = path, _checkpoint_state(path, flag)
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
+    else:
+        looked = "" if path == Path(where) else f" (nor {path})"
+        raise FileNotFoundError(f"--{flag} {where}: no such checkpoint file, run directory or experiment{looked}")
+    config = (saved_config(run_dir) if run_dir is not None else None) or ConfigDict(state["config"])
+    check_trained_with(config, state, checkpoint, flag)
+    return TrainedRun(config, state, checkpoint, run_dir)
+
+
 def saved_run_config(
     config: ConfigDict,
     overrides: Sequence[Override] = (),
@@ -91,13 +154,13 @@ def saved_run_config(
     """
     run_dir = run_directory(config)
     path = run_dir / CONFIG_FILE
-    if not path.is_file():
+    saved = saved_config(run_dir)
+    if saved is None:
         load_latest_checkpoint(config, flag, script)  # the clearer error when the run does not exist
         raise ConfigError(
             f"{path} is missing, so the config of experiment {config.run.experiment!r} is unknown; "
             f"re-run `python {script} --{flag} ...` once to record it"
         )
-    saved = ConfigDict(json.loads(path.read_text()))
     saved.run.output_dir, saved.run.experiment = config.run.output_dir, config.run.experiment
     saved.lock()
     contradicting = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import torch
 from accelerate import Accelerator
@@ -33,17 +33,32 @@ def build_score_network(config: ConfigDict) -> torch.nn.Module:
     return build_model(config, channels=data_channels(config.data), train_size=train_size(config))
 
 
-def sample_images(model, config: ConfigDict, count: int, size: int, generator: torch.Generator, device) -> torch.Tensor:
-    """``count`` samples drawn natively on a ``size²`` grid with the config's process, target and sampler."""
+def sample_images(
+    model,
+    config: ConfigDict,
+    count: int,
+    size: int,
+    generator: torch.Generator,
+    device,
+    sampler: Optional[SamplerSpec] = None,
+) -> torch.Tensor:
+    """``count`` samples drawn natively on a ``size²`` grid with the config's process and target, and its sampler
+    unless ``sampler`` replaces it."""
     process = build_process(config)
     x_T = process.terminal_state((count, data_channels(config.data), size, size), generator, device)
     denoise = make_denoiser(model, process, config.loss.target)
-    return SamplerSpec.from_section(config.sampler)(denoise, x_T, process, generator, False)
+    return (sampler or SamplerSpec.from_section(config.sampler))(denoise, x_T, process, generator, False)
+
+
+def pictured(images: torch.Tensor) -> torch.Tensor:
+    """``images`` as pictures can show them: unchanged with 1 or 3 channels, else each channel as its own grey
+    image (``(B·C, 1, H, W)``, a sample's channels side by side: PDE fields of any count)."""
+    return images if images.shape[1] in (1, 3) else images.flatten(0, 1)[:, None]
 
 
 def sample_hook(config: ConfigDict, settings: TrainSettings, run_dir: Path, device) -> Callable:
-    """EMA samples at 1× and 2× the training size (rows of ``samples/samples_<step>.png``), with their
-    mean and standard deviation in the JSON beside it."""
+    """EMA samples at 1× and 2× the training size (rows of ``samples/samples_<step>.png``, see :func:`pictured`),
+    with their mean and standard deviation in the JSON beside it."""
     size, count = config.data.img_size, settings.sample_size
 
     def visualize(step: int, ema_model) -> Dict[str, float]:
@@ -51,7 +66,7 @@ def sample_hook(config: ConfigDict, settings: TrainSettings, run_dir: Path, devi
         for factor in (1, 2):
             generator = torch.Generator(device=device).manual_seed(config.run.seed)
             images = sample_images(ema_model, config, count, factor * size, generator, device)
-            rows.append((f"{factor}x", images))
+            rows.append((f"{factor}x", pictured(images)))
             metrics[f"sample_mean_{factor}x"], metrics[f"sample_std_{factor}x"] = (
                 float(images.mean()),
                 float(images.std()),

@@ -15,11 +15,12 @@ from typing import Mapping
 
 from infdiff.data import DATASETS
 from infdiff.data.registry import SPLITS
+import infdiff.sbdm  # noqa: F401  (registers the score SDEs and samplers the schema's choices name)
 from infdiff.diffusion import LOSSES, PRIORS, PROCESSES, SAMPLERS, TARGETS, TIME_DISTRIBUTIONS
 from infdiff.diffusion.losses import POINTWISE_LOSSES
 from infdiff.diffusion.posterior import VARIANCES
 from infdiff.nn import ARCHS
-from infdiff.nn.uno_plan import WIDTH_LAYOUTS
+from infdiff.nn.uno_plan import GRID_OPS, WIDTH_LAYOUTS
 from infdiff.ops import SUBSETS, backend_names
 from infdiff.train.fields import (
     AnyOf,
@@ -43,6 +44,7 @@ FRACTION = Number(minimum=0, maximum=1)
 RATE = Number(minimum=0, below=1)  # dropout, fractions that must leave something
 POSITIVE = Number(above=0)
 NON_NEGATIVE = Number(minimum=0)
+FIELD = Text(nonempty=True)  # a PDE variable's name, or comma-separated names
 
 RUN = {
     "run.experiment": Name(),
@@ -51,6 +53,7 @@ RUN = {
     "run.deterministic": Flag(),
     "run.tensorboard": Flag(),
     "run.wandb_project": Text(),
+    "run.warm_start": Text(),  # a run directory, checkpoint file or experiment name ("": none)
 }
 DATA = {
     "data.name": Choice(DATASETS),
@@ -66,6 +69,9 @@ DATA = {
     "data.radius_range": Several(Number(above=0, maximum=0.5), length=2),
     "data.encode_batch_size": COUNT,
     "data.test_fraction": RATE,
+    "data.fields": Maybe(AnyOf(FIELD, OPTIONAL_COUNT, Several(AnyOf(FIELD, OPTIONAL_COUNT)))),  # pdebench
+    "data.time_index": Maybe(Integer()),
+    "data.time_stride": Maybe(COUNT),
     "data.flip_latents": Flag(),
 }
 TRAIN = {
@@ -111,6 +117,10 @@ MODEL = {
     "model.width": COUNT,  # the FNO score network
     "model.modes": COUNT,
     "model.fourier_layers": COUNT,
+    "model.levels": COUNT,  # the CNO score network
+    "model.res_blocks": OPTIONAL_COUNT,
+    "model.neck_blocks": OPTIONAL_COUNT,
+    "model.num_groups": COUNT,
     "model.num_layers": Integer(minimum=2),
     "model.dropout": RATE,
     "model.skip": Flag(),
@@ -122,7 +132,7 @@ MODEL = {
     "model.uno.dropout_from_resolution": COUNT,
     "model.uno.num_groups": COUNT,
     "model.uno.attn_head_dim": COUNT,
-    "model.uno.conv_type": Text(("conv", "spectral")),
+    "model.uno.conv_type": Text(GRID_OPS),
     "model.uno.spectral_modes": Maybe(COUNT),
     "model.uno.append_coordinates": Maybe(Flag()),
     "model.uno.width_layout": Text(lambda: sorted(WIDTH_LAYOUTS)),
@@ -149,6 +159,9 @@ DIFFUSION = {
     "prior.inv_snr": NON_NEGATIVE,
     "prior.s": Number(above=1),  # trace class on the unit square
     "prior.tau": POSITIVE,
+    "prior.modes": COUNT,  # the random spectral (fno) and combined priors
+    "prior.seed": OPTIONAL_COUNT,
+    "prior.weight": NON_NEGATIVE,
     "sampler.name": Choice(SAMPLERS),
     "sampler.steps": AnyOf(COUNT, Text(nonempty=True)),
     "sampler.eta": NON_NEGATIVE,
@@ -165,8 +178,8 @@ CONFIG_SCHEMA = Schema(
 )
 
 
-# The options of sampling a trained model (generate_samples.py, calculate_fid.py, generate_recons.py and
-# the functions behind them), as argparse types and as checks of library calls alike.
+# The options of sampling a trained model (generate_samples.py, calculate_fid.py, generate_recons.py, test_sbdm.py
+# and the functions behind them), as argparse types and as checks of library calls alike.
 SAMPLING_OPTIONS = {
     "num_samples": COUNT,
     "num_images": COUNT,
@@ -178,6 +191,11 @@ SAMPLING_OPTIONS = {
     "noise_size": Maybe(Integer(minimum=2)),
     "seed": OPTIONAL_COUNT,
     "inv_snr": Maybe(NON_NEGATIVE),
+    "upscale": COUNT,  # test_sbdm.py: the second sampling size as a multiple of the first
+    "input_height": Maybe(Integer(minimum=2)),
+    "steps": Maybe(COUNT),
+    "reference_count": Maybe(COUNT),
+    "bits_per_dim": OPTIONAL_COUNT,
 }
 
 

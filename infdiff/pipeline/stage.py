@@ -21,8 +21,9 @@ from ml_collections import ConfigDict
 from torch import nn
 from tqdm.auto import tqdm
 
-from infdiff.pipeline.runs import check_trained_with, run_directory, write_run_config
+from infdiff.pipeline.runs import check_trained_with, run_directory, trained_run, write_run_config
 from infdiff.pipeline.schema import validate_config
+from infdiff.train.config import ConfigError
 from infdiff.train.loop import Hooks, Loss, Trainer, make_accelerator
 from infdiff.train.run_logger import RunLogger
 from infdiff.train.settings import OptimizerSettings, TrainSettings, from_section
@@ -53,6 +54,30 @@ def make_deterministic() -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
+
+
+def warm_start(trainer: Trainer, where: str) -> str:
+    """Start a fresh run from the EMA weights of the trained run ``where`` names (a run directory, checkpoint
+    file or experiment: :func:`~infdiff.pipeline.runs.trained_run`), in its network and its EMA, with a
+    fresh optimiser and schedule; returns the summary line.
+
+    Multilevel Diffusion's coarse-to-fine training (Hagemann et al. 2023): a resolution-free network
+    trained on a coarse grid (``data.img_size=32``) continues on a finer one (64) at a fraction of the
+    cost.  A run that resumes from its own checkpoint ignores it.
+    """
+    run = trained_run(where, flag="config.run.warm_start")
+    weights = run.state["ema"]["model"]
+    try:
+        trainer.accelerator.unwrap_model(trainer.model).load_state_dict(weights)
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[-1].strip()
+        raise ConfigError(
+            f"--config.run.warm_start={where}: the weights of {run.checkpoint} do not fit this network "
+            f"(model {run.config.model.get('arch')!r} there; {reason})"
+        ) from None
+    trainer.ema.load_state_dict({"model": weights})
+    size = run.config.data.get("img_size")
+    return f"{run.checkpoint} (step {run.state['step']}" + (f", trained at {size}²)" if size else ")")
 
 
 def _summary(config: ConfigDict, stage: Stage, trainer: Trainer, accelerator: Accelerator, resumed: bool) -> List[str]:
@@ -101,6 +126,8 @@ def run_stage(config: ConfigDict, build: StageBuilder) -> Path:
         metadata=stage.metadata,
     )
     resumed = trainer.resume(lambda state, path: check_trained_with(config, state, path, use="resume"))
+    if not resumed and config.run.get("warm_start"):
+        stage.summary["warm start"] = warm_start(trainer, config.run.warm_start)
     if main:
         for line in _summary(config, stage, trainer, accelerator, resumed):
             tqdm.write(line)

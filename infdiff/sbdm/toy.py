@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
+from torch.distributions import MultivariateNormal
 
 from infdiff.diffusion.priors import NoisePrior
 from infdiff.diffusion.process import DiffusionProcess
@@ -43,6 +44,11 @@ class DensePrior(NoisePrior):
     def apply_inverse_sqrt_cov(self, x: torch.Tensor, inv_snr: Optional[float] = None) -> torch.Tensor:
         return torch.linalg.solve(self.sqrt_cov.to(x), x.T).T
 
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """``log N(x; 0, Q Q)`` per row of ``x`` ``(B, D)`` (float64)."""
+        zero = torch.zeros(len(self.sqrt_cov), dtype=torch.float64)
+        return MultivariateNormal(zero, self.covariance.double()).log_prob(x.double())
+
 
 @dataclass(frozen=True, eq=False)
 class GaussianMixture:
@@ -67,6 +73,11 @@ class GaussianMixture:
         white = torch.randn(count, self.means.shape[1], generator=generator, dtype=self.means.dtype)
         roots = torch.linalg.cholesky(self.covariances)
         return self.means[component] + torch.einsum("nij,nj->ni", roots[component], white)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """``log Σ_i π_i N(x; μ_i, Σ_i)`` per row of ``x`` ``(N, D)`` (float64, by logsumexp)."""
+        components = MultivariateNormal(self.means, self.covariances).log_prob(x.double()[:, None, :])  # (N, K)
+        return torch.logsumexp(self.weights.log() + components, dim=1)
 
     def mean(self) -> torch.Tensor:
         return (self.weights[:, None] * self.means).sum(0)
