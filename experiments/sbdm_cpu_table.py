@@ -33,6 +33,7 @@ def run_one(network: str, prior: str, args) -> dict:
     config.model.update(CPU_NETWORKS[network](args.size))
     config.run.output_dir = str(args.runs)
     config.train.update(max_steps=args.steps, checkpoint_steps=args.steps, plot_samples_steps=args.steps, sample_size=4)
+    config.sampler.steps = args.sampling_steps
     start = time.perf_counter()
     run_dir = train_score_model(config)
     trained = time.perf_counter() - start
@@ -86,8 +87,9 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--samples", type=int, default=96)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--sampling_steps", type=int, default=200, help="Euler-Maruyama steps")
     parser.add_argument("--out", type=Path, default=Path("docs/sbdm_cpu"))
     parser.add_argument("--runs", type=Path, default=Path("runs/sbdm_cpu"), help="where the training runs live")
     args = parser.parse_args(argv)
