@@ -180,7 +180,8 @@ def data_bits_per_dim(score: ScoreModel, data: dict, count: int, batch_size: int
 
     reference = data_images(data, score.config.data.img_size, count, with_floor=False)
     process = build_process(score.config)
-    denoise = make_denoiser(score.model, process, score.config.loss.target)
+    # the network's own score: clamping ŷ_0 to [-1, 1], as sampling does, would make the flow non-smooth
+    denoise = make_denoiser(score.model, process, score.config.loss.target, clip=False)
     values = []
     for start, n in tqdm(shards(len(reference.images), batch_size), desc="bits/dim", disable=None):
         generator = torch.Generator(device=device).manual_seed(mixed_seed(seed, start))
