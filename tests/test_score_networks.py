@@ -1,6 +1,7 @@
 """The CNO and U-Net score networks and their grid convolution run natively at any resolution."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -121,3 +122,24 @@ def test_they_are_registered_and_name_bad_settings():
         UNetScoreNet(channels=1, uno=dict(base_channels=8), time_dim=8, train_size=28)(
             torch.randn(1, 1, 30, 30), torch.ones(1)
         )
+
+
+@pytest.mark.parametrize("network", ["fno", "cno", "unet"])
+@pytest.mark.parametrize("prior", ["standard", "laplacian"])
+def test_every_mnist_config_builds_and_takes_a_loss_step_at_28_and_samples_at_56(network, prior):
+    from infdiff.pipeline.build import build_loss, build_model, build_process
+    from infdiff.train.config import load_config_file
+
+    config = load_config_file(
+        Path(__file__).resolve().parent.parent / f"configs/sbdm_mnist_{network}_{prior}_config.py"
+    )
+    assert config.model.arch == network and config.sampler.steps == 200 and config.process.name == "vp_sde"
+    torch.manual_seed(0)
+    model = build_model(config, channels=1, train_size=28)
+    process = build_process(config)
+    loss = build_loss(config, process)(model, torch.rand(2, 1, 28, 28) * 2 - 1, torch.Generator().manual_seed(0))
+    loss["loss"].mean().backward()
+    assert torch.isfinite(loss["loss"]).all()
+    with torch.no_grad():
+        x = process.terminal_state((1, 1, 56, 56), torch.Generator().manual_seed(0), "cpu")
+        assert model(x, torch.full((1,), 500.0)).shape == (1, 1, 56, 56)
