@@ -23,6 +23,7 @@ priors), which, unlike zero padding, is the same function on every grid.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -37,15 +38,17 @@ def fine_taps(kernel_size: int, ratio: float) -> int:
     return 2 * math.ceil((kernel_size * ratio - 1) / 2 - 1e-9) + 1
 
 
-def cell_overlap_matrix(kernel_size: int, taps: int, ratio: float, dtype=torch.float32) -> torch.Tensor:
+@functools.lru_cache(maxsize=256)
+def cell_overlap_matrix(kernel_size: int, taps: int, ratio: float, dtype=torch.float32, device=None) -> torch.Tensor:
     """``A`` ``(taps, kernel_size)``: the fraction of coarse tap ``j``'s cell inside fine tap ``m``'s cell
-    (both centred at 0, the fine cells ``1 / ratio`` as wide); ``A W Aᵀ`` is the fine kernel."""
+    (both centred at 0, the fine cells ``1 / ratio`` as wide); ``A W Aᵀ`` is the fine kernel.  Cached: every
+    layer of a network asks for the same few at each sampling step (never modify the result in place)."""
     coarse = torch.arange(kernel_size, dtype=torch.float64) - kernel_size // 2
     fine = (torch.arange(taps, dtype=torch.float64) - taps // 2) / ratio
     half = 0.5 / ratio
     low = torch.maximum(fine[:, None] - half, coarse[None, :] - 0.5)
     high = torch.minimum(fine[:, None] + half, coarse[None, :] + 0.5)
-    return (high - low).clamp_min(0).to(dtype)
+    return (high - low).clamp_min(0).to(dtype=dtype, device=device)
 
 
 def _mirrored(n: int, pad: int, device) -> torch.Tensor:
@@ -83,8 +86,9 @@ class GridConv2d(nn.Conv2d):
         ratios = [max(1.0, n / n0) for n, n0 in zip(as_size(size), self.grid)]
         if ratios == [1.0, 1.0]:
             return self.weight
-        a_h, a_w = (cell_overlap_matrix(k, fine_taps(k, r), r, self.weight.dtype) for r in ratios)
-        return torch.einsum("mj,oijl,nl->oimn", a_h.to(self.weight.device), self.weight, a_w.to(self.weight.device))
+        w = self.weight
+        a_h, a_w = (cell_overlap_matrix(k, fine_taps(k, r), r, w.dtype, w.device) for r in ratios)
+        return torch.einsum("mj,oijl,nl->oimn", a_h, w, a_w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.kernel_at(tuple(x.shape[-2:]))

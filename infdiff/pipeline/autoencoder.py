@@ -12,7 +12,6 @@ trains it with the shared runner and loads trained runs for generation.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, Optional
@@ -24,7 +23,6 @@ from ml_collections import ConfigDict
 
 from infdiff.data import build_dataset, data_channels, flip_batch, random_flip
 from infdiff.diffusion import DiffusionProcess
-from infdiff.io import atomic_write_text
 from infdiff.nn import DiffusionAutoencoder
 from infdiff.pipeline.build import SamplerSpec, build_loss, build_model, build_process, train_size
 from infdiff.pipeline.schema import validate_config
@@ -32,7 +30,7 @@ from infdiff.pipeline.runs import check_trained_with, load_latest_checkpoint
 from infdiff.pipeline.sampling import decode_latents
 from infdiff.pipeline.stage import Stage, run_stage
 from infdiff.train.batches import check_batches, dataset_batches
-from infdiff.train.images import save_resolution_comparison
+from infdiff.train.images import save_step_comparison
 from infdiff.train.loop import Hooks
 from infdiff.train.rng import mixed_seed
 from infdiff.train.settings import TrainSettings
@@ -154,9 +152,7 @@ def reconstruction_hook(dataset, config: ConfigDict, settings: TrainSettings, ru
             decoded = trained.decode(z, factor * size, generator=generator)
             rows.append((f"{factor}x", decoded))
             metrics[f"recon_mse_{factor}x"] = float((decoded - reference).square().mean())
-        out = run_dir / "samples" / f"recon_{step:08d}"
-        save_resolution_comparison(rows, out.with_suffix(".png"))
-        atomic_write_text(json.dumps({"step": step, **metrics}, indent=2) + "\n", out.with_suffix(".json"))
+        save_step_comparison(rows, metrics, run_dir / "samples", "recon", step)
         return metrics
 
     return visualize

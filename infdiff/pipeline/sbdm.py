@@ -9,7 +9,6 @@ and pictures of samples drawn natively at the training size and at twice it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
@@ -19,12 +18,11 @@ from ml_collections import ConfigDict
 
 from infdiff.data import build_dataset, data_channels, random_flip
 from infdiff.diffusion import make_denoiser
-from infdiff.io import atomic_write_text
 from infdiff.pipeline.autoencoder import image_batches
 from infdiff.pipeline.build import SamplerSpec, build_loss, build_model, build_process, train_size
 from infdiff.pipeline.stage import Stage, run_stage
 from infdiff.train.batches import check_batches
-from infdiff.train.images import save_resolution_comparison
+from infdiff.train.images import save_step_comparison
 from infdiff.train.loop import Hooks
 from infdiff.train.settings import TrainSettings
 
@@ -71,9 +69,7 @@ def sample_hook(config: ConfigDict, settings: TrainSettings, run_dir: Path, devi
                 float(images.mean()),
                 float(images.std()),
             )
-        out = run_dir / "samples" / f"samples_{step:08d}"
-        save_resolution_comparison(rows, out.with_suffix(".png"))
-        atomic_write_text(json.dumps({"step": step, **metrics}, indent=2) + "\n", out.with_suffix(".json"))
+        save_step_comparison(rows, metrics, run_dir / "samples", "samples", step)
         return metrics
 
     return visualize

@@ -6,6 +6,7 @@ are pure; the ``save_*`` functions encode with Pillow and write atomically.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from infdiff.io import PathLike, array_to_pil, atomic_write_bytes, check_images, png_bytes, to_uint8
+from infdiff.io import PathLike, array_to_pil, atomic_write_bytes, atomic_write_text, check_images, png_bytes, to_uint8
 
 LABEL_COLOUR = "white"
 
@@ -112,3 +113,13 @@ def save_resolution_comparison(
 ) -> Path:
     """Write :func:`make_resolution_comparison` of ``rows`` to the PNG file ``path`` atomically; returns ``path``."""
     return atomic_write_bytes(png_bytes(make_resolution_comparison(rows, padding)), path)
+
+
+def save_step_comparison(
+    rows: Sequence[Tuple[Optional[str], torch.Tensor]], metrics: dict, directory: PathLike, stem: str, step: int
+) -> Path:
+    """A training hook's pictures and numbers: ``rows`` as ``<directory>/<stem>_<step>.png`` and
+    ``{"step": step, **metrics}`` as the JSON beside it, both atomically; returns the PNG's path."""
+    out = Path(directory) / f"{stem}_{step:08d}"
+    atomic_write_text(json.dumps({"step": step, **metrics}, indent=2) + "\n", out.with_suffix(".json"))
+    return save_resolution_comparison(rows, out.with_suffix(".png"))
