@@ -136,3 +136,22 @@ def test_a_model_without_a_likelihood_fails_before_sampling(run, tmp_path, monke
     with pytest.raises(ConfigError, match="--bits_per_dim 2: the prior has no density"):
         evaluate_score_model(run, bits_per_dim=2, out_dir=tmp_path / "eval", **FEW)
     assert not (tmp_path / "eval").exists()
+
+
+def test_a_run_of_another_stage_is_refused_in_one_line(run, tmp_path, capsys):
+    """An ∞-Diff autoencoder checkpoint handed to the score evaluation (or as a score run's warm start) is
+    named with the stage that trained it, not left to fail inside the network's call."""
+    from infdiff.io import torch_load
+    from infdiff.pipeline.runs import STAGE_KEY, trained_run
+
+    checkpoint = sorted((run / "checkpoints").glob("*.pt"))[-1]
+    assert torch_load(checkpoint)[STAGE_KEY] == "score_stage"
+    state = torch_load(checkpoint)
+    state[STAGE_KEY] = "autoencoder_stage"
+    other = tmp_path / "other.pt"
+    torch.save(state, other)
+    with pytest.raises(ConfigError, match=r"other.pt was trained by the autoencoder_stage stage, not the score_stage"):
+        trained_run(other, stage="score_stage")
+    with pytest.raises(SystemExit):
+        script("experiments/test_sbdm.py").main(["--checkpoint", str(other), "--num_samples", "2"])
+    assert "trained by the autoencoder_stage stage" in capsys.readouterr().err

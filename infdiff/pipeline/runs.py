@@ -24,6 +24,7 @@ from infdiff.train.config import ConfigError, Override, config_to_json, override
 
 CONFIG_FILE = "config.json"
 DEFAULT_OUTPUT_DIR = "runs"  # run.output_dir of the default configs
+STAGE_KEY = "stage"  # the checkpoint entry naming the stage builder that trained it (older checkpoints: none)
 # Keys whose value is part of what a checkpoint's weights mean; prefixes end with ".".
 FIXED_KEYS = ("model.", "process.", "prior.", "loss.target", "data.img_size", "data.channels", "data.fields")
 FREE_KEYS = ("prior.inv_snr",)  # display settings inside fixed sections
@@ -110,12 +111,16 @@ def _checkpoint_state(path: Path, flag: str) -> dict:
     return state
 
 
-def trained_run(where: PathLike, flag: str = "checkpoint", script: str = "train_sbdm.py") -> TrainedRun:
+def trained_run(
+    where: PathLike, flag: str = "checkpoint", script: str = "train_sbdm.py", stage: Optional[str] = None
+) -> TrainedRun:
     """The trained run that ``where`` names: a checkpoint file (that checkpoint), a run directory (its newest
     loadable checkpoint) or an experiment's name (the run ``<DEFAULT_OUTPUT_DIR>/<name>``).
 
     Its config is the one saved in the run directory, or, for a checkpoint outside one (or a run without
-    :data:`CONFIG_FILE`), the one the checkpoint records; the two must agree on :data:`FIXED_KEYS`.
+    :data:`CONFIG_FILE`), the one the checkpoint records; the two must agree on :data:`FIXED_KEYS`.  With
+    ``stage``, a checkpoint that records another stage (:data:`STAGE_KEY`, written by
+    :func:`~infdiff.pipeline.stage.run_stage`) is refused: its network is called differently.
     """
     path = Path(where)
     if not path.exists() and len(path.parts) == 1:
@@ -135,6 +140,12 @@ def trained_run(where: PathLike, flag: str = "checkpoint", script: str = "train_
     else:
         looked = "" if path == Path(where) else f" (nor {path})"
         raise FileNotFoundError(f"--{flag} {where}: no such checkpoint file, run directory or experiment{looked}")
+    trained_by = state.get(STAGE_KEY, stage)
+    if stage is not None and trained_by != stage:
+        raise ConfigError(
+            f"--{flag} {where}: {checkpoint} was trained by the {trained_by} stage, not the {stage} this needs "
+            f"(train one with `python experiments/{script} ...`)"
+        )
     config = (saved_config(run_dir) if run_dir is not None else None) or ConfigDict(state["config"])
     check_trained_with(config, state, checkpoint, flag)
     return TrainedRun(config, state, checkpoint, run_dir)

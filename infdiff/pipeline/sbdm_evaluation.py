@@ -43,7 +43,7 @@ from infdiff.metrics import EXTRACTORS, FeatureExtractor, score_images, vendi_sc
 from infdiff.pipeline.build import SamplerSpec, build_process
 from infdiff.pipeline.generation import default_device, fresh_directory, held_out, removed_if_left_empty, shards
 from infdiff.pipeline.runs import trained_run
-from infdiff.pipeline.sbdm import build_score_network, pictured, sample_images
+from infdiff.pipeline.sbdm import build_score_network, pictured, sample_images, score_stage
 from infdiff.pipeline.schema import check_sampling_options, validate_config
 from infdiff.train.config import ConfigError
 from infdiff.train.images import save_resolution_comparison
@@ -66,7 +66,7 @@ class ScoreModel(NamedTuple):
 def load_score_model(checkpoint: PathLike, device="cpu") -> ScoreModel:
     """The EMA score network of a run directory, checkpoint file or experiment name
     (:func:`~infdiff.pipeline.runs.trained_run`)."""
-    run = trained_run(checkpoint, script="train_sbdm.py")
+    run = trained_run(checkpoint, script="train_sbdm.py", stage=score_stage.__name__)
     validate_config(run.config, "checkpoint", str(run.checkpoint))
     model = build_score_network(run.config)
     model.load_state_dict(run.state["ema"]["model"])

@@ -21,7 +21,7 @@ from ml_collections import ConfigDict
 from torch import nn
 from tqdm.auto import tqdm
 
-from infdiff.pipeline.runs import check_trained_with, run_directory, trained_run, write_run_config
+from infdiff.pipeline.runs import STAGE_KEY, check_trained_with, run_directory, trained_run, write_run_config
 from infdiff.pipeline.schema import validate_config
 from infdiff.train.config import ConfigError
 from infdiff.train.loop import Hooks, Loss, Trainer, make_accelerator
@@ -56,16 +56,17 @@ def make_deterministic() -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def warm_start(trainer: Trainer, where: str) -> str:
+def warm_start(trainer: Trainer, where: str, stage: str) -> str:
     """Start a fresh run from the EMA weights of the trained run ``where`` names (a run directory, checkpoint
     file or experiment: :func:`~infdiff.pipeline.runs.trained_run`), in its network and its EMA, with a
     fresh optimiser and schedule; returns the summary line.
 
     Multilevel Diffusion's coarse-to-fine training (Hagemann et al. 2023): a resolution-free network
     trained on a coarse grid (``data.img_size=32``) continues on a finer one (64) at a fraction of the
-    cost.  A run that resumes from its own checkpoint ignores it.
+    cost.  The run must come from the same ``stage`` (builder); a run that resumes from its own checkpoint
+    ignores it.
     """
-    run = trained_run(where, flag="config.run.warm_start")
+    run = trained_run(where, flag="config.run.warm_start", stage=stage)
     weights = run.state["ema"]["model"]
     try:
         trainer.accelerator.unwrap_model(trainer.model).load_state_dict(weights)
@@ -123,11 +124,11 @@ def run_stage(config: ConfigDict, build: StageBuilder) -> Path:
         hooks=stage.hooks if main else Hooks(),
         seed=config.run.seed,
         record=config.to_dict(),
-        metadata=stage.metadata,
+        metadata={STAGE_KEY: build.__name__, **stage.metadata},
     )
     resumed = trainer.resume(lambda state, path: check_trained_with(config, state, path, use="resume"))
     if not resumed and config.run.get("warm_start"):
-        stage.summary["warm start"] = warm_start(trainer, config.run.warm_start)
+        stage.summary["warm start"] = warm_start(trainer, config.run.warm_start, build.__name__)
     if main:
         for line in _summary(config, stage, trainer, accelerator, resumed):
             tqdm.write(line)
