@@ -162,3 +162,25 @@ def test_override_function_on_a_locked_config(tmp_path):
     assert config.a.ratio == 1.0 and isinstance(config.a.ratio, float)
     override(config, "a.name", "123")
     assert config.a.name == "123"
+
+
+def test_a_config_file_takes_an_argument_after_a_colon(tmp_path):
+    config = load_config_file(f"{CONFIGS}/sbdm_mnist_config.py:cno,combined")
+    assert (config.model.arch, config.prior.name, config.run.experiment) == (
+        "cno",
+        "combined",
+        "sbdm_mnist_28_cno_combined",
+    )
+    assert load_config_file(f"{CONFIGS}/sbdm_mnist_config.py").run.experiment == "sbdm_mnist_28_fno_standard"
+    flags = parse_config_flags(
+        ["--config", f"{CONFIGS}/sbdm_mnist_config.py:unet,laplacian", "--config.train.batch_size=8"]
+    )
+    assert flags.configs["config"].model.arch == "unet" and flags.configs["config"].train.batch_size == 8
+    with pytest.raises(
+        ConfigError, match=r"sbdm_mnist_config.py'.*failed to load: ValueError: network='vit': expected one of"
+    ):
+        load_config_file(f"{CONFIGS}/sbdm_mnist_config.py:vit,standard")
+    with pytest.raises(ConfigError, match=r"shapes_32_config.py' takes no argument .*drop ':x'"):
+        load_config_file(f"{CONFIGS}/shapes_32_config.py:x")
+    with pytest.raises(ConfigError, match=r"config file '.*nope.py' does not exist"):
+        load_config_file(f"{tmp_path}/nope.py:fno")

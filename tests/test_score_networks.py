@@ -131,7 +131,7 @@ def test_every_mnist_config_builds_and_takes_a_loss_step_at_28_and_samples_at_56
     from infdiff.train.config import load_config_file
 
     config = load_config_file(
-        Path(__file__).resolve().parent.parent / f"configs/sbdm_mnist_{network}_{prior}_config.py"
+        f"{Path(__file__).resolve().parent.parent}/configs/sbdm_mnist_config.py:{network},{prior}"
     )
     assert config.model.arch == network and config.sampler.steps == 200 and config.process.name == "vp_sde"
     torch.manual_seed(0)

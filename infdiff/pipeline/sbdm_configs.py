@@ -29,6 +29,8 @@ SCORE_PRIORS = {
     "standard": dict(name="white"),
     "laplacian": dict(name="laplacian", s=1.1),
     "bessel": dict(name="bessel", s=1.1, tau=8.0),
+    "fno": dict(name="fno", modes=14, seed=0),
+    "combined": dict(name="combined", s=1.1, modes=14, seed=0, weight=1.0),
 }
 
 

@@ -1,8 +1,9 @@
 """ml_collections config files with command-line overrides.
 
-A config file is a Python file defining ``get_config() -> ConfigDict``.  Scripts take
-``--NAME path/to/config.py`` plus any number of ``--NAME.section.key=value`` (or
-``--NAME.section.key value``) overrides, as the ∞-Diff scripts do with absl's config flags.
+A config file is a Python file defining ``get_config() -> ConfigDict`` (or ``get_config(arg)``, given
+as ``path/to/config.py:arg``).  Scripts take ``--NAME path/to/config.py`` plus any number of
+``--NAME.section.key=value`` (or ``--NAME.section.key value``) overrides, as the ∞-Diff scripts do
+with absl's config flags.
 Configs are locked after loading: an unknown or mistyped key is an error naming the key and
 its closest existing spelling, never a silent default, and a value must parse as the type of
 the field it replaces (a field that is ``None`` takes any Python literal, or the text itself).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
+import inspect
 import json
 import traceback
 from pathlib import Path
@@ -28,16 +30,31 @@ class ConfigError(ValueError):
     """A config file or override that cannot be used; the message says which and why."""
 
 
+def split_config_argument(path) -> Tuple[Path, Optional[str]]:
+    """``"file.py:ARG"`` as ``(file.py, "ARG")`` (absl's config-flag spelling); any other path as ``(path, None)``."""
+    text = str(path)
+    file, colon, argument = text.rpartition(":")
+    return (Path(file), argument) if colon and file.endswith(".py") else (Path(text), None)
+
+
 def load_config_file(path) -> ml_collections.ConfigDict:
-    """Import ``path`` and return its locked ``get_config()``."""
-    path = Path(path)
+    """Import ``path`` and return its locked ``get_config()``, or ``get_config(ARG)`` for ``path.py:ARG``
+    (one file for a family of variants, e.g. ``configs/sbdm_mnist_config.py:cno,laplacian``)."""
+    path, argument = split_config_argument(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist (expected a .py file defining get_config())")
     spec = importlib.util.spec_from_file_location(f"infdiff_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-        config = module.get_config() if hasattr(module, "get_config") else None
+        get_config = getattr(module, "get_config", None)
+        if argument is not None and get_config is not None and not inspect.signature(get_config).parameters:
+            raise ConfigError(
+                f"config file {str(path)!r} takes no argument (its get_config() has none): drop ':{argument}'"
+            )
+        config = None if get_config is None else get_config() if argument is None else get_config(argument)
+    except ConfigError:
+        raise
     except Exception as error:  # the file is Python: whatever it raises is the user's error to see
         line = getattr(error, "lineno", None) or _line_in(error, path)
         at = f", line {line}" if line else ""
