@@ -42,7 +42,7 @@ def network(name: str, size: int, device: str):
 def train_steps(names, size: int, batch: int, repeats: int, device: str) -> dict:
     images = torch.rand(batch, 1, size, size, device=device) * 2 - 1
     generator = torch.Generator(device=device).manual_seed(0)
-    steps, peaks = {}, {}
+    steps, peaks, parameters = {}, {}, {}
     for name in names:
         config, model, process = network(name, size, device)
         loss, optimiser = build_loss(config, process), torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -53,8 +53,9 @@ def train_steps(names, size: int, batch: int, repeats: int, device: str) -> dict
             optimiser.step()
 
         steps[name], peaks[name] = step, peak_bytes(step, device)
+        parameters[name] = sum(p.numel() for p in model.parameters())
     seconds = interleaved_medians(steps, repeats, device)
-    return {name: {"ms": 1e3 * seconds[name], "peak_bytes": peaks[name]} for name in names}
+    return {name: {"ms": 1e3 * seconds[name], "peak_bytes": peaks[name]} for name in names}, parameters
 
 
 def sample_time(name: str, size: int, train_size: int, batch: int, steps: int, device: str) -> dict:
@@ -107,6 +108,7 @@ def main():
     args = parser.parse_args()
     runs = []
     for size in args.sizes:
+        train, parameters = train_steps(args.networks, size, args.batch, args.repeats, args.device)
         runs.append(
             {
                 "size": size,
@@ -115,10 +117,8 @@ def main():
                 "steps": args.steps,
                 "train_size": args.train_size,
                 "route": "native",
-                "parameters": {
-                    n: sum(p.numel() for p in network(n, size, "cpu")[1].parameters()) for n in args.networks
-                },
-                "train": train_steps(args.networks, size, args.batch, args.repeats, args.device),
+                "parameters": parameters,
+                "train": train,
                 "sample": {
                     n: sample_time(n, size, args.train_size, args.sample_batch, args.steps, args.device)
                     for n in args.networks

@@ -16,8 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
+import subprocess
 import time
+from datetime import date
 from pathlib import Path
+
+import torch
 
 from infdiff.io import atomic_write_text
 from infdiff.pipeline.sbdm import train_score_model
@@ -79,12 +84,6 @@ def markdown(table: dict) -> str:
 
 
 def main(argv=None):
-    import platform
-    import subprocess
-    from datetime import date
-
-    import torch
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=1000)

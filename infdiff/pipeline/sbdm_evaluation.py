@@ -188,7 +188,7 @@ def data_bits_per_dim(score: ScoreModel, data: dict, count: int, batch_size: int
         x = dequantised(reference.images[start : start + n].to(device), generator)
         try:
             values.append(bits_per_dim(denoise, process, x, generator=generator, **LIKELIHOOD).cpu())
-        except ValueError as error:  # a process or prior without a likelihood
+        except (ValueError, NotImplementedError) as error:  # a process or prior without a likelihood
             raise ConfigError(f"--bits_per_dim {count}: {error}") from None
     bpd = torch.cat(values).double()
     return dict(
