@@ -5,7 +5,12 @@ channels keep ``density`` of their pixels; a k×k depthwise kernel is applied wi
 ∞-Diff Monte-Carlo normalisation.  Variants:
 
 * ``sparse_<backend>``: :func:`infdiff.ops.sparse_depthwise_conv` with each backend that runs on
-  the device (``torch``: the reference looping over offsets; ``cpp`` / ``cuda``: ``csrc/``);
+  the device (``torch``: the reference looping over offsets; ``cpp`` / ``cuda``: ``csrc/``), over
+  the neighbour table cached on the image (built once per batch and shared by a network's convs);
+* ``sparse_<backend>_table_per_call`` (compiled backends): the same, building the table every call
+  (a lone convolution);
+* ``sparse_<backend>_window`` (compiled backends): neighbours looked up in the index map inside the
+  kernels (``neighbours="window"``: no table at all);
 * ``dense_masked``: scatter the points into a zero grid, channels-last depthwise ``F.conv2d``
   on the full grid plus the normalising conv, gather back (what a dense implementation must do);
 * ``dense_conv_only``: the dense conv alone on a ready channels-last grid (a lower bound for
@@ -67,8 +72,12 @@ def make_variants(sparse: SparseImage, weight: torch.Tensor, backends, naive: bo
     k = weight.shape[-1]
     values = sparse.values.clone().requires_grad_()
 
-    def sparse_route(backend):
-        return lambda: sparse_depthwise_conv(sparse.with_values(values), weight, backend=backend).values
+    def sparse_route(backend, neighbours="table", fresh=False):
+        def route():
+            image = SparseImage(values, sparse.index, sparse.size) if fresh else sparse.with_values(values)
+            return sparse_depthwise_conv(image, weight, backend=backend, neighbours=neighbours).values
+
+        return route
 
     def dense_masked():
         dense = sparse.with_values(values).to_dense()
@@ -97,6 +106,9 @@ def make_variants(sparse: SparseImage, weight: torch.Tensor, backends, naive: bo
         return (neighbours * weight.reshape(c, -1).t()).sum(1)
 
     variants = {f"sparse_{name}": sparse_route(name) for name in backends}
+    for name in (b for b in backends if b != "torch"):
+        variants[f"sparse_{name}_table_per_call"] = sparse_route(name, fresh=True)
+        variants[f"sparse_{name}_window"] = sparse_route(name, "window")
     variants.update(dense_masked=dense_masked, dense_conv_only=dense_conv_only)
     if naive:
         variants["gather_nkc"] = gather_nkc

@@ -43,6 +43,12 @@ path) against a quarter and an eighth of them, on the CPU-sized 64² configurati
         --variant quarter_torch loss.points=1024 loss.encoder_points=1024 model.backend=torch \
         --variant eighth_torch loss.points=512 loss.encoder_points=512 model.backend=torch
 
+The two neighbour lookups of the compiled kernels (``model.neighbours``) on the same configuration
+(``benchmarks/results/stage1_neighbours_cpu.json``): the same options with ``--repeats 9``, and
+``--variant dense ... --variant quarter_window loss.points=1024 loss.encoder_points=1024
+model.backend=cpp model.neighbours=window --variant quarter_table ... model.neighbours=table``,
+and likewise ``eighth_window`` and ``eighth_table`` at 512 points.
+
 Reported per variant: its overrides, pixel counts, process steps, parameter count, median seconds
 per step, the ratio to the baseline and the peak bytes of tensors alive during a step; with
 ``--breakdown``, where one profiled step's time goes: the sparse convolution kernels, the
@@ -87,7 +93,12 @@ def variant_config(config, overrides):
 
 
 BREAKDOWN = {
-    "sparse_conv": ("infdiff::gather_conv", "infdiff::gather_conv_weight"),
+    "sparse_conv": (
+        "infdiff::gather_conv",
+        "infdiff::gather_conv_weight",
+        "infdiff::window_conv",
+        "infdiff::window_conv_weight",
+    ),
     "neighbour_table": ("infdiff::neighbour_table",),
     "knn": ("infdiff::knn_window",),
     "optimiser": ("optimiser",),

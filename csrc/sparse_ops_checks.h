@@ -27,6 +27,38 @@ inline void check_table_inputs(const at::Tensor& index, const at::Tensor& index_
   TORCH_CHECK(index_map.size(1) == height * width, "index_map must have H*W = ", height * width, " columns");
 }
 
+// The window convolutions: values (B*N, C) at int32 pixel ids index (B, N) of an H x W grid whose
+// int32 index map (B, H*W) holds each pixel's position in N (-1 where absent); odd kernel sizes,
+// so that the flipped window is the transpose.
+inline void check_window_neighbours(const at::Tensor& index, const at::Tensor& index_map, int64_t height,
+                                    int64_t width) {
+  check_table_inputs(index, index_map, height, width);
+  TORCH_CHECK(index.scalar_type() == at::kInt && index_map.scalar_type() == at::kInt,
+              "index and index_map must be int32, got ", index.scalar_type(), " and ", index_map.scalar_type());
+}
+
+inline void check_window_inputs(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& index,
+                                const at::Tensor& index_map, int64_t height, int64_t width, int64_t kernel_h,
+                                int64_t kernel_w) {
+  check_window_neighbours(index, index_map, height, width);
+  TORCH_CHECK(kernel_h > 0 && kernel_w > 0 && kernel_h % 2 == 1 && kernel_w % 2 == 1,
+              "kernel sizes must be odd, got ", kernel_h, "x", kernel_w);
+  TORCH_CHECK(values.dim() == 2 && values.size(0) == index.numel(),
+              "values must be (B*N, C) with B*N = ", index.numel(), ", got ", values.sizes());
+  TORCH_CHECK(weight.dim() == 2 && weight.size(0) == values.size(1) && weight.size(1) == kernel_h * kernel_w,
+              "weight must be (C, kh*kw) = (", values.size(1), ", ", kernel_h * kernel_w, "), got ", weight.sizes());
+  TORCH_CHECK(values.scalar_type() == weight.scalar_type(), "values and weight must share a dtype");
+}
+
+inline void check_window_weight_inputs(const at::Tensor& grad, const at::Tensor& values, const at::Tensor& index,
+                                       const at::Tensor& index_map, int64_t height, int64_t width) {
+  check_window_neighbours(index, index_map, height, width);
+  TORCH_CHECK(values.dim() == 2 && values.size(0) == index.numel() && grad.sizes() == values.sizes(),
+              "grad and values must both be (B*N, C) with B*N = ", index.numel(), ", got ", grad.sizes(), " and ",
+              values.sizes());
+  TORCH_CHECK(grad.scalar_type() == values.scalar_type(), "grad and values must share a dtype");
+}
+
 inline void check_knn_inputs(const at::Tensor& index_map, const at::Tensor& coords, const at::Tensor& query,
                              const at::Tensor& base, int64_t k) {
   TORCH_CHECK(index_map.dim() == 2 && coords.dim() == 3 && coords.size(0) == index_map.size(0),

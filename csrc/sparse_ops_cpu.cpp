@@ -3,12 +3,14 @@
 //
 //   gather_conv          out[p, c] = sum_j w[c, j] * v[T[j, p], c]      (T[j, p] == M: absent)
 //   gather_conv_weight   dw[c, j]  = sum_p g[p, c] * v[T[j, p], c]
+//   window_conv(_weight) the same two with T[j, p] looked up in the (B, H*W) index map on the fly
 //   neighbour_table      T[j, b*N + n] = position of pixel index[b, n] + offset_j, or B*N
 //   knn_window           the k nearest present pixels to each coarse-cell centre
 //
 // Points are processed in blocks: within a block the kernel walks the offsets j outermost, so the
-// block's output rows (block x C values) stay in L1 while the j-th table row is read contiguously,
-// and the innermost loop runs over channels, which are contiguous in memory and vectorise.
+// block's output rows (block x C values) stay in L1 while the j-th table row is read contiguously
+// (or, for the window kernels, each point's j-th neighbour is read from a small padded map that
+// stays in cache), and the innermost loop runs over channels, which are contiguous and vectorise.
 // Work is split with at::parallel_for, which honours torch.set_num_threads.
 
 #include <torch/extension.h>
@@ -28,20 +30,95 @@ namespace {
 constexpr int64_t kConvBlock = 32;    // points whose output rows one task accumulates
 constexpr int64_t kWeightBlock = 64;  // points summed in the input dtype before a double add
 
-template <typename scalar_t, typename index_t>
-void gather_conv_impl(const scalar_t* values, const scalar_t* weight_kc, const index_t* table, scalar_t* out,
-                      int64_t rows, int64_t points, int64_t channels, int64_t taps, bool flip) {
+// Where the j-th neighbour of point p lives in the (rows, C) values, or `rows` when it is absent.
+// Each kernel walks points in blocks of at most kWeightBlock; a `Block` answers for one block:
+// `block.tap(j, p0)[p - p0]` is the row of point p's j-th neighbour.
+
+// Neighbours read from a (K, M) table; flip reverses its rows (the transpose of the relation).
+template <typename index_t>
+struct TableNeighbours {
+  const index_t* table;
+  int64_t points, taps;
+  bool flip;
+
+  struct Block {
+    const TableNeighbours& nb;
+    Block(const TableNeighbours& neighbours, int64_t, int64_t) : nb(neighbours) {}
+    const index_t* tap(int64_t j, int64_t p0) const {
+      return nb.table + (nb.flip ? nb.taps - 1 - j : j) * nb.points + p0;
+    }
+  };
+};
+
+// Neighbours looked up in the index map: nothing (K, M) is kept.  `padded` is the (B, H + 2rh,
+// W + 2rw) map of flattened value rows (b*N + position, or B*N where the pixel is absent or off the
+// grid), built per call in O(B H W); a point's j-th neighbour is then one load at a fixed offset
+// from its own pixel, with no bounds checks.  Offset j is row-major over the kh x kw window
+// (F.conv2d's order); flip negates it (q = p + o iff p = q - o).
+struct WindowNeighbours {
+  const int32_t* index;   // (B*N) flat pixel ids
+  const int32_t* padded;  // (B, PH, PW) value rows
+  int64_t n, padded_h, padded_w, width, kernel_h, kernel_w;
+  bool flip;
+
+  struct Tap {
+    const int32_t* const* centre;
+    int64_t step;
+    int32_t operator[](int64_t i) const { return centre[i][step]; }
+  };
+  struct Block {
+    const WindowNeighbours& nb;
+    const int32_t* centre[kWeightBlock];  // each point's own pixel in `padded`
+    Block(const WindowNeighbours& neighbours, int64_t p0, int64_t p1) : nb(neighbours) {
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t pixel = nb.index[p], row = pixel / nb.width + nb.kernel_h / 2, col = pixel % nb.width + nb.kernel_w / 2;
+        centre[p - p0] = nb.padded + (p / nb.n) * nb.padded_h * nb.padded_w + row * nb.padded_w + col;
+      }
+    }
+    Tap tap(int64_t j, int64_t) const {
+      const int64_t dy = j / nb.kernel_w - nb.kernel_h / 2, dx = j % nb.kernel_w - nb.kernel_w / 2;
+      return {centre, (nb.flip ? -1 : 1) * (dy * nb.padded_w + dx)};
+    }
+  };
+};
+
+// The (B, H + 2rh, W + 2rw) map of value rows WindowNeighbours reads.
+at::Tensor padded_rows(const at::Tensor& index_map, int64_t n, int64_t height, int64_t width, int64_t kernel_h,
+                       int64_t kernel_w) {
+  const int64_t batch = index_map.size(0), rh = kernel_h / 2, rw = kernel_w / 2;
+  const int64_t ph = height + 2 * rh, pw = width + 2 * rw;
+  TORCH_CHECK(batch * n < std::numeric_limits<int32_t>::max(), "the window convolution needs B*N < 2^31 points");
+  const auto absent = static_cast<int32_t>(batch * n);
+  auto padded = at::full({batch, ph, pw}, absent, index_map.options());
+  const int32_t* map = index_map.data_ptr<int32_t>();
+  int32_t* out = padded.data_ptr<int32_t>();
+  at::parallel_for(0, batch * height, 64, [&](int64_t first, int64_t last) {
+    for (int64_t task = first; task < last; ++task) {
+      const int64_t b = task / height, r = task % height;
+      const int32_t* src = map + task * width;
+      int32_t* dst = out + b * ph * pw + (r + rh) * pw + rw;
+      const auto base = static_cast<int32_t>(b * n);
+      for (int64_t c = 0; c < width; ++c) dst[c] = src[c] < 0 ? absent : src[c] + base;
+    }
+  });
+  return padded;
+}
+
+template <typename scalar_t, typename Neighbours>
+void gather_conv_impl(const scalar_t* values, const scalar_t* weight_kc, const Neighbours& neighbours, scalar_t* out,
+                      int64_t rows, int64_t points, int64_t channels, int64_t taps) {
   const int64_t blocks = (points + kConvBlock - 1) / kConvBlock;
   at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
-    for (int64_t block = first; block < last; ++block) {
-      const int64_t p0 = block * kConvBlock, p1 = std::min(points, p0 + kConvBlock);
+    for (int64_t block_id = first; block_id < last; ++block_id) {
+      const int64_t p0 = block_id * kConvBlock, p1 = std::min(points, p0 + kConvBlock);
+      const typename Neighbours::Block block(neighbours, p0, p1);
       std::fill(out + p0 * channels, out + p1 * channels, scalar_t(0));
       for (int64_t j = 0; j < taps; ++j) {
-        const index_t* row = table + (flip ? taps - 1 - j : j) * points;
+        const auto row = block.tap(j, p0);
         const scalar_t* w = weight_kc + j * channels;
         for (int64_t p = p0; p < p1; ++p) {
-          const int64_t q = row[p];
-          if (q >= rows) continue;  // the zero padding row
+          const int64_t q = row[p - p0];
+          if (q >= rows) continue;  // absent: the zero padding row
           const scalar_t* src = values + q * channels;
           scalar_t* dst = out + p * channels;
 #pragma omp simd
@@ -52,37 +129,10 @@ void gather_conv_impl(const scalar_t* values, const scalar_t* weight_kc, const i
   });
 }
 
-// Forward (flip = false) and the gradient with respect to the values (flip = true: the neighbour
-// relation is symmetric, q = p + o iff p = q - o, so the flipped table row gathers g[q - o]).
-bool reduced_precision(const at::Tensor& t) {
-  return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
-}
-
-at::Tensor gather_conv(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& table, bool flip) {
-  infdiff::check_conv_inputs(values, weight, table);
-  if (reduced_precision(values)) {  // CPU autocast: compute in float, hand back the input's precision
-    return gather_conv(values.to(at::kFloat), weight.to(at::kFloat), table, flip).to(values.scalar_type());
-  }
-  auto v = values.contiguous();
-  auto w = weight.t().contiguous();  // (K, C): one contiguous row per tap
-  auto t = table.contiguous();
-  const int64_t points = t.size(1), channels = v.size(1), taps = t.size(0);
-  auto out = at::empty({points, channels}, v.options());
-  AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "infdiff_gather_conv", [&] {
-    if (t.scalar_type() == at::kInt) {
-      gather_conv_impl<scalar_t, int32_t>(v.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), t.data_ptr<int32_t>(),
-                                          out.data_ptr<scalar_t>(), v.size(0), points, channels, taps, flip);
-    } else {
-      gather_conv_impl<scalar_t, int64_t>(v.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), t.data_ptr<int64_t>(),
-                                          out.data_ptr<scalar_t>(), v.size(0), points, channels, taps, flip);
-    }
-  });
-  return out;
-}
-
-template <typename scalar_t, typename index_t>
-void gather_conv_weight_impl(const scalar_t* grad, const scalar_t* values, const index_t* table, double* partials,
-                             int64_t rows, int64_t points, int64_t channels, int64_t taps, int64_t chunks, bool flip) {
+template <typename scalar_t, typename Neighbours>
+void gather_conv_weight_impl(const scalar_t* grad, const scalar_t* values, const Neighbours& neighbours,
+                             double* partials, int64_t rows, int64_t points, int64_t channels, int64_t taps,
+                             int64_t chunks) {
   const int64_t per_chunk = (points + chunks - 1) / chunks;
   at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
     std::vector<scalar_t> block_sum(taps * channels);
@@ -91,12 +141,13 @@ void gather_conv_weight_impl(const scalar_t* grad, const scalar_t* values, const
       const int64_t c0 = chunk * per_chunk, c1 = std::min(points, c0 + per_chunk);
       for (int64_t p0 = c0; p0 < c1; p0 += kWeightBlock) {
         const int64_t p1 = std::min(c1, p0 + kWeightBlock);
+        const typename Neighbours::Block block(neighbours, p0, p1);
         std::fill(block_sum.begin(), block_sum.end(), scalar_t(0));
         for (int64_t j = 0; j < taps; ++j) {
-          const index_t* row = table + (flip ? taps - 1 - j : j) * points;
+          const auto row = block.tap(j, p0);
           scalar_t* acc = block_sum.data() + j * channels;
           for (int64_t p = p0; p < p1; ++p) {
-            const int64_t q = row[p];
+            const int64_t q = row[p - p0];
             if (q >= rows) continue;
             const scalar_t* g = grad + p * channels;
             const scalar_t* src = values + q * channels;
@@ -110,31 +161,110 @@ void gather_conv_weight_impl(const scalar_t* grad, const scalar_t* values, const
   });
 }
 
-// dw[c, j] = sum_p g[p, c] v[T[j, p], c] (T's rows reversed when flip): per-chunk partial sums (in double) reduced at the end,
+bool reduced_precision(const at::Tensor& t) {
+  return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
+}
+
+// out (M', C) = sum_j w[:, j] * v[neighbour_j(p)]: `with_neighbours(callback)` hands the callback the
+// neighbour description and the number of output points.
+template <typename WithNeighbours>
+at::Tensor conv_forward(const at::Tensor& values, const at::Tensor& weight, WithNeighbours with_neighbours) {
+  auto v = values.contiguous();
+  auto w = weight.t().contiguous();  // (K, C): one contiguous row per tap
+  const int64_t channels = v.size(1), taps = w.size(0);
+  at::Tensor out;
+  AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "infdiff_gather_conv", [&] {
+    with_neighbours([&](const auto& neighbours, int64_t points) {
+      out = at::empty({points, channels}, v.options());
+      gather_conv_impl<scalar_t>(v.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), neighbours, out.data_ptr<scalar_t>(),
+                                 v.size(0), points, channels, taps);
+    });
+  });
+  return out;
+}
+
+// dw (C, K) = sum_p g[p] v[neighbour_j(p)]: per-chunk partial sums (in double) reduced at the end,
 // so no two threads ever write the same accumulator.
+template <typename WithNeighbours>
+at::Tensor conv_weight(const at::Tensor& grad, const at::Tensor& values, int64_t taps, WithNeighbours with_neighbours) {
+  auto g = grad.contiguous();
+  auto v = values.contiguous();
+  const int64_t points = g.size(0), channels = v.size(1);
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads() * 4, points / kWeightBlock));
+  auto partials = at::zeros({chunks, taps, channels}, v.options().dtype(at::kDouble));
+  AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "infdiff_gather_conv_weight", [&] {
+    with_neighbours([&](const auto& neighbours, int64_t) {
+      gather_conv_weight_impl<scalar_t>(g.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), neighbours,
+                                        partials.data_ptr<double>(), v.size(0), points, channels, taps, chunks);
+    });
+  });
+  return partials.sum(0).t().contiguous().to(v.scalar_type());  // (C, K)
+}
+
+// Calls `body(TableNeighbours, points)` for an int32 or int64 table.
+auto table_neighbours(const at::Tensor& table, bool flip) {
+  return [t = table.contiguous(), flip](auto body) {
+    if (t.scalar_type() == at::kInt) {
+      body(TableNeighbours<int32_t>{t.data_ptr<int32_t>(), t.size(1), t.size(0), flip}, t.size(1));
+    } else {
+      body(TableNeighbours<int64_t>{t.data_ptr<int64_t>(), t.size(1), t.size(0), flip}, t.size(1));
+    }
+  };
+}
+
+auto window_neighbours(const at::Tensor& index, const at::Tensor& index_map, int64_t height, int64_t width,
+                       int64_t kernel_h, int64_t kernel_w, bool flip) {
+  auto idx = index.contiguous();
+  auto padded = padded_rows(index_map.contiguous(), idx.size(1), height, width, kernel_h, kernel_w);
+  return [idx, padded, width, kernel_h, kernel_w, flip](auto body) {
+    const WindowNeighbours neighbours{idx.data_ptr<int32_t>(), padded.data_ptr<int32_t>(), idx.size(1), padded.size(1),
+                                      padded.size(2), width, kernel_h, kernel_w, flip};
+    body(neighbours, idx.numel());
+  };
+}
+
+// Forward (flip = false) and the gradient with respect to the values (flip = true: the neighbour
+// relation is symmetric, q = p + o iff p = q - o, so the flipped table row gathers g[q - o]).
+at::Tensor gather_conv(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& table, bool flip) {
+  infdiff::check_conv_inputs(values, weight, table);
+  if (reduced_precision(values)) {  // CPU autocast: compute in float, hand back the input's precision
+    return gather_conv(values.to(at::kFloat), weight.to(at::kFloat), table, flip).to(values.scalar_type());
+  }
+  return conv_forward(values, weight, table_neighbours(table, flip));
+}
+
 at::Tensor gather_conv_weight(const at::Tensor& grad, const at::Tensor& values, const at::Tensor& table, bool flip) {
   infdiff::check_weight_grad_inputs(grad, values, table);
   if (reduced_precision(values)) {
     return gather_conv_weight(grad.to(at::kFloat), values.to(at::kFloat), table, flip).to(values.scalar_type());
   }
-  auto g = grad.contiguous();
-  auto v = values.contiguous();
-  auto t = table.contiguous();
-  const int64_t points = t.size(1), channels = v.size(1), taps = t.size(0);
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads() * 4, points / kWeightBlock));
-  auto partials = at::zeros({chunks, taps, channels}, v.options().dtype(at::kDouble));
-  AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "infdiff_gather_conv_weight", [&] {
-    if (t.scalar_type() == at::kInt) {
-      gather_conv_weight_impl<scalar_t, int32_t>(g.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), t.data_ptr<int32_t>(),
-                                                 partials.data_ptr<double>(), v.size(0), points, channels, taps,
-                                                 chunks, flip);
-    } else {
-      gather_conv_weight_impl<scalar_t, int64_t>(g.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), t.data_ptr<int64_t>(),
-                                                 partials.data_ptr<double>(), v.size(0), points, channels, taps,
-                                                 chunks, flip);
-    }
-  });
-  return partials.sum(0).t().contiguous().to(v.scalar_type());  // (C, K)
+  return conv_weight(grad, values, table.size(0), table_neighbours(table, flip));
+}
+
+// The same two operations with each neighbour looked up in the index map as it is needed.
+at::Tensor window_conv(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& index,
+                       const at::Tensor& index_map, int64_t height, int64_t width, int64_t kernel_h, int64_t kernel_w,
+                       bool flip) {
+  infdiff::check_window_inputs(values, weight, index, index_map, height, width, kernel_h, kernel_w);
+  if (reduced_precision(values)) {
+    return window_conv(values.to(at::kFloat), weight.to(at::kFloat), index, index_map, height, width, kernel_h,
+                       kernel_w, flip)
+        .to(values.scalar_type());
+  }
+  return conv_forward(values, weight, window_neighbours(index, index_map, height, width, kernel_h, kernel_w, flip));
+}
+
+at::Tensor window_conv_weight(const at::Tensor& grad, const at::Tensor& values, const at::Tensor& index,
+                              const at::Tensor& index_map, int64_t height, int64_t width, int64_t kernel_h,
+                              int64_t kernel_w, bool flip) {
+  infdiff::check_window_weight_inputs(grad, values, index, index_map, height, width);
+  if (reduced_precision(values)) {
+    return window_conv_weight(grad.to(at::kFloat), values.to(at::kFloat), index, index_map, height, width, kernel_h,
+                              kernel_w, flip)
+        .to(values.scalar_type());
+  }
+  return conv_weight(grad, values, kernel_h * kernel_w,
+                     window_neighbours(index, index_map, height, width, kernel_h, kernel_w, flip));
 }
 
 // T[j, b*N + n]: the position (in the flattened B*N values) of the pixel at index[b, n] + offset_j,
@@ -261,6 +391,8 @@ std::vector<at::Tensor> knn_window(const at::Tensor& index_map, const at::Tensor
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gather_conv", &gather_conv, "depthwise gather convolution over a neighbour table (flip: its transpose)");
   m.def("gather_conv_weight", &gather_conv_weight, "gradient of the gather convolution with respect to its weight");
+  m.def("window_conv", &window_conv, "the gather convolution with neighbours looked up in the index map");
+  m.def("window_conv_weight", &window_conv_weight, "gradient of the window convolution with respect to its weight");
   m.def("neighbour_table", &neighbour_table, "neighbour table of sparse pixels for a kernel window");
   m.def("knn_window", &knn_window, "k nearest present pixels to each coarse-cell centre");
 }

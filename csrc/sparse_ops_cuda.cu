@@ -3,6 +3,7 @@
 //
 //   gather_conv          out[p, c] = sum_j w[c, j] * v[T[j, p], c]      (T[j, p] == M: absent)
 //   gather_conv_weight   dw[c, j]  = sum_p g[p, c] * v[T[j, p], c]
+//   window_conv(_weight) the same two with T[j, p] looked up in the (B, H*W) index map on the fly
 //   neighbour_table      T[j, b*N + n] from the dense per-image index map (pixels lie on a grid)
 //   knn_window           the k nearest present pixels to each coarse-cell centre
 //
@@ -33,37 +34,77 @@ constexpr int kMaxNeighbours = 32;  // k of the kNN kernel lives in registers
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-template <typename scalar_t, typename index_t>
+// Where point p's j-th neighbour lives in the (rows, C) values (`rows` when absent), as a device
+// functor `neighbours.at(p)` for a point then `.tap(j)` for an offset, shared by both kernels.
+
+// From a (K, M) table; flip reverses its rows (the transpose of the relation).
+template <typename index_t>
+struct TableNeighbours {
+  const index_t* table;
+  int64_t points, taps;
+  bool flip;
+  struct Point {
+    const index_t* column;
+    int64_t points, taps;
+    bool flip;
+    __device__ int64_t tap(int64_t j) const { return column[(flip ? taps - 1 - j : j) * points]; }
+  };
+  __device__ Point at(int64_t p) const { return {table + p, points, taps, flip}; }
+};
+
+// From the (B, H + 2rh, W + 2rw) map of value rows (b*N + position, or B*N where absent or off the
+// grid) built per call by padded_rows_kernel: one load at a fixed offset from the point's own pixel,
+// no bounds checks and nothing (K, M) stored.  flip negates the offset (q = p + o iff p = q - o).
+struct WindowNeighbours {
+  const int32_t* index;
+  const int32_t* padded;
+  int64_t n, padded_h, padded_w, width, kernel_h, kernel_w;
+  bool flip;
+  struct Point {
+    const int32_t* centre;
+    int64_t padded_w, kernel_h, kernel_w, sign;
+    __device__ int64_t tap(int64_t j) const {
+      return centre[sign * ((j / kernel_w - kernel_h / 2) * padded_w + j % kernel_w - kernel_w / 2)];
+    }
+  };
+  __device__ Point at(int64_t p) const {
+    const int64_t pixel = index[p], row = pixel / width + kernel_h / 2, col = pixel % width + kernel_w / 2;
+    return {padded + (p / n) * padded_h * padded_w + row * padded_w + col, padded_w, kernel_h, kernel_w,
+            flip ? -1 : 1};
+  }
+};
+
+template <typename scalar_t, typename Neighbours>
 __global__ void gather_conv_kernel(const scalar_t* __restrict__ values, const scalar_t* __restrict__ weight_kc,
-                                   const index_t* __restrict__ table, scalar_t* __restrict__ out, int64_t rows,
-                                   int64_t points, int64_t channels, int64_t taps, bool flip) {
+                                   const Neighbours neighbours, scalar_t* __restrict__ out, int64_t rows,
+                                   int64_t points, int64_t channels, int64_t taps) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t p = blockIdx.x * static_cast<int64_t>(kPointsPerBlock) + threadIdx.y;
   const int64_t c = blockIdx.y * static_cast<int64_t>(kLanes) + threadIdx.x;
   if (p >= points || c >= channels) return;
+  const auto point = neighbours.at(p);
   acc_t acc = 0;
   for (int64_t j = 0; j < taps; ++j) {
-    const int64_t q = table[(flip ? taps - 1 - j : j) * points + p];
+    const int64_t q = point.tap(j);
     if (q < rows) acc += static_cast<acc_t>(weight_kc[j * channels + c]) * static_cast<acc_t>(values[q * channels + c]);
   }
   out[p * channels + c] = static_cast<scalar_t>(acc);
 }
 
-template <typename scalar_t, typename index_t>
+template <typename scalar_t, typename Neighbours>
 __global__ void gather_conv_weight_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ values,
-                                          const index_t* __restrict__ table, float* __restrict__ partials,
-                                          int64_t rows, int64_t points, int64_t channels, int64_t taps, bool flip) {
+                                          const Neighbours neighbours, float* __restrict__ partials, int64_t rows,
+                                          int64_t points, int64_t channels, int64_t taps) {
   // blockIdx.x: a chunk of kWeightPoints points; blockIdx.y: a tap; blockIdx.z: 32 channels.
   using acc_t = at::opmath_type<scalar_t>;
   __shared__ float sums[kPointsPerBlock][kLanes];
   const int64_t j = blockIdx.y, c = blockIdx.z * static_cast<int64_t>(kLanes) + threadIdx.x;
-  const index_t* row = table + (flip ? taps - 1 - j : j) * points;
   acc_t acc = 0;
   if (c < channels) {
     const int64_t first = blockIdx.x * static_cast<int64_t>(kWeightPoints);
     const int64_t last = min(points, first + kWeightPoints);
     for (int64_t p = first + threadIdx.y; p < last; p += kPointsPerBlock) {
-      const int64_t q = row[p];
+      const int64_t q = neighbours.at(p).tap(j);
       if (q < rows) acc += static_cast<acc_t>(grad[p * channels + c]) * static_cast<acc_t>(values[q * channels + c]);
     }
   }
@@ -74,6 +115,16 @@ __global__ void gather_conv_weight_kernel(const scalar_t* __restrict__ grad, con
     for (int i = 0; i < kPointsPerBlock; ++i) total += sums[i][threadIdx.x];
     partials[(blockIdx.x * taps + j) * channels + c] = total;
   }
+}
+
+__global__ void padded_rows_kernel(const int32_t* __restrict__ index_map, int32_t* __restrict__ padded, int64_t batch,
+                                   int64_t n, int64_t height, int64_t width, int64_t rh, int64_t rw) {
+  const int64_t task = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (task >= batch * height * width) return;
+  const int64_t b = task / (height * width), r = task / width % height, c = task % width;
+  const int64_t pw = width + 2 * rw, ph = height + 2 * rh;
+  const int32_t position = index_map[task];
+  padded[b * ph * pw + (r + rh) * pw + c + rw] = static_cast<int32_t>(position < 0 ? batch * n : position + b * n);
 }
 
 template <typename index_t>
@@ -167,38 +218,34 @@ __global__ void knn_window_kernel(const int64_t* __restrict__ index_map, const f
     return __VA_ARGS__();                                                    \
   }()
 
-at::Tensor gather_conv(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& table, bool flip) {
-  TORCH_CHECK(values.is_cuda() && weight.is_cuda() && table.is_cuda(), "the cuda backend needs CUDA tensors");
-  infdiff::check_conv_inputs(values, weight, table);
+template <typename WithNeighbours>
+at::Tensor conv_forward(const at::Tensor& values, const at::Tensor& weight, WithNeighbours with_neighbours) {
   const c10::cuda::CUDAGuard guard(values.device());
   auto v = values.contiguous();
-  auto w = weight.t().contiguous();
-  auto t = table.contiguous();
-  const int64_t points = t.size(1), channels = v.size(1), taps = t.size(0);
-  auto out = at::empty({points, channels}, v.options());
-  if (points == 0 || channels == 0) return out;
-  const dim3 block(kLanes, kPointsPerBlock);
-  const dim3 grid(ceil_div(points, kPointsPerBlock), ceil_div(channels, kLanes));
+  auto w = weight.t().contiguous();  // (K, C)
+  const int64_t channels = v.size(1), taps = w.size(0);
+  at::Tensor out;
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.scalar_type(), "infdiff_gather_conv_cuda", [&] {
-    INFDIFF_DISPATCH_INDEX(t, [&] {
-      gather_conv_kernel<scalar_t, index_t><<<grid, block, 0, stream>>>(
-          v.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), t.data_ptr<index_t>(), out.data_ptr<scalar_t>(), v.size(0),
-          points, channels, taps, flip);
+    with_neighbours([&](const auto& neighbours, int64_t points) {
+      out = at::empty({points, channels}, v.options());
+      if (points == 0 || channels == 0) return;
+      const dim3 block(kLanes, kPointsPerBlock);
+      const dim3 grid(ceil_div(points, kPointsPerBlock), ceil_div(channels, kLanes));
+      gather_conv_kernel<<<grid, block, 0, stream>>>(v.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), neighbours,
+                                                     out.data_ptr<scalar_t>(), v.size(0), points, channels, taps);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
 }
 
-at::Tensor gather_conv_weight(const at::Tensor& grad, const at::Tensor& values, const at::Tensor& table, bool flip) {
-  TORCH_CHECK(grad.is_cuda() && values.is_cuda() && table.is_cuda(), "the cuda backend needs CUDA tensors");
-  infdiff::check_weight_grad_inputs(grad, values, table);
+template <typename WithNeighbours>
+at::Tensor conv_weight(const at::Tensor& grad, const at::Tensor& values, int64_t taps, WithNeighbours with_neighbours) {
   const c10::cuda::CUDAGuard guard(values.device());
   auto g = grad.contiguous();
   auto v = values.contiguous();
-  auto t = table.contiguous();
-  const int64_t points = t.size(1), channels = v.size(1), taps = t.size(0);
+  const int64_t points = g.size(0), channels = v.size(1);
   const int64_t chunks = std::max<int64_t>(1, ceil_div(points, kWeightPoints));
   auto partials = at::zeros({chunks, taps, channels}, v.options().dtype(at::kFloat));
   if (points > 0 && channels > 0 && taps > 0) {
@@ -206,15 +253,78 @@ at::Tensor gather_conv_weight(const at::Tensor& grad, const at::Tensor& values, 
     const dim3 grid(chunks, taps, ceil_div(channels, kLanes));
     auto stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.scalar_type(), "infdiff_gather_conv_weight_cuda", [&] {
-      INFDIFF_DISPATCH_INDEX(t, [&] {
-        gather_conv_weight_kernel<scalar_t, index_t><<<grid, block, 0, stream>>>(
-            g.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), t.data_ptr<index_t>(), partials.data_ptr<float>(),
-            v.size(0), points, channels, taps, flip);
+      with_neighbours([&](const auto& neighbours, int64_t) {
+        gather_conv_weight_kernel<<<grid, block, 0, stream>>>(g.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
+                                                              neighbours, partials.data_ptr<float>(), v.size(0),
+                                                              points, channels, taps);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   return partials.sum(0).t().contiguous().to(v.scalar_type());  // (C, K), reduced in a fixed order
+}
+
+auto table_neighbours(const at::Tensor& table, bool flip) {
+  return [t = table.contiguous(), flip](auto body) {
+    if (t.scalar_type() == at::kInt) {
+      body(TableNeighbours<int32_t>{t.data_ptr<int32_t>(), t.size(1), t.size(0), flip}, t.size(1));
+    } else {
+      body(TableNeighbours<int64_t>{t.data_ptr<int64_t>(), t.size(1), t.size(0), flip}, t.size(1));
+    }
+  };
+}
+
+auto window_neighbours(const at::Tensor& index, const at::Tensor& index_map, int64_t height, int64_t width,
+                       int64_t kernel_h, int64_t kernel_w, bool flip) {
+  const int64_t batch = index.size(0), n = index.size(1), rh = kernel_h / 2, rw = kernel_w / 2;
+  TORCH_CHECK(batch * n < std::numeric_limits<int32_t>::max(), "the window convolution needs B*N < 2^31 points");
+  auto map = index_map.contiguous();
+  auto padded = at::full({batch, height + 2 * rh, width + 2 * rw}, static_cast<int32_t>(batch * n), map.options());
+  if (batch * height * width > 0) {
+    padded_rows_kernel<<<ceil_div(batch * height * width, 256), 256, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        map.data_ptr<int32_t>(), padded.data_ptr<int32_t>(), batch, n, height, width, rh, rw);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  return [idx = index.contiguous(), padded, width, kernel_h, kernel_w, flip](auto body) {
+    body(WindowNeighbours{idx.data_ptr<int32_t>(), padded.data_ptr<int32_t>(), idx.size(1), padded.size(1),
+                          padded.size(2), width, kernel_h, kernel_w, flip},
+         idx.numel());
+  };
+}
+
+void check_cuda(std::initializer_list<at::Tensor> tensors) {
+  for (const auto& t : tensors) TORCH_CHECK(t.is_cuda(), "the cuda backend needs CUDA tensors");
+}
+
+at::Tensor gather_conv(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& table, bool flip) {
+  check_cuda({values, weight, table});
+  infdiff::check_conv_inputs(values, weight, table);
+  return conv_forward(values, weight, table_neighbours(table, flip));
+}
+
+at::Tensor gather_conv_weight(const at::Tensor& grad, const at::Tensor& values, const at::Tensor& table, bool flip) {
+  check_cuda({grad, values, table});
+  infdiff::check_weight_grad_inputs(grad, values, table);
+  return conv_weight(grad, values, table.size(0), table_neighbours(table, flip));
+}
+
+at::Tensor window_conv(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& index,
+                       const at::Tensor& index_map, int64_t height, int64_t width, int64_t kernel_h, int64_t kernel_w,
+                       bool flip) {
+  check_cuda({values, weight, index, index_map});
+  infdiff::check_window_inputs(values, weight, index, index_map, height, width, kernel_h, kernel_w);
+  const c10::cuda::CUDAGuard guard(values.device());
+  return conv_forward(values, weight, window_neighbours(index, index_map, height, width, kernel_h, kernel_w, flip));
+}
+
+at::Tensor window_conv_weight(const at::Tensor& grad, const at::Tensor& values, const at::Tensor& index,
+                              const at::Tensor& index_map, int64_t height, int64_t width, int64_t kernel_h,
+                              int64_t kernel_w, bool flip) {
+  check_cuda({grad, values, index, index_map});
+  infdiff::check_window_weight_inputs(grad, values, index, index_map, height, width);
+  const c10::cuda::CUDAGuard guard(values.device());
+  return conv_weight(grad, values, kernel_h * kernel_w,
+                     window_neighbours(index, index_map, height, width, kernel_h, kernel_w, flip));
 }
 
 at::Tensor neighbour_table(const at::Tensor& index, const at::Tensor& index_map, int64_t height, int64_t width,
@@ -270,6 +380,8 @@ std::vector<at::Tensor> knn_window(const at::Tensor& index_map, const at::Tensor
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gather_conv", &gather_conv, "depthwise gather convolution over a neighbour table (flip: its transpose)");
   m.def("gather_conv_weight", &gather_conv_weight, "gradient of the gather convolution with respect to its weight");
+  m.def("window_conv", &window_conv, "the gather convolution with neighbours looked up in the index map");
+  m.def("window_conv_weight", &window_conv_weight, "gradient of the window convolution with respect to its weight");
   m.def("neighbour_table", &neighbour_table, "neighbour table of sparse pixels for a kernel window");
   m.def("knn_window", &knn_window, "k nearest present pixels to each coarse-cell centre");
 }

@@ -144,6 +144,20 @@ def test_every_shipped_config_passes_the_schema_with_every_key_declared():
             validate_config(load_config_file(path), source=str(path))
 
 
+def test_the_sparse_kernel_switches_are_checked_by_the_schema():
+    from infdiff.pipeline.schema import validate_config
+
+    for flag, message in [
+        ("--config.model.neighbours=windows", r"model.neighbours.*expected one of 'table', 'window'"),
+        ("--config.model.backend=cudaa", r"model.backend.*expected one of 'auto', 'cpp', 'cuda', 'torch'"),
+    ]:
+        configs = parse_config_flags(["--config", f"{CONFIGS}/ffhq_256_config.py", flag]).configs
+        with pytest.raises(ConfigError, match=message):
+            validate_config(configs["config"])
+    window = parse_config_flags(["--config", f"{CONFIGS}/ffhq_256_config.py", "--config.model.neighbours=window"])
+    validate_config(window.configs["config"])
+
+
 def test_override_function_on_a_locked_config(tmp_path):
     path = tmp_path / "c.py"
     path.write_text(

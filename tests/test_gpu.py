@@ -72,8 +72,10 @@ def test_the_cuda_kernels_match_the_reference_on_the_gpu():
             sparse = SparseImage(cpu.values.to("cuda", dtype), cpu.index.cuda(), cpu.size)
             for k in (3, 7, 11):
                 weight = torch.randn(sparse.channels, k, k, device="cuda", dtype=dtype)
-                for ours, reference in zip(conv(sparse, weight, "cuda"), conv(sparse, weight, "torch")):
-                    torch.testing.assert_close(ours.float(), reference.float(), rtol=tolerance, atol=tolerance)
+                reference = conv(sparse, weight, "torch")
+                for neighbours in ("table", "window"):
+                    for ours, expected in zip(conv(sparse, weight, "cuda", neighbours), reference):
+                        torch.testing.assert_close(ours.float(), expected.float(), rtol=tolerance, atol=tolerance)
                 h, w = sparse.size
                 args = (sparse.index, sparse.index_map(), h, w, k, k)
                 assert torch.equal(backends.neighbour_table(*args, "cuda"), backends.neighbour_table(*args, "torch"))
@@ -106,6 +108,9 @@ def test_every_operator_passes_opcheck_on_the_gpu():
     weight = torch.randn(4, 9, device="cuda", requires_grad=True)
     torch.library.opcheck(backends.gather_conv, (values, weight, table, False, "cuda"))
     torch.library.opcheck(backends.neighbour_table, (sparse.index, sparse.index_map(), h, w, 3, 3, "cuda"))
+    window = (sparse.index.int(), sparse.index_map().int(), h, w, 3, 3)
+    torch.library.opcheck(backends.window_conv, (values, weight, *window, False, "cuda"))
+    torch.library.opcheck(backends.window_conv_weight, (values.detach(), values.detach(), *window, True, "cuda"))
     query = torch.rand(6, 2, device="cuda")
     base = (query * torch.tensor([h, w], device="cuda") - 0.5).round().long()
     torch.library.opcheck(backends.knn_window, (sparse.index_map(), sparse.coords(), query, base, h, w, 1, 3, "cuda"))

@@ -1,8 +1,9 @@
 """The compiled CPU kernels (``csrc/``) against the PyTorch reference, operator by operator.
 
-Every case runs both backends on the same inputs: outputs, both gradients, ``gradcheck`` in
-float64, ``torch.library.opcheck``, and the awkward shapes (no points, one point, every point,
-non-square grids, batch items holding different pixels).
+Every case runs both backends, with both neighbour lookups (a stored table, the index map), on
+the same inputs: outputs, both gradients, ``gradcheck`` in float64, ``torch.library.opcheck``, and
+the awkward shapes (no points, one point, every point, non-square grids and kernels, batch items
+holding different pixels).
 """
 
 import subprocess
@@ -14,7 +15,7 @@ import torch
 from infdiff.ops import SparseImage, knn_grid_search, sparse_depthwise_conv
 from infdiff.ops import backends
 from infdiff.ops.extension import ExtensionUnavailable, load_kernels
-from infdiff.ops.sparse_conv import neighbour_table
+from infdiff.ops.sparse_conv import neighbour_table, window_counts
 
 
 def cpp_available():
@@ -48,44 +49,78 @@ CASES = {
 }
 
 
-def conv(sparse, weight, backend):
+def conv(sparse, weight, backend, neighbours="table"):
     values = sparse.values.clone().requires_grad_(True)
     kernel = weight.clone().requires_grad_(True)
     image = SparseImage(values, sparse.index, sparse.size)  # a fresh cache per backend
-    out = sparse_depthwise_conv(image, kernel, (3, 3), backend=backend).values
+    out = sparse_depthwise_conv(image, kernel, (3, 3), backend=backend, neighbours=neighbours).values
     out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out))
     return out.detach(), values.grad, kernel.grad
 
 
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("kernel_size", [3, 7])
-def test_the_convolution_and_both_gradients_match_the_reference(case, dtype, kernel_size):
+@pytest.mark.parametrize("kernel_size", [(3, 3), (7, 7), (5, 3)])
+@pytest.mark.parametrize("neighbours", ["table", "window"])
+def test_the_convolution_and_both_gradients_match_the_reference(case, dtype, kernel_size, neighbours):
     sparse = sparse_image(**CASES[case], dtype=dtype)
-    weight = torch.randn(
-        sparse.channels, kernel_size, kernel_size, dtype=dtype, generator=torch.Generator().manual_seed(2)
-    )
+    weight = torch.randn(sparse.channels, *kernel_size, dtype=dtype, generator=torch.Generator().manual_seed(2))
     tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
-    for ours, reference in zip(conv(sparse, weight, "cpp"), conv(sparse, weight, "torch")):
-        torch.testing.assert_close(ours, reference, **tolerance)
+    reference = conv(sparse, weight, "torch", "table")
+    for backend in ("cpp", "torch"):
+        for ours, expected in zip(conv(sparse, weight, backend, neighbours), reference):
+            torch.testing.assert_close(ours, expected, **tolerance)
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_the_neighbour_table_is_the_reference_one(case):
+def test_the_normaliser_counts_the_present_pixels_of_each_window(case):
     sparse = sparse_image(**CASES[case])
-    h, w = sparse.size
-    for kh, kw in [(3, 3), (5, 3), (11, 11)]:
-        args = (sparse.index, sparse.index_map(), h, w, kh, kw)
-        ours = backends.neighbour_table(*args, "cpp")
-        assert ours.dtype == torch.int32
-        assert torch.equal(ours, backends.neighbour_table(*args, "torch"))
+    for kernel_size in [(3, 3), (7, 5), (11, 11)]:
+        table = neighbour_table(sparse, kernel_size, "torch")
+        expected = (table < sparse.batch * sparse.num_points).sum(0)
+        assert torch.equal(window_counts(sparse, kernel_size), expected)
 
 
-def test_no_points_give_empty_outputs_and_gradients():
+def saved_by_autograd(fn):
+    """The shapes autograd saves while ``fn`` runs."""
+    shapes = []
+
+    def pack(t):
+        shapes.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return shapes
+
+
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
+def test_the_window_lookup_saves_nothing_per_point_and_tap(backend):
+    sparse = sparse_image(batch=2, size=(16, 16), points=100, channels=4)
+    values = sparse.values.clone().requires_grad_(True)
+    weight = torch.randn(4, 7, 7, requires_grad=True)
+
+    def run(neighbours):
+        image = SparseImage(values, sparse.index, sparse.size)
+        return saved_by_autograd(lambda: sparse_depthwise_conv(image, weight, backend=backend, neighbours=neighbours))
+
+    assert (49, 200) in run("table")
+    window = set(run("window"))
+    assert {(200, 4), (4, 49), (2, 256)} <= window  # values, weight, index map
+    assert window <= {(200, 4), (4, 49), (2, 256), (2, 100), (200, 1)}  # and the ids, the normaliser
+
+
+def test_an_unknown_neighbour_lookup_is_refused_with_a_suggestion():
+    with pytest.raises(ValueError, match=r"unknown neighbour lookup 'windows'.*did you mean 'window'"):
+        sparse_depthwise_conv(sparse_image(1, (4, 4), 4), torch.randn(5, 3, 3), neighbours="windows")
+
+
+@pytest.mark.parametrize("neighbours", ["table", "window"])
+def test_no_points_give_empty_outputs_and_gradients(neighbours):
     weight = torch.randn(4, 3, 3, requires_grad=True)
     for backend in ("cpp", "torch"):
         sparse = SparseImage(torch.zeros(2, 0, 4, requires_grad=True), torch.zeros(2, 0, dtype=torch.long), (5, 5))
-        out = sparse_depthwise_conv(sparse, weight, backend=backend).values
+        out = sparse_depthwise_conv(sparse, weight, backend=backend, neighbours=neighbours).values
         assert out.shape == (2, 0, 4)
         out.sum().backward()
         assert torch.equal(weight.grad, torch.zeros(4, 3, 3))
@@ -97,8 +132,12 @@ def test_gradcheck_in_float64():
     table = neighbour_table(sparse, (3, 3), "cpp")
     values = sparse.values.reshape(-1, 3).clone().requires_grad_(True)
     weight = torch.randn(3, 9, dtype=torch.float64, requires_grad=True)
+    index, index_map = sparse.index.int(), sparse.index_map().int()
     for flip in (False, True):
         assert torch.autograd.gradcheck(lambda v, w: backends.gather_conv(v, w, table, flip, "cpp"), (values, weight))
+        assert torch.autograd.gradcheck(
+            lambda v, w: backends.window_conv(v, w, index, index_map, 6, 5, 3, 3, flip, "cpp"), (values, weight)
+        )
 
 
 @pytest.mark.parametrize("backend", ["cpp", "torch"])
@@ -111,6 +150,9 @@ def test_every_operator_passes_opcheck(backend):
     torch.library.opcheck(backends.gather_conv, (values, weight, table, False, backend))
     torch.library.opcheck(backends.gather_conv_weight, (values.detach(), values.detach(), table, True, backend))
     torch.library.opcheck(backends.neighbour_table, (sparse.index, sparse.index_map(), h, w, 3, 3, backend))
+    window = (sparse.index.int(), sparse.index_map().int(), h, w, 3, 3)
+    torch.library.opcheck(backends.window_conv, (values, weight, *window, False, backend))
+    torch.library.opcheck(backends.window_conv_weight, (values.detach(), values.detach(), *window, True, backend))
     query = torch.rand(6, 2)
     base = (query * torch.tensor([h, w]) - 0.5).round().long()
     torch.library.opcheck(backends.knn_window, (sparse.index_map(), sparse.coords(), query, base, h, w, 1, 3, backend))
@@ -156,6 +198,20 @@ def test_auto_falls_back_to_the_reference_with_one_line_when_the_build_fails(cap
         backends.resolve_backend.cache_clear()
 
 
+def test_the_window_kernels_refuse_wrong_inputs_in_one_line():
+    sparse = sparse_image(batch=2, size=(6, 6), points=10, channels=3)
+    values, weight = sparse.values.reshape(-1, 3), torch.randn(3, 9)
+    index, index_map = sparse.index.int(), sparse.index_map().int()
+    with pytest.raises(RuntimeError, match="index and index_map must be int32"):
+        backends.window_conv(values, weight, sparse.index, index_map, 6, 6, 3, 3, False, "cpp")
+    with pytest.raises(RuntimeError, match="kernel sizes must be odd, got 4x3"):
+        backends.window_conv(values, torch.randn(3, 12), index, index_map, 6, 6, 4, 3, False, "cpp")
+    with pytest.raises(RuntimeError, match=r"weight must be \(C, kh\*kw\) = \(3, 25\)"):
+        backends.window_conv(values, weight, index, index_map, 6, 6, 5, 5, False, "cpp")
+    with pytest.raises(RuntimeError, match="index_map must have H\\*W = 35 columns"):
+        backends.window_conv(values, weight, index, index_map, 5, 7, 3, 3, False, "cpp")
+
+
 def test_a_backend_for_another_device_is_refused():
     with pytest.raises(ValueError, match=r"model.backend='cuda' runs on cuda tensors, not cpu"):
         backends.resolve_backend("cuda", "cpu")
@@ -163,12 +219,13 @@ def test_a_backend_for_another_device_is_refused():
         backends.resolve_backend("cppp", "cpu")
 
 
-def test_reduced_precision_inputs_are_computed_in_float_and_returned_in_their_dtype():
+@pytest.mark.parametrize("neighbours", ["table", "window"])
+def test_reduced_precision_inputs_are_computed_in_float_and_returned_in_their_dtype(neighbours):
     sparse = sparse_image(batch=2, size=(10, 10), points=30, channels=8)
     weight = torch.randn(8, 3, 3, generator=torch.Generator().manual_seed(3))
     for dtype in (torch.bfloat16, torch.float16):
         image = SparseImage(sparse.values.to(dtype), sparse.index, sparse.size)
-        ours = sparse_depthwise_conv(image, weight, backend="cpp").values
+        ours = sparse_depthwise_conv(image, weight, backend="cpp", neighbours=neighbours).values
         reference = sparse_depthwise_conv(
             SparseImage(sparse.values, sparse.index, sparse.size), weight, backend="torch"
         )

@@ -49,6 +49,22 @@ def test_dense_path_equals_sparse_path_given_every_pixel(size):
     torch.testing.assert_close(sparse.to_dense(), dense)
 
 
+def test_both_neighbour_lookups_give_the_same_decoder_and_gradients():
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    sparse = SparseImage.from_dense(x, uniform_subset(2, 16, 64))
+    t, z = torch.tensor([1, 700]), torch.randn(2, 8, dtype=torch.float64)
+    outputs, grads = [], []
+    for neighbours in ("table", "window"):
+        decoder = tiny_decoder(neighbours=neighbours).double()
+        out = decoder(SparseImage(sparse.values, sparse.index, sparse.size), t, z).values
+        out.square().sum().backward()
+        outputs.append(out.detach())
+        grads.append([p.grad for p in decoder.parameters()])
+    torch.testing.assert_close(outputs[1], outputs[0])
+    for window, table in zip(*grads):
+        torch.testing.assert_close(window, table)
+
+
 def test_sparse_forward_on_a_subset_and_gradients_reach_every_parameter():
     decoder = tiny_decoder()
     x = torch.randn(2, 3, 16, 16)

@@ -84,6 +84,7 @@ def sparse_autoencoder(
     decoder_z_grid: int = 0,
     uno: Optional[Mapping[str, Any]] = None,
     backend: str = "auto",
+    neighbours: str = "table",
 ) -> DiffusionAutoencoder:
     """∞-Diff's autoencoder: :class:`SparseEncoder` and :class:`SparseUNet` sharing their sparse front.
 
@@ -93,7 +94,8 @@ def sparse_autoencoder(
     U-Net of ``uno`` settings (:class:`~infdiff.nn.uno.UNO` arguments; its input width is its
     ``base_channels``) runs; the encoder keeps its contracting half without dropout and pools to
     ``encoder_pool_size²`` cells, the decoder adds ``z`` on a ``decoder_z_grid²`` map (0: FiLM only).
-    ``backend`` names the sparse kernels (:data:`infdiff.ops.BACKENDS`, or ``auto``: compiled when they build).
+    ``backend`` names the sparse kernels (:data:`infdiff.ops.BACKENDS`, or ``auto``: compiled when they build),
+    ``neighbours`` how they find a point's neighbours (:data:`infdiff.ops.NEIGHBOURS`).
     """
     uno = dict(uno or {})
     front = dict(
@@ -107,6 +109,7 @@ def sparse_autoencoder(
         uno_res=uno_res,
         uno_channels=uno.get("base_channels", 128),
         backend=backend,
+        neighbours=neighbours,
     )
     try:
         encoder = SparseEncoder(

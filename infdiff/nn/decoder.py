@@ -47,6 +47,7 @@ class SparseUNet(nn.Module):
         mlp_mult: hidden-width multiplier of the point-wise MLPs.
         knn_neighbours: ``K`` of the interpolation onto the grid.
         backend: the sparse kernels (:data:`infdiff.ops.BACKENDS` or ``auto``, ∞-Diff's ``model.backend``).
+        neighbours: how they find neighbours (:data:`infdiff.ops.NEIGHBOURS`).
         uno_res: side of the coarse grid.
         uno_channels: channels entering the U-Net.
         z_grid: side ``p`` of the latent feature map added to the U-Net input (0: none).
@@ -71,6 +72,7 @@ class SparseUNet(nn.Module):
         out_channels: Optional[int] = None,
         z_grid: int = 0,
         backend: str = "auto",
+        neighbours: str = "table",
     ):
         super().__init__()
         if z_grid < 0 or (z_grid and z_dim is None):
@@ -88,6 +90,7 @@ class SparseUNet(nn.Module):
             z_dim=z_dim,
             mlp_mult=mlp_mult,
             backend=backend,
+            neighbours=neighbours,
         )
         self.down = nn.ModuleList(SparseResBlock(nf, **block) for _ in range(num_conv_blocks))
         self.to_grid = nn.Conv2d(nf, uno_channels, 1)

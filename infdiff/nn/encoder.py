@@ -65,6 +65,7 @@ class SparseEncoder(nn.Module):
         stochastic: bool = False,
         pool_size: int = 1,
         backend: str = "auto",
+        neighbours: str = "table",
     ):
         super().__init__()
         self.uno_res = uno_res
@@ -73,7 +74,7 @@ class SparseEncoder(nn.Module):
         self.stochastic = stochastic
         self.lift = nn.Linear(channels, nf)
         self.blocks = nn.ModuleList(
-            SparseResBlock(nf, kernel_size=kernel_size, train_size=train_size, mlp_mult=mlp_mult, backend=backend)
+            SparseResBlock(nf, kernel_size, train_size, mlp_mult=mlp_mult, backend=backend, neighbours=neighbours)
             for _ in range(num_conv_blocks)
         )
         self.to_grid = nn.Conv2d(nf, uno_channels, 1)

@@ -37,9 +37,10 @@ from infdiff.ops import (
 class MonteCarloConv(nn.Module):
     """Depthwise integral operator of ∞-Diff, evaluated on sparse or dense fields at any resolution."""
 
-    def __init__(self, channels: int, kernel_size: int, train_size, backend: str = "auto"):
+    def __init__(self, channels: int, kernel_size: int, train_size, backend: str = "auto", neighbours: str = "table"):
         super().__init__()
         self.backend = backend
+        self.neighbours = neighbours
         self._resized = None  # (key, kernel): the last resampled kernel, outside autograd
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
@@ -68,7 +69,7 @@ class MonteCarloConv(nn.Module):
         kernel = self.kernel_at(grid_size(field))
         train_kernel = (self.kernel_size, self.kernel_size)
         if isinstance(field, SparseImage):
-            return sparse_depthwise_conv(field, kernel, train_kernel, self.backend)
+            return sparse_depthwise_conv(field, kernel, train_kernel, self.backend, self.neighbours)
         out = dense_depthwise_conv(field.permute(0, 3, 1, 2), kernel, train_kernel)
         return out.permute(0, 2, 3, 1)
 
@@ -86,12 +87,13 @@ class SparseResBlock(nn.Module):
         mlp_mult: int = 2,
         skip_channels: Optional[int] = None,
         backend: str = "auto",
+        neighbours: str = "table",
     ):
         super().__init__()
         self.skip = nn.Linear(channels + skip_channels, channels) if skip_channels else None
         self.norm1 = nn.LayerNorm(channels)
         self.film1 = FiLM(channels, time_dim, z_dim)
-        self.conv = MonteCarloConv(channels, kernel_size, train_size, backend)
+        self.conv = MonteCarloConv(channels, kernel_size, train_size, backend, neighbours)
         self.norm2 = nn.LayerNorm(channels)
         self.film2 = FiLM(channels, time_dim, z_dim)
         self.mlp = nn.Sequential(

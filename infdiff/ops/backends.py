@@ -1,9 +1,9 @@
 """The sparse kernels as ``torch.library`` custom operators, and the switch between their backends.
 
-Every operator (``infdiff::gather_conv``, ``gather_conv_weight``, ``neighbour_table``,
-``knn_window``) takes the name of a resolved backend as its last argument and runs that backend's
+Every operator (``infdiff::gather_conv``, ``gather_conv_weight``, ``window_conv``,
+``window_conv_weight``, ``neighbour_table``, ``knn_window``) takes the name of a resolved backend as its last argument and runs that backend's
 implementation; each has a fake kernel (so ``torch.compile`` and meta tensors see its shapes) and
-the convolution has its autograd formula here, once, for every backend.  The backends
+the two convolutions have their autograd formula here, once, for every backend.  The backends
 (``BACKENDS``): ``torch`` (:mod:`infdiff.ops.reference_kernels`, any device), ``cpp`` (``csrc/``
 C++ with OpenMP, CPU tensors) and ``cuda`` (``csrc/`` CUDA, CUDA tensors).  A model names one in
 ``model.backend``; ``auto`` picks the compiled one for the tensors' device and falls back to
@@ -110,27 +110,85 @@ def _(grad, values, table, flip, backend):
     return values.new_empty((values.shape[1], table.shape[0]))
 
 
-def _save_for_backward(ctx, inputs, output):
-    values, weight, table, flip, backend = inputs
-    ctx.save_for_backward(values, weight, table)
-    ctx.flip, ctx.backend = flip, backend
+@torch.library.custom_op("infdiff::window_conv", mutates_args=())
+def window_conv(
+    values: torch.Tensor,
+    weight: torch.Tensor,
+    index: torch.Tensor,
+    index_map: torch.Tensor,
+    height: int,
+    width: int,
+    kernel_h: int,
+    kernel_w: int,
+    flip: bool,
+    backend: str,
+) -> torch.Tensor:
+    """:func:`gather_conv` with each neighbour looked up in the int32 index map ``(B, H*W)`` of the
+    int32 pixel ids ``index`` ``(B, N)`` as it is needed: no ``(K, M)`` table exists, and autograd
+    keeps only the values, the weight and those two small maps."""
+    return kernels(backend).window_conv(values, weight, index, index_map, height, width, kernel_h, kernel_w, flip)
 
 
-def _gather_conv_backward(ctx, grad):
-    """The neighbour relation is symmetric (``q = p + o`` iff ``p = q - o``), so the gradient in the
-    values is the same convolution over the flipped table, ``∂L/∂x[q] = Σ_o w_o g[q - o]``, and
-    the gradient in the weight is ``∂L/∂w_o = Σ_p g[p] x[p + o]``; nothing ``(M, K, C)`` is stored."""
-    values, weight, table = ctx.saved_tensors
-    grad = grad.contiguous()
-    grad_values = grad_weight = None
-    if ctx.needs_input_grad[0]:
-        grad_values = gather_conv(grad, weight, table, not ctx.flip, ctx.backend)
-    if ctx.needs_input_grad[1]:
-        grad_weight = gather_conv_weight(grad, values, table, ctx.flip, ctx.backend)
-    return grad_values, grad_weight, None, None, None
+@window_conv.register_fake
+def _(values, weight, index, index_map, height, width, kernel_h, kernel_w, flip, backend):
+    return values.new_empty((index.numel(), values.shape[1]))
 
 
-gather_conv.register_autograd(_gather_conv_backward, setup_context=_save_for_backward)
+@torch.library.custom_op("infdiff::window_conv_weight", mutates_args=())
+def window_conv_weight(
+    grad: torch.Tensor,
+    values: torch.Tensor,
+    index: torch.Tensor,
+    index_map: torch.Tensor,
+    height: int,
+    width: int,
+    kernel_h: int,
+    kernel_w: int,
+    flip: bool,
+    backend: str,
+) -> torch.Tensor:
+    """:func:`gather_conv_weight` with the neighbours of :func:`window_conv`, ``(C, kh*kw)``."""
+    return kernels(backend).window_conv_weight(grad, values, index, index_map, height, width, kernel_h, kernel_w, flip)
+
+
+@window_conv_weight.register_fake
+def _(grad, values, index, index_map, height, width, kernel_h, kernel_w, flip, backend):
+    return values.new_empty((values.shape[1], kernel_h * kernel_w))
+
+
+def _register_conv_autograd(conv, conv_weight):
+    """Autograd of a convolution ``conv(values, weight, *neighbours, flip, backend)`` whose weight
+    gradient is ``conv_weight(grad, values, *neighbours, flip, backend)``.
+
+    The neighbour relation is symmetric (``q = p + o`` iff ``p = q - o``), so the gradient in the
+    values is the same convolution with the relation flipped, ``∂L/∂x[q] = Σ_o w_o g[q - o]``, and
+    the gradient in the weight is ``∂L/∂w_o = Σ_p g[p] x[p + o]``; nothing ``(M, K, C)`` is stored.
+    """
+
+    def setup_context(ctx, inputs, output):
+        values, weight, *neighbours, flip, backend = inputs
+        tensors = [arg for arg in neighbours if isinstance(arg, torch.Tensor)]
+        ctx.save_for_backward(values, weight, *tensors)
+        ctx.neighbours = [None if isinstance(arg, torch.Tensor) else arg for arg in neighbours]
+        ctx.flip, ctx.backend = flip, backend
+
+    def backward(ctx, grad):
+        values, weight, *tensors = ctx.saved_tensors
+        given = iter(tensors)
+        neighbours = [next(given) if arg is None else arg for arg in ctx.neighbours]
+        grad = grad.contiguous()
+        grad_values = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_values = conv(grad, weight, *neighbours, not ctx.flip, ctx.backend)
+        if ctx.needs_input_grad[1]:
+            grad_weight = conv_weight(grad, values, *neighbours, ctx.flip, ctx.backend)
+        return (grad_values, grad_weight, *[None] * (len(neighbours) + 2))
+
+    conv.register_autograd(backward, setup_context=setup_context)
+
+
+_register_conv_autograd(gather_conv, gather_conv_weight)
+_register_conv_autograd(window_conv, window_conv_weight)
 
 
 @torch.library.custom_op("infdiff::neighbour_table", mutates_args=())

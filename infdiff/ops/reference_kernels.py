@@ -64,6 +64,21 @@ def neighbour_table(
     return table.reshape(len(dy), b * n).to(torch.int32 if b * n < 2**31 - 1 else torch.long)
 
 
+def _window_table(index, index_map, height, width, kernel_h, kernel_w):
+    return neighbour_table(index.long(), index_map.long(), height, width, kernel_h, kernel_w)
+
+
+def window_conv(values, weight, index, index_map, height, width, kernel_h, kernel_w, flip):
+    """:func:`gather_conv` over the table of ``index`` in ``index_map``, built here and dropped after."""
+    return gather_conv(values, weight, _window_table(index, index_map, height, width, kernel_h, kernel_w), flip)
+
+
+def window_conv_weight(grad, values, index, index_map, height, width, kernel_h, kernel_w, flip):
+    """:func:`gather_conv_weight` over the table :func:`window_conv` builds."""
+    table = _window_table(index, index_map, height, width, kernel_h, kernel_w)
+    return gather_conv_weight(grad, values, table, flip)
+
+
 def nearest_first(d2: torch.Tensor, k: int):
     """The ``k`` smallest of ``d2`` along its last dimension and their positions, nearest first.
 

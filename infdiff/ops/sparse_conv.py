@@ -13,8 +13,9 @@ given every pixel equals the dense one.  At a grid ``r`` times finer the kernel 
 now ≈ ``k'² / k0²``, keeps the output a resolution-independent estimate of ``K x``.
 
 Two paths compute the same operator: :func:`sparse_depthwise_conv` on a :class:`SparseImage`
-(the ``infdiff::gather_conv`` operator over a neighbour table, :mod:`infdiff.ops.backends`:
-compiled kernels or the PyTorch reference, nothing of size ``(M, k², C)`` stored for backward)
+(the ``infdiff::gather_conv`` operator over a neighbour table, or ``window_conv`` looking the
+neighbours up in the index map, :data:`NEIGHBOURS`; :mod:`infdiff.ops.backends`: compiled kernels
+or the PyTorch reference; nothing of size ``(M, k², C)`` stored for backward)
 and :func:`dense_depthwise_conv` on ``(B, C, H, W)`` tensors (``F.conv2d``, channels-last).
 """
 
@@ -29,8 +30,9 @@ from torch.utils.weak import WeakTensorKeyDictionary
 
 from infdiff.ops import backends as ops
 from infdiff.ops.backends import AUTO, resolve_backend
-from infdiff.ops.grid import Size, as_size
+from infdiff.ops.grid import Size, as_size, index_to_rowcol
 from infdiff.ops.sparse_image import SparseImage
+from infdiff.registry import Registry
 
 KernelSize = Tuple[int, int]
 
@@ -52,34 +54,82 @@ def neighbour_table(sparse: SparseImage, kernel_size: KernelSize, backend: str =
     return sparse.cached(("neighbours", tuple(kernel_size)), compute)
 
 
-def sparse_normaliser(
-    sparse: SparseImage, kernel_size: KernelSize, train_kernel_size: KernelSize, backend: str = AUTO
-) -> torch.Tensor:
+def window_counts(sparse: SparseImage, kernel_size: KernelSize) -> torch.Tensor:
+    """``(B*N,)`` present pixels in each point's ``kh×kw`` window (itself included), exactly.
+
+    A box sum of the occupancy mask read off its summed-area table ``S``:
+    ``count = S[r1, c1] - S[r0, c1] - S[r1, c0] + S[r0, c0]`` with the window clipped to the grid.
+    """
+    kh, kw = kernel_size
+    h, w = sparse.size
+    occupied = (sparse.index_map() >= 0).view(sparse.batch, h, w)
+    summed = F.pad(occupied.cumsum(1).cumsum(2), (1, 0, 1, 0)).flatten(1)  # (B, (H+1)(W+1)), int64
+    row, col = index_to_rowcol(sparse.index, sparse.size)
+    r0, r1 = (row - kh // 2).clamp(min=0), (row + kh // 2 + 1).clamp(max=h)
+    c0, c1 = (col - kw // 2).clamp(min=0), (col + kw // 2 + 1).clamp(max=w)
+
+    def at(r, c):
+        return torch.gather(summed, 1, r * (w + 1) + c)
+
+    return (at(r1, c1) - at(r0, c1) - at(r1, c0) + at(r0, c0)).flatten()
+
+
+def sparse_normaliser(sparse: SparseImage, kernel_size: KernelSize, train_kernel_size: KernelSize) -> torch.Tensor:
     """``(B*N, 1)`` Monte-Carlo normaliser: present neighbours in the window divided by ``k0²``."""
 
     def compute():
-        table = neighbour_table(sparse, kernel_size, backend)
-        count = (table < sparse.batch * sparse.num_points).sum(0)
-        return (count.to(sparse.values.dtype) / (train_kernel_size[0] * train_kernel_size[1])).unsqueeze(1)
+        count = window_counts(sparse, kernel_size).to(sparse.values.dtype)
+        return (count / (train_kernel_size[0] * train_kernel_size[1])).unsqueeze(1)
 
     return sparse.cached(("normaliser", tuple(kernel_size), tuple(train_kernel_size), sparse.values.dtype), compute)
 
 
+NEIGHBOURS = Registry("neighbour lookup")
+"""How the sparse convolution finds each point's neighbours (``model.neighbours``).
+
+``table`` (the default) reads a ``(k², B·N)`` int32 table built once per kernel size and shared by
+every convolution of the image (4 k² bytes per point, kept for backward); ``window`` looks them up
+in the ``(B, H·W)`` index map inside the kernels, so autograd keeps nothing per point beyond the
+values.  Measured on the 2-core CPU: a lone convolution (``benchmarks/sparse_conv.py``, fwd+bwd,
+C = 64, 7×7, 64²–256², 12.5–100 %) takes 0.76–1.16× the cached table's time with the window lookup
+and keeps 0.27× the dense conv's bytes at 25 % against the table's 0.45×; in a whole stage-1 step
+(``benchmarks/stage1_variants.py``, 64², six convolutions share one table) the window lookup costs
+1.13× the step time at a quarter of the pixels for the same peak memory (0.324× the dense step's
+against 0.326×), so the table is the default and the window is for when per-op memory binds."""
+
+
+@NEIGHBOURS.register("table")
+def _conv_by_table(sparse, flat, weight, kernel_size, backend, chosen):
+    table = neighbour_table(sparse, kernel_size, backend)
+    return ops.gather_conv(flat, weight, table, False, chosen)
+
+
+@NEIGHBOURS.register("window")
+def _conv_by_window(sparse, flat, weight, kernel_size, backend, chosen):
+    index = sparse.cached("index_int32", lambda: sparse.index.to(torch.int32))
+    index_map = sparse.cached("index_map_int32", lambda: sparse.index_map().to(torch.int32))
+    return ops.window_conv(flat, weight, index, index_map, *sparse.size, *kernel_size, False, chosen)
+
+
 def sparse_depthwise_conv(
-    sparse: SparseImage, weight: torch.Tensor, train_kernel_size: KernelSize | None = None, backend: str = AUTO
+    sparse: SparseImage,
+    weight: torch.Tensor,
+    train_kernel_size: KernelSize | None = None,
+    backend: str = AUTO,
+    neighbours: str = "table",
 ) -> SparseImage:
     """Normalised depthwise convolution of a sparse image by ``weight`` ``(C, kh, kw)``.
 
     ``train_kernel_size`` (default: the kernel's own size) sets the ``k0²`` of the normaliser;
-    ``backend`` names the kernels (:data:`~infdiff.ops.backends.BACKENDS`, or ``auto``).
+    ``backend`` names the kernels (:data:`~infdiff.ops.backends.BACKENDS`, or ``auto``) and
+    ``neighbours`` how they find the neighbours (:data:`NEIGHBOURS`).
     """
     c, kh, kw = _check_weight(weight, sparse.channels)
     train_kernel_size = (kh, kw) if train_kernel_size is None else tuple(train_kernel_size)
-    table = neighbour_table(sparse, (kh, kw), backend)
     flat = sparse.values.reshape(-1, c)
     chosen = resolve_backend(backend, flat.device.type)
-    out = ops.gather_conv(flat, weight.reshape(c, kh * kw).to(flat.dtype), table, False, chosen)
-    out = out / sparse_normaliser(sparse, (kh, kw), train_kernel_size, backend).to(out.dtype)
+    out = NEIGHBOURS[neighbours](sparse, flat, weight.reshape(c, kh * kw).to(flat.dtype), (kh, kw), backend, chosen)
+    out = out / sparse_normaliser(sparse, (kh, kw), train_kernel_size).to(out.dtype)
     return sparse.with_values(out.view_as(sparse.values))
 
 

@@ -119,6 +119,7 @@ def autoencoder_config(
             num_conv_blocks=3,
             knn_neighbours=3,
             backend="auto",
+            neighbours="table",
             kernel_size=7,
             mlp_mult=2,
             uno_res=size // 2,

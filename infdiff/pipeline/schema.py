@@ -21,7 +21,7 @@ from infdiff.diffusion.losses import POINTWISE_LOSSES
 from infdiff.diffusion.posterior import VARIANCES
 from infdiff.nn import ARCHS
 from infdiff.nn.uno_plan import GRID_OPS, WIDTH_LAYOUTS
-from infdiff.ops import SUBSETS, backend_names
+from infdiff.ops import NEIGHBOURS, SUBSETS, backend_names
 from infdiff.train.fields import (
     AnyOf,
     Choice,
@@ -108,6 +108,7 @@ MODEL = {
     "model.mlp_mult": COUNT,
     "model.knn_neighbours": COUNT,
     "model.backend": Text(backend_names),
+    "model.neighbours": Text(NEIGHBOURS.names),
     "model.uno_res": COUNT,
     "model.z_dim": COUNT,
     "model.stochastic": Flag(),
