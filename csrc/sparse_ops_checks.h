@@ -1,9 +1,23 @@
-// The argument checks the CPU and CUDA kernels share (each backend adds its own device check).
+// The argument checks the CPU and CUDA kernels share (each backend adds its own device check),
+// and the dispatch of a neighbour table to each backend's table functor.
 #pragma once
 
 #include <torch/extension.h>
 
 namespace infdiff {
+
+// A callable running `body(Table<index_t>{data, points, taps, flip}, points)` for an int32 or int64
+// (K, M) table; `Table` is the backend's table-neighbours type.
+template <template <typename> class Table>
+auto table_neighbours(const at::Tensor& table, bool flip) {
+  return [t = table.contiguous(), flip](auto body) {
+    if (t.scalar_type() == at::kInt) {
+      body(Table<int32_t>{t.data_ptr<int32_t>(), t.size(1), t.size(0), flip}, t.size(1));
+    } else {
+      body(Table<int64_t>{t.data_ptr<int64_t>(), t.size(1), t.size(0), flip}, t.size(1));
+    }
+  };
+}
 
 inline void check_conv_inputs(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& table) {
   TORCH_CHECK(values.dim() == 2, "values must be (M, C), got ", values.sizes());

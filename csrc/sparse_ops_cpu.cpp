@@ -71,7 +71,8 @@ struct WindowNeighbours {
     const int32_t* centre[kWeightBlock];  // each point's own pixel in `padded`
     Block(const WindowNeighbours& neighbours, int64_t p0, int64_t p1) : nb(neighbours) {
       for (int64_t p = p0; p < p1; ++p) {
-        const int64_t pixel = nb.index[p], row = pixel / nb.width + nb.kernel_h / 2, col = pixel % nb.width + nb.kernel_w / 2;
+        const int64_t pixel = nb.index[p];
+        const int64_t row = pixel / nb.width + nb.kernel_h / 2, col = pixel % nb.width + nb.kernel_w / 2;
         centre[p - p0] = nb.padded + (p / nb.n) * nb.padded_h * nb.padded_w + row * nb.padded_w + col;
       }
     }
@@ -201,17 +202,6 @@ at::Tensor conv_weight(const at::Tensor& grad, const at::Tensor& values, int64_t
   return partials.sum(0).t().contiguous().to(v.scalar_type());  // (C, K)
 }
 
-// Calls `body(TableNeighbours, points)` for an int32 or int64 table.
-auto table_neighbours(const at::Tensor& table, bool flip) {
-  return [t = table.contiguous(), flip](auto body) {
-    if (t.scalar_type() == at::kInt) {
-      body(TableNeighbours<int32_t>{t.data_ptr<int32_t>(), t.size(1), t.size(0), flip}, t.size(1));
-    } else {
-      body(TableNeighbours<int64_t>{t.data_ptr<int64_t>(), t.size(1), t.size(0), flip}, t.size(1));
-    }
-  };
-}
-
 auto window_neighbours(const at::Tensor& index, const at::Tensor& index_map, int64_t height, int64_t width,
                        int64_t kernel_h, int64_t kernel_w, bool flip) {
   auto idx = index.contiguous();
@@ -230,7 +220,7 @@ at::Tensor gather_conv(const at::Tensor& values, const at::Tensor& weight, const
   if (reduced_precision(values)) {  // CPU autocast: compute in float, hand back the input's precision
     return gather_conv(values.to(at::kFloat), weight.to(at::kFloat), table, flip).to(values.scalar_type());
   }
-  return conv_forward(values, weight, table_neighbours(table, flip));
+  return conv_forward(values, weight, infdiff::table_neighbours<TableNeighbours>(table, flip));
 }
 
 at::Tensor gather_conv_weight(const at::Tensor& grad, const at::Tensor& values, const at::Tensor& table, bool flip) {
@@ -238,7 +228,7 @@ at::Tensor gather_conv_weight(const at::Tensor& grad, const at::Tensor& values, 
   if (reduced_precision(values)) {
     return gather_conv_weight(grad.to(at::kFloat), values.to(at::kFloat), table, flip).to(values.scalar_type());
   }
-  return conv_weight(grad, values, table.size(0), table_neighbours(table, flip));
+  return conv_weight(grad, values, table.size(0), infdiff::table_neighbours<TableNeighbours>(table, flip));
 }
 
 // The same two operations with each neighbour looked up in the index map as it is needed.

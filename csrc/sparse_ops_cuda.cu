@@ -264,16 +264,6 @@ at::Tensor conv_weight(const at::Tensor& grad, const at::Tensor& values, int64_t
   return partials.sum(0).t().contiguous().to(v.scalar_type());  // (C, K), reduced in a fixed order
 }
 
-auto table_neighbours(const at::Tensor& table, bool flip) {
-  return [t = table.contiguous(), flip](auto body) {
-    if (t.scalar_type() == at::kInt) {
-      body(TableNeighbours<int32_t>{t.data_ptr<int32_t>(), t.size(1), t.size(0), flip}, t.size(1));
-    } else {
-      body(TableNeighbours<int64_t>{t.data_ptr<int64_t>(), t.size(1), t.size(0), flip}, t.size(1));
-    }
-  };
-}
-
 auto window_neighbours(const at::Tensor& index, const at::Tensor& index_map, int64_t height, int64_t width,
                        int64_t kernel_h, int64_t kernel_w, bool flip) {
   const int64_t batch = index.size(0), n = index.size(1), rh = kernel_h / 2, rw = kernel_w / 2;
@@ -299,13 +289,13 @@ void check_cuda(std::initializer_list<at::Tensor> tensors) {
 at::Tensor gather_conv(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& table, bool flip) {
   check_cuda({values, weight, table});
   infdiff::check_conv_inputs(values, weight, table);
-  return conv_forward(values, weight, table_neighbours(table, flip));
+  return conv_forward(values, weight, infdiff::table_neighbours<TableNeighbours>(table, flip));
 }
 
 at::Tensor gather_conv_weight(const at::Tensor& grad, const at::Tensor& values, const at::Tensor& table, bool flip) {
   check_cuda({grad, values, table});
   infdiff::check_weight_grad_inputs(grad, values, table);
-  return conv_weight(grad, values, table.size(0), table_neighbours(table, flip));
+  return conv_weight(grad, values, table.size(0), infdiff::table_neighbours<TableNeighbours>(table, flip));
 }
 
 at::Tensor window_conv(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& index,
@@ -329,7 +319,7 @@ at::Tensor window_conv_weight(const at::Tensor& grad, const at::Tensor& values, 
 
 at::Tensor neighbour_table(const at::Tensor& index, const at::Tensor& index_map, int64_t height, int64_t width,
                            int64_t kernel_h, int64_t kernel_w) {
-  TORCH_CHECK(index.is_cuda() && index_map.is_cuda(), "the cuda backend needs CUDA tensors");
+  check_cuda({index, index_map});
   infdiff::check_table_inputs(index, index_map, height, width);
   const c10::cuda::CUDAGuard guard(index.device());
   auto idx = index.to(at::kLong).contiguous();
@@ -351,8 +341,7 @@ at::Tensor neighbour_table(const at::Tensor& index, const at::Tensor& index_map,
 
 std::vector<at::Tensor> knn_window(const at::Tensor& index_map, const at::Tensor& coords, const at::Tensor& query,
                                    const at::Tensor& base, int64_t height, int64_t width, int64_t radius, int64_t k) {
-  TORCH_CHECK(index_map.is_cuda() && coords.is_cuda() && query.is_cuda() && base.is_cuda(),
-              "the cuda backend needs CUDA tensors");
+  check_cuda({index_map, coords, query, base});
   infdiff::check_knn_inputs(index_map, coords, query, base, k);
   TORCH_CHECK(k <= kMaxNeighbours, "the cuda kNN kernel handles k <= ", kMaxNeighbours, ", got ", k);
   const c10::cuda::CUDAGuard guard(index_map.device());

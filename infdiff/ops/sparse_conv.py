@@ -99,16 +99,15 @@ against 0.326×), so the table is the default and the window is for when per-op 
 
 
 @NEIGHBOURS.register("table")
-def _conv_by_table(sparse, flat, weight, kernel_size, backend, chosen):
-    table = neighbour_table(sparse, kernel_size, backend)
-    return ops.gather_conv(flat, weight, table, False, chosen)
+def _conv_by_table(sparse, flat, weight, kernel_size, backend):
+    return ops.gather_conv(flat, weight, neighbour_table(sparse, kernel_size, backend), False, backend)
 
 
 @NEIGHBOURS.register("window")
-def _conv_by_window(sparse, flat, weight, kernel_size, backend, chosen):
+def _conv_by_window(sparse, flat, weight, kernel_size, backend):
     index = sparse.cached("index_int32", lambda: sparse.index.to(torch.int32))
     index_map = sparse.cached("index_map_int32", lambda: sparse.index_map().to(torch.int32))
-    return ops.window_conv(flat, weight, index, index_map, *sparse.size, *kernel_size, False, chosen)
+    return ops.window_conv(flat, weight, index, index_map, *sparse.size, *kernel_size, False, backend)
 
 
 def sparse_depthwise_conv(
@@ -128,7 +127,7 @@ def sparse_depthwise_conv(
     train_kernel_size = (kh, kw) if train_kernel_size is None else tuple(train_kernel_size)
     flat = sparse.values.reshape(-1, c)
     chosen = resolve_backend(backend, flat.device.type)
-    out = NEIGHBOURS[neighbours](sparse, flat, weight.reshape(c, kh * kw).to(flat.dtype), (kh, kw), backend, chosen)
+    out = NEIGHBOURS[neighbours](sparse, flat, weight.reshape(c, kh * kw).to(flat.dtype), (kh, kw), chosen)
     out = out / sparse_normaliser(sparse, (kh, kw), train_kernel_size).to(out.dtype)
     return sparse.with_values(out.view_as(sparse.values))
 
