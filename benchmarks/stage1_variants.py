@@ -47,24 +47,38 @@ The two neighbour lookups of the compiled kernels (``model.neighbours``) on the 
 (``benchmarks/results/stage1_neighbours_cpu.json``): the same options with ``--repeats 9``, and
 ``--variant dense ... --variant quarter_window loss.points=1024 loss.encoder_points=1024
 model.backend=cpp model.neighbours=window --variant quarter_table ... model.neighbours=table``,
-and likewise ``eighth_window`` and ``eighth_table`` at 512 points.
+and likewise ``eighth_window`` and ``eighth_table`` at 512 points.  The breakdown of the default
+kernels (``benchmarks/results/stage1_breakdown_cpu.json``): the same options with ``--repeats 7`` and
+the variants ``dense``, ``quarter`` (1024 points, ``model.backend=cpp``) and ``eighth`` (512).
+
+On a GPU (``--device cuda``, the default where there is one) each variant trains in its own
+``train.mixed_precision`` under autocast, as the training loop does; the paper's FFHQ-256
+configuration on the embedded shapes (what ``benchmarks/gpu_check.sh`` runs)::
+
+    python benchmarks/stage1_variants.py --config configs/ffhq_256_config.py --config.data.name=shapes \
+        --config.data.num_samples=8 --config.train.batch_size=8 --repeats 5 --breakdown \
+        --out OUT/stage1_ffhq256_gpu.json \
+        --variant dense loss.points=65536 loss.encoder_points=65536 \
+        --variant quarter loss.points=16384 loss.encoder_points=16384 \
+        --variant eighth loss.points=8192 loss.encoder_points=8192
 
 Reported per variant: its overrides, pixel counts, process steps, parameter count, median seconds
-per step, the ratio to the baseline and the peak bytes of tensors alive during a step; with
-``--breakdown``, where one profiled step's time goes: the sparse convolution kernels, the
-neighbour tables, the kNN search, the optimiser and the rest (U-Net, point-wise MLPs, norms,
-interpolation, the dense path's convolutions).  On these shared 2-core machines only the ratios
-mean something.
+per step, the ratio to the baseline, the peak bytes a step allocates above what lies between steps
+(``peak_step_bytes``: the CUDA allocator's, or on the CPU the tensors' own) and what lies there
+(``resident_bytes``: parameters and optimiser state); with ``--breakdown``, the fractions of the
+step spent in the sparse convolution kernels, the neighbour tables, the kNN search, the optimiser
+(from a profile of one step) and the coarse-grid U-Nets (timed alone, :mod:`step_breakdown`), the
+rest under ``other`` (point-wise MLPs, norms, interpolation, the dense path's convolutions).  A
+Markdown table is written beside the JSON.  On these shared 2-core machines only the ratios mean
+something.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
-import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -78,7 +92,8 @@ from infdiff.train.loop import make_optimizer
 from infdiff.train.settings import OptimizerSettings, from_section
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import device_name, peak_bytes  # noqa: E402  (a sibling module of this script)
+from bench_common import environment, interleaved_medians, peak_bytes, publish  # noqa: E402  (sibling modules)
+from step_breakdown import step_breakdown  # noqa: E402
 
 
 def variant_config(config, overrides):
@@ -92,42 +107,54 @@ def variant_config(config, overrides):
     return variant
 
 
-BREAKDOWN = {
-    "sparse_conv": (
-        "infdiff::gather_conv",
-        "infdiff::gather_conv_weight",
-        "infdiff::window_conv",
-        "infdiff::window_conv_weight",
-    ),
-    "neighbour_table": ("infdiff::neighbour_table",),
-    "knn": ("infdiff::knn_window",),
-    "optimiser": ("optimiser",),
-}
+AUTOCAST_DTYPES = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def breakdown(step_fn) -> dict:
-    """Fractions of one profiled step spent in each :data:`BREAKDOWN` part, the rest under ``other``."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
-        start = time.perf_counter()
-        step_fn()
-        total = time.perf_counter() - start
-    spent = {name: 0.0 for name in BREAKDOWN}
-    for event in profile.key_averages():
-        for name, keys in BREAKDOWN.items():
-            if event.key in keys:
-                spent[name] += event.cpu_time_total / 1e6
-    fractions = {name: seconds / total for name, seconds in spent.items()}
-    fractions["other"] = max(0.0, 1 - sum(fractions.values()))
-    return fractions
+def autocast_for(mixed_precision: str, device: torch.device) -> Callable[[], object]:
+    """The training loop's mixed precision on a GPU (fp16 without loss scaling: timing only); none on the CPU."""
+    dtype = AUTOCAST_DTYPES[mixed_precision] if device.type == "cuda" else None
+    return lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def resident_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of the parameters and the optimiser's state, which stay allocated between steps."""
+    tensors = list(model.parameters()) + [
+        value for state in optimizer.state.values() for value in state.values() if isinstance(value, torch.Tensor)
+    ]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"Stage-1 step, {result['img_size']}², batch {result['batch_size']}, on {result['device_name']} "
+        f"(torch {result['torch']}), median of {result['repeats']}",
+        "",
+        "| variant | points | encoder points | s / step | ratio | step peak GiB | ratio | resident GiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, v in result["variants"].items():
+        lines.append(
+            f"| {name} | {v['points']} | {v['encoder_points']} | {v['median_step_s']:.3f} | "
+            f"{v['ratio_to_baseline']:.3f} | {v['peak_step_bytes'] / 2**30:.3f} | {v['peak_ratio_to_baseline']:.3f} | "
+            f"{v['resident_bytes'] / 2**30:.3f} |"
+        )
+    parts = {name: v["breakdown"] for name, v in result["variants"].items() if "breakdown" in v}
+    if parts:
+        columns = list(next(iter(parts.values())))
+        lines += ["", "Fractions of the step", "", "| variant | " + " | ".join(columns) + " |"]
+        lines.append("| --- " * (len(columns) + 1) + "|")
+        lines += [f"| {name} | " + " | ".join(f"{f[c]:.3f}" for c in columns) + " |" for name, f in parts.items()]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
 
     def options(parser: argparse.ArgumentParser):
-        parser.add_argument("--out", required=True, help="JSON file to write")
+        parser.add_argument("--out", required=True, type=Path, help="JSON file to write (and a .md table beside it)")
         parser.add_argument("--repeats", type=int, default=10)
-        parser.add_argument("--breakdown", action="store_true", help="also profile one step of each variant")
+        parser.add_argument("--breakdown", action="store_true", help="also say where each variant's step goes")
+        parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
         parser.add_argument(
             "--variant",
             nargs="+",
@@ -139,47 +166,44 @@ def main(argv=None):
 
     configs, args = parse_command_line(__doc__, ["config"], options, argv)
     config = configs["config"]
+    device = torch.device(args.device)
     overrides = {name: given for name, *given in args.variant}
     if len(overrides) != len(args.variant):
         raise ConfigError(f"--variant names must differ, got {[name for name, *_ in args.variant]}")
     baseline_name = args.variant[0][0]
     dataset = build_dataset(config.data)
-    batch = torch.stack([dataset[i] for i in range(config.train.batch_size)])
-    steps, loss_settings = {}, {}
+    batch = torch.stack([dataset[i] for i in range(config.train.batch_size)]).to(device)
+    steps, settings = {}, {}
     for name, given in overrides.items():
         variant = variant_config(config, given)
         torch.manual_seed(0)
-        model = build_autoencoder(variant)
+        model = build_autoencoder(variant).to(device)
         optimizer = make_optimizer(model, from_section(OptimizerSettings, variant.optimizer, "optimizer"))
-        steps[name] = (model, optimizer, build_loss(variant, build_process(variant)), torch.Generator().manual_seed(0))
-        loss_settings[name] = variant.loss.to_dict(), variant.process.steps
+        loss = build_loss(variant, build_process(variant))
+        autocast = autocast_for(variant.train.mixed_precision, device)
+        steps[name] = (model, optimizer, loss, torch.Generator(device=device).manual_seed(0), autocast)
+        settings[name] = variant.loss.to_dict(), variant.process.steps
 
-    def step(model, optimizer, loss, generator):
-        loss(model, batch, generator)["loss"].mean().backward()
+    def step(model, optimizer, loss, generator, autocast):
+        with autocast():
+            value = loss(model, batch, generator)["loss"].mean()
+        value.backward()
         with torch.profiler.record_function("optimiser"):
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    times = {name: [] for name in steps}
-    for name in steps:
-        step(*steps[name])
-    for _ in range(args.repeats):
-        for name in steps:
-            start = time.perf_counter()
-            step(*steps[name])
-            times[name].append(time.perf_counter() - start)
-    peaks, parts = {}, {}
-    for name in steps:
-        peaks[name] = peak_bytes(lambda: step(*steps[name]), "cpu")
-        if args.breakdown:
-            parts[name] = breakdown(lambda: step(*steps[name]))
-    baseline = statistics.median(times[baseline_name])
+    runs = {name: (lambda members=members: step(*members)) for name, members in steps.items()}
+    seconds = interleaved_medians(runs, args.repeats, device.type)
+    peaks = {name: peak_bytes(run, device.type) for name, run in runs.items()}
+    parts = {}
+    if args.breakdown:
+        for name, run in runs.items():
+            model, *_, autocast = steps[name]
+            parts[name] = step_breakdown(model, run, seconds[name], autocast, max(3, args.repeats // 2), device)
+    baseline = seconds[baseline_name]
     result = {
-        "benchmark": "stage1_variants",
+        **environment("stage1_variants", device.type),
         "argv": argv,
-        "device": device_name("cpu"),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
         "img_size": config.data.img_size,
         "batch_size": config.train.batch_size,
         "repeats": args.repeats,
@@ -187,22 +211,21 @@ def main(argv=None):
         "variants": {
             name: {
                 "overrides": overrides[name],
-                "points": loss_settings[name][0]["points"],
-                "encoder_points": loss_settings[name][0]["encoder_points"],
-                "process_steps": loss_settings[name][1],
+                "points": settings[name][0]["points"],
+                "encoder_points": settings[name][0]["encoder_points"],
+                "process_steps": settings[name][1],
                 "parameters": sum(p.numel() for p in model.parameters()),
-                "median_step_s": statistics.median(times[name]),
-                "ratio_to_baseline": statistics.median(times[name]) / baseline,
-                "peak_tensor_bytes": peaks[name],
+                "median_step_s": seconds[name],
+                "ratio_to_baseline": seconds[name] / baseline,
+                "peak_step_bytes": peaks[name],
+                "resident_bytes": resident_bytes(model, optimizer),
                 "peak_ratio_to_baseline": peaks[name] / peaks[baseline_name],
                 **({"breakdown": parts[name]} if name in parts else {}),
             }
-            for name, (model, *_) in steps.items()
+            for name, (model, optimizer, *_) in steps.items()
         },
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result["variants"], indent=1))
+    publish(result, markdown, args.out)
 
 
 if __name__ == "__main__":

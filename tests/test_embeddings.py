@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from infdiff.nn.embeddings import TimeEmbedding, timestep_embedding
 from infdiff.nn.film import FiLM
@@ -103,3 +104,49 @@ def test_film_partial_and_missing_conditioning():
         time_only(h, torch.randn(2, 4), torch.randn(2, 3))
     with pytest.raises(ValueError, match="channels"):
         time_only(torch.randn(2, 5, 7), torch.randn(2, 4))
+
+
+def _norm_cases():
+    return [
+        ("layer", lambda: nn.LayerNorm(6), (3, 7, 6), True),
+        ("layer_no_affine", lambda: nn.LayerNorm(6, elementwise_affine=False), (3, 7, 6), True),
+        ("layer_no_bias", lambda: nn.LayerNorm(6, bias=False), (3, 2, 5, 6), True),
+        ("group", lambda: nn.GroupNorm(3, 6), (3, 6, 4, 5), False),
+    ]
+
+
+@pytest.mark.parametrize("name, make_norm, shape, channels_last", _norm_cases())
+@pytest.mark.parametrize("time_dim, z_dim", [(4, 5), (4, None), (None, 5), (None, None)])
+def test_the_folded_norm_and_film_equal_the_norm_then_film(name, make_norm, shape, channels_last, time_dim, z_dim):
+    torch.manual_seed(0)
+    norm, film = make_norm().double(), FiLM(6, time_dim, z_dim, channels_last=channels_last).double()
+    with torch.no_grad():  # a trained norm's affine map, not the identity it starts from
+        for p in norm.parameters():
+            p.copy_(torch.randn_like(p))
+    h = torch.randn(shape, dtype=torch.double, requires_grad=True)
+    t_emb = torch.randn(3, time_dim, dtype=torch.double, requires_grad=True) if time_dim else None
+    z = torch.randn(3, z_dim, dtype=torch.double, requires_grad=True) if z_dim else None
+    leaves = [h, *(v for v in (t_emb, z) if v is not None), *norm.parameters(), *film.parameters()]
+    grad = torch.randn(shape, dtype=torch.double)
+    expected = film(norm(h), t_emb, z)
+    expected_grads = torch.autograd.grad(expected, leaves, grad)
+    folded = film.normalised(norm, h, t_emb, z)
+    assert torch.allclose(folded, expected, atol=1e-12)
+    for got, want in zip(torch.autograd.grad(folded, leaves, grad), expected_grads):
+        assert torch.allclose(got, want, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "norm, channels_last, message",
+    [
+        (nn.LayerNorm(5), True, "LayerNorm over the 6 channels"),
+        (nn.GroupNorm(2, 6), True, "channels_last=True"),
+        (nn.LayerNorm(6), False, "channels_last=False"),
+        (nn.BatchNorm1d(6), True, "BatchNorm1d"),
+    ],
+)
+def test_the_folded_norm_rejects_a_norm_it_cannot_fold(norm, channels_last, message):
+    film = FiLM(6, time_dim=4, channels_last=channels_last)
+    h = torch.randn(2, 6, 6)
+    with pytest.raises(ValueError, match=message):
+        film.normalised(norm, h, torch.randn(2, 4))

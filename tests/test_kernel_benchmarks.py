@@ -29,6 +29,14 @@ from test_pipeline import ROOT
             lambda r: set(r["decoding"]["growth_exponent"]) == {"fft", "direct"} and len(r["ops"]) == 2,
         ),
         (
+            "norm_film.py",
+            ["--batch", "2", "--channels", "8", "--points", "16", "--grids", "4", "--repeats", "1"],
+            lambda r: (
+                [run["kind"] for run in r["runs"]] == ["layer_norm", "group_norm"]
+                and all(run["variants"]["folded"]["saved_ratio"] < 1 for run in r["runs"])
+            ),
+        ),
+        (
             "sbdm_speed.py",
             ["--sizes", "28", "--batch", "2", "--sample_batch", "1", "--steps", "2", "--repeats", "1"],
             lambda r: set(r["runs"][0]["sample"]) == {"fno", "cno", "unet"} and r["runs"][0]["route"] == "native",

@@ -414,6 +414,7 @@ def test_variant_benchmark_writes_its_json(tmp_path):
             str(out),
             "--repeats",
             "1",
+            "--breakdown",
             "--variant",
             "quarter",
             "--variant",
@@ -437,6 +438,15 @@ def test_variant_benchmark_writes_its_json(tmp_path):
     assert variants["wider"]["parameters"] > variants["quarter"]["parameters"] == variants["all"]["parameters"]
     assert variants["quarter"]["ratio_to_baseline"] == 1.0
     assert all(v["median_step_s"] > 0 for v in variants.values())
+    for v in variants.values():
+        parts = v["breakdown"]
+        assert set(parts) == {"sparse_conv", "neighbour_table", "knn", "optimiser", "grid_unet", "other"}
+        assert 0 < parts["grid_unet"] < 1 and parts["knn"] > 0 and parts["optimiser"] > 0
+        assert v["resident_bytes"] > 4 * v["parameters"], "fp32 parameters and Adam's two moments"
+    assert variants["all"]["breakdown"]["sparse_conv"] == 0 < variants["quarter"]["breakdown"]["sparse_conv"], (
+        "all pixels run the dense path, a subset the sparse kernels"
+    )
+    assert out.with_suffix(".md").read_text().count("| quarter |") == 2, "a row in each table"
 
 
 def test_variant_benchmark_trains_each_variant_with_its_own_process(tmp_path):

@@ -65,7 +65,7 @@ class CNOBlock(nn.Module):
         self.film = FiLM(out_channels, time_dim, channels_last=False)
 
     def forward(self, h: torch.Tensor, t_emb: torch.Tensor, out_size: Grid) -> torch.Tensor:
-        return alias_free_activation(self.film(self.norm(self.conv(h)), t_emb), out_size)
+        return alias_free_activation(self.film.normalised(self.norm, self.conv(h), t_emb), out_size)
 
 
 class CNOResidual(nn.Module):

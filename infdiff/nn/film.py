@@ -14,10 +14,11 @@ each per sample and per channel, broadcast over every position of ``h``.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class FiLM(nn.Module):
@@ -70,21 +71,74 @@ class FiLM(nn.Module):
                 f"{name}={'a tensor' if value is not None else 'None'}"
             )
 
+    def scale_shift(
+        self, t_emb: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None
+    ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """FiLM as one per-sample affine map ``h ↦ h * scale + shift``, each ``(B, C)``:
+
+            scale = (1 + s_t) (1 + s_z),    shift = b_t (1 + s_z)
+
+        with absent terms left out; ``None`` when there is no conditioning (the identity).
+        """
+        self._require("t_emb", self.time, t_emb)
+        self._require("z", self.latent, z)
+        if self.time is None and self.latent is None:
+            return None
+        scale, shift = None, None
+        if self.time is not None:
+            s_t, shift = self.time(t_emb).chunk(2, dim=-1)
+            scale = 1 + s_t
+        if self.latent is not None:
+            s_z = 1 + self.latent(z)
+            scale = s_z if scale is None else scale * s_z
+            shift = None if shift is None else shift * s_z
+        if shift is None:
+            shift = torch.zeros_like(scale)
+        return scale, shift
+
+    def _check_channels(self, h: torch.Tensor) -> None:
+        channel_dim = -1 if self.channels_last else 1
+        if h.shape[channel_dim] != self.channels:
+            raise ValueError(f"FiLM expects {self.channels} channels on dim {channel_dim}, got shape {tuple(h.shape)}")
+
     def forward(
         self,
         h: torch.Tensor,
         t_emb: Optional[torch.Tensor] = None,
         z: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """Return ``(h * (1 + s_t) + b_t) * (1 + s_z)`` with absent terms left out."""
-        self._require("t_emb", self.time, t_emb)
-        self._require("z", self.latent, z)
-        channel_dim = -1 if self.channels_last else 1
-        if h.shape[channel_dim] != self.channels:
-            raise ValueError(f"FiLM expects {self.channels} channels on dim {channel_dim}, got shape {tuple(h.shape)}")
-        if self.time is not None:
-            scale, shift = self.time(t_emb).chunk(2, dim=-1)
-            h = h * (1 + self._per_channel(scale, h)) + self._per_channel(shift, h)
-        if self.latent is not None:
-            h = h * (1 + self._per_channel(self.latent(z), h))
-        return h
+        """Return ``(h * (1 + s_t) + b_t) * (1 + s_z)`` with absent terms left out (one pass over ``h``)."""
+        self._check_channels(h)
+        affine = self.scale_shift(t_emb, z)
+        if affine is None:
+            return h
+        scale, shift = affine
+        return torch.addcmul(self._per_channel(shift, h), h, self._per_channel(scale, h))
+
+    def normalised(self, norm: nn.Module, h: torch.Tensor, t_emb=None, z=None) -> torch.Tensor:
+        """``FiLM(norm(h))`` for a :class:`~torch.nn.LayerNorm` over the channels or a
+        :class:`~torch.nn.GroupNorm`, with the norm's own affine map folded into FiLM's:
+
+            FiLM(γ ĥ + β) = ĥ · (γ scale) + (β scale + shift),
+
+        so the full-size features are normalised once (without affine) and modulated in one
+        ``addcmul``, instead of four passes each kept for backward.
+        """
+        self._check_channels(h)
+        affine = self.scale_shift(t_emb, z)
+        if affine is None:
+            return norm(h)
+        if isinstance(norm, nn.LayerNorm) and tuple(norm.normalized_shape) == (self.channels,) and self.channels_last:
+            unit = F.layer_norm(h, norm.normalized_shape, eps=norm.eps)
+        elif isinstance(norm, nn.GroupNorm) and norm.num_channels == self.channels and not self.channels_last:
+            unit = F.group_norm(h, norm.num_groups, eps=norm.eps)
+        else:
+            raise ValueError(
+                f"FiLM.normalised takes a LayerNorm over the {self.channels} channels (channels last) or a GroupNorm of "
+                f"{self.channels} channels (channels first), got {norm} with channels_last={self.channels_last}"
+            )
+        scale, shift = affine
+        if norm.weight is not None:
+            shift = torch.addcmul(shift, norm.bias, scale) if norm.bias is not None else shift
+            scale = scale * norm.weight
+        return torch.addcmul(self._per_channel(shift, unit), unit, self._per_channel(scale, unit))

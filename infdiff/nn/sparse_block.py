@@ -111,7 +111,7 @@ class SparseResBlock(nn.Module):
             raise ValueError("skip input must be given exactly when the block was built with skip_channels")
         if skip is not None:
             x = map_values(x, lambda v: self.skip(torch.cat((v, field_values(skip)), -1)))
-        h = self.conv(map_values(x, lambda v: self.film1(self.norm1(v), t_emb, z)))
+        h = self.conv(map_values(x, lambda v: self.film1.normalised(self.norm1, v, t_emb, z)))
         v = field_values(x) + field_values(h)
-        v = v + self.mlp(self.film2(self.norm2(v), t_emb, z))
+        v = v + self.mlp(self.film2.normalised(self.norm2, v, t_emb, z))
         return with_values(x, v)

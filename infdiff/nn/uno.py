@@ -100,7 +100,7 @@ class ResBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, t_emb: Optional[torch.Tensor], z: Optional[torch.Tensor]) -> torch.Tensor:
-        h = F.gelu(self.film(self.norm1(x), t_emb, z))
+        h = F.gelu(self.film.normalised(self.norm1, x, t_emb, z))
         h = self.conv1(self.dropout(h))
         h = self.conv2(F.gelu(self.norm2(h)))
         return self.skip(x) + h

@@ -1,0 +1,116 @@
+"""A norm followed by FiLM, forward + backward: the norm's affine map folded into FiLM's
+(:meth:`infdiff.nn.film.FiLM.normalised`, what the networks run) against the two applied one
+after the other as they were before (the affine norm, then ``h (1 + s_t) + b_t``, then
+``· (1 + s_z)``).  Interleaved in one process, median after a warm-up, and the bytes autograd keeps.
+
+Two shapes of the networks: a LayerNorm over the channels of ``(B, N, C)`` point features (the
+sparse residual blocks, N pixels kept of each image) and a GroupNorm of ``(B, C, H, W)`` grid
+features (the U-Net's residual blocks).
+
+    python benchmarks/norm_film.py --out benchmarks/results/norm_film_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from infdiff.nn.film import FiLM
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import environment, interleaved_medians, publish  # noqa: E402  (sibling modules)
+from sparse_conv import saved_bytes  # noqa: E402
+
+
+def one_after_the_other(norm: nn.Module, film: FiLM, h, t_emb, z):
+    """The composition as the networks computed it before the fold: four passes over ``h``."""
+    h = norm(h)
+    scale, shift = film.time(t_emb).chunk(2, dim=-1)
+    h = h * (1 + film._per_channel(scale, h)) + film._per_channel(shift, h)
+    return h * (1 + film._per_channel(film.latent(z), h))
+
+
+def folded(norm: nn.Module, film: FiLM, h, t_emb, z):
+    """What the networks run: one normalisation without affine and one ``addcmul``."""
+    return film.normalised(norm, h, t_emb, z)
+
+
+def case(kind: str, shape, device: str, dtype: torch.dtype, repeats: int) -> dict:
+    torch.manual_seed(0)
+    channels_last = kind == "layer_norm"
+    channels = shape[-1] if channels_last else shape[1]
+    norm = nn.LayerNorm(channels) if channels_last else nn.GroupNorm(8, channels)
+    film = FiLM(channels, time_dim=128, z_dim=64, channels_last=channels_last)
+    norm, film = norm.to(device, dtype), film.to(device, dtype)
+    h = torch.randn(shape, device=device, dtype=dtype, requires_grad=True)
+    t_emb = torch.randn(shape[0], 128, device=device, dtype=dtype)
+    z = torch.randn(shape[0], 64, device=device, dtype=dtype)
+    grad = torch.randn_like(h)
+    forwards = {"one_after_the_other": one_after_the_other, "folded": folded}
+
+    def step(forward):
+        return lambda: forward(norm, film, h, t_emb, z).backward(grad)
+
+    fns = {name: step(forward) for name, forward in forwards.items()}
+    seconds = interleaved_medians(fns, repeats, device)
+    saved = {name: saved_bytes(fn) for name, fn in fns.items()}
+    base = "one_after_the_other"
+    return {
+        "kind": kind,
+        "shape": list(shape),
+        "variants": {
+            name: {
+                "median_ms": 1e3 * s,
+                "ratio": s / seconds[base],
+                "autograd_saved_bytes": saved[name],
+                "saved_ratio": saved[name] / saved[base],
+            }
+            for name, s in seconds.items()
+        },
+    }
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        f"Norm + FiLM, forward + backward, {results['dtype']}, on {results['device_name']} (torch {results['torch']})",
+        "",
+        "| norm | shape | variant | ms | ratio | autograd bytes ratio |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for run in results["runs"]:
+        for name, v in run["variants"].items():
+            shape = "×".join(map(str, run["shape"]))
+            lines.append(
+                f"| {run['kind']} | {shape} | {name} | {v['median_ms']:.2f} | {v['ratio']:.3f} | {v['saved_ratio']:.3f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--channels", type=int, default=64)
+    parser.add_argument("--points", type=int, nargs="+", default=[1024, 4096, 16384], help="N of (B, N, C)")
+    parser.add_argument("--grids", type=int, nargs="+", default=[32, 64], help="sides of (B, 2C, H, W)")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, default=None, help="JSON to write (and a .md table beside it)")
+    args = parser.parse_args()
+    dtype = getattr(torch, args.dtype)
+    shapes = [("layer_norm", (args.batch, n, args.channels)) for n in args.points]
+    shapes += [("group_norm", (args.batch, 2 * args.channels, side, side)) for side in args.grids]
+    results = {
+        **environment("norm_film", args.device),
+        "dtype": args.dtype,
+        "runs": [case(kind, shape, args.device, dtype, args.repeats) for kind, shape in shapes],
+    }
+    publish(results, markdown, args.out)
+
+
+if __name__ == "__main__":
+    main()
