@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The one prepared GPU run (under 8 minutes on an H100/H200: the steps' own time limits add up to 460 s after the
+# The one prepared GPU run (under 8 minutes on an H100/H200: the steps' own time limits add up to 480 s after the
 # build): build the kernels, run the GPU tests and every GPU benchmark, and write into the folder given as argument
-# seven files (a device machine returns at most eight): environment.json, log.txt, one JSON per benchmark and
+# eight files (a device machine returns at most eight): environment.json, log.txt, one JSON per benchmark and
 # tables.md with all their Markdown tables.
 #
 #   COMMIT=$(git rev-parse HEAD) bash benchmarks/gpu_check.sh "$OUT"
@@ -35,7 +35,7 @@ wait
 cat "$out/build_cuda.tmp" >>"$log" && rm "$out/build_cuda.tmp"
 echo "kernels built in $(( $(date +%s) - start )) s" | tee -a "$log"
 
-timeout 90 $py -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_kernels.py 2>&1 | tail -40 | tee -a "$log"
+timeout 80 $py -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_kernels.py tests/test_norm_kernels.py 2>&1 | tail -40 | tee -a "$log"
 
 # one benchmark under its own time limit; its Markdown table joins tables.md
 bench() {
@@ -55,4 +55,5 @@ bench stage1_ffhq256_gpu 120 benchmarks/stage1_variants.py --device cuda --confi
 bench decoder_front_back_gpu 90 benchmarks/decoder_front_back.py --device cuda --size 256 --batch 8 \
     --sample_sides 256 512 1024 --sample_batch 4
 bench knn_gpu 40 benchmarks/knn.py --device cuda --sizes 128 256 512
+bench norm_film_gpu_bf16 30 benchmarks/norm_film.py --device cuda --dtype bfloat16 --points 16384 65536 --batch 32
 echo "gpu_check done in $(( $(date +%s) - start )) s" | tee -a "$log"

@@ -1,7 +1,9 @@
 """A norm followed by FiLM, forward + backward: the norm's affine map folded into FiLM's
-(:meth:`infdiff.nn.film.FiLM.normalised`, what the networks run) against the two applied one
-after the other as they were before (the affine norm, then ``h (1 + s_t) + b_t``, then
-``· (1 + s_z)``).  Interleaved in one process, median after a warm-up, and the bytes autograd keeps.
+(:meth:`infdiff.nn.film.FiLM.normalised`, what the networks run), from PyTorch's operators and, for
+the LayerNorm, as the compiled modulated layer norm of each backend that runs on the device
+(``kernel_cpp``, ``kernel_cuda``), against the two applied one after the other as they were before
+(the affine norm, then ``h (1 + s_t) + b_t``, then ``· (1 + s_z)``).  Interleaved in one process,
+median after a warm-up, and the bytes autograd keeps.
 
 Two shapes of the networks: a LayerNorm over the channels of ``(B, N, C)`` point features (the
 sparse residual blocks, N pixels kept of each image) and a GroupNorm of ``(B, C, H, W)`` grid
@@ -22,7 +24,7 @@ from torch import nn
 from infdiff.nn.film import FiLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import environment, interleaved_medians, publish  # noqa: E402  (sibling modules)
+from bench_common import backends_for, environment, interleaved_medians, publish  # noqa: E402  (sibling modules)
 from sparse_conv import saved_bytes  # noqa: E402
 
 
@@ -34,12 +36,13 @@ def one_after_the_other(norm: nn.Module, film: FiLM, h, t_emb, z):
     return h * (1 + film._per_channel(film.latent(z), h))
 
 
-def folded(norm: nn.Module, film: FiLM, h, t_emb, z):
-    """What the networks run: one normalisation without affine and one ``addcmul``."""
-    return film.normalised(norm, h, t_emb, z)
+def folded(backend=None):
+    """``FiLM.normalised`` on ``backend``: one normalisation without affine and one ``addcmul``
+    from PyTorch's operators (``None``), or the compiled modulated layer norm."""
+    return lambda norm, film, h, t_emb, z: film.normalised(norm, h, t_emb, z, backend)
 
 
-def case(kind: str, shape, device: str, dtype: torch.dtype, repeats: int) -> dict:
+def case(kind: str, shape, device: str, dtype: torch.dtype, repeats: int, kernels) -> dict:
     torch.manual_seed(0)
     channels_last = kind == "layer_norm"
     channels = shape[-1] if channels_last else shape[1]
@@ -50,7 +53,9 @@ def case(kind: str, shape, device: str, dtype: torch.dtype, repeats: int) -> dic
     t_emb = torch.randn(shape[0], 128, device=device, dtype=dtype)
     z = torch.randn(shape[0], 64, device=device, dtype=dtype)
     grad = torch.randn_like(h)
-    forwards = {"one_after_the_other": one_after_the_other, "folded": folded}
+    forwards = {"one_after_the_other": one_after_the_other, "folded": folded()}
+    if channels_last:  # the compiled operator is a layer norm's
+        forwards.update({f"kernel_{name}": folded(name) for name in kernels})
 
     def step(forward):
         return lambda: forward(norm, film, h, t_emb, z).backward(grad)
@@ -102,12 +107,13 @@ def main():
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (and a .md table beside it)")
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
+    compiled = [name for name in backends_for(args.device) if name != "torch"]
     shapes = [("layer_norm", (args.batch, n, args.channels)) for n in args.points]
     shapes += [("group_norm", (args.batch, 2 * args.channels, side, side)) for side in args.grids]
     results = {
         **environment("norm_film", args.device),
         "dtype": args.dtype,
-        "runs": [case(kind, shape, args.device, dtype, args.repeats) for kind, shape in shapes],
+        "runs": [case(kind, shape, args.device, dtype, args.repeats, compiled) for kind, shape in shapes],
     }
     publish(results, markdown, args.out)
 

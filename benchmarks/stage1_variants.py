@@ -66,7 +66,8 @@ Reported per variant: its overrides, pixel counts, process steps, parameter coun
 per step, the ratio to the baseline, the peak bytes a step allocates above what lies between steps
 (``peak_step_bytes``: the CUDA allocator's, or on the CPU the tensors' own) and what lies there
 (``resident_bytes``: parameters and optimiser state); with ``--breakdown``, the fractions of the
-step spent in the sparse convolution kernels, the neighbour tables, the kNN search, the optimiser
+step spent in the sparse convolution kernels, the neighbour tables, the kNN search, the compiled
+modulated layer norms, the optimiser
 (from a profile of one step) and the coarse-grid U-Nets (timed alone, :mod:`step_breakdown`), the
 rest under ``other`` (point-wise MLPs, norms, interpolation, the dense path's convolutions).  A
 Markdown table is written beside the JSON.  On these shared 2-core machines only the ratios mean

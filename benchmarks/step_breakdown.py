@@ -28,6 +28,7 @@ PROFILED_PARTS = {
     ),
     "neighbour_table": ("infdiff::neighbour_table",),
     "knn": ("infdiff::knn_window",),
+    "modulated_norm": ("infdiff::modulated_layer_norm", "infdiff::modulated_layer_norm_backward"),
     "optimiser": ("optimiser",),
 }
 GRID_NETWORKS = (UNO, UNOEncoder)

@@ -17,6 +17,7 @@
 
 #include <ATen/Parallel.h>
 
+#include "norm_ops.h"
 #include "sparse_ops_checks.h"
 
 #include <algorithm>
@@ -385,4 +386,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("window_conv_weight", &window_conv_weight, "gradient of the window convolution with respect to its weight");
   m.def("neighbour_table", &neighbour_table, "neighbour table of sparse pixels for a kernel window");
   m.def("knn_window", &knn_window, "k nearest present pixels to each coarse-cell centre");
+  m.def("modulated_layer_norm", &infdiff::modulated_layer_norm, "layer norm with a per-sample scale and shift");
+  m.def("modulated_layer_norm_backward", &infdiff::modulated_layer_norm_backward,
+        "gradients of the modulated layer norm in x, scale and shift");
 }

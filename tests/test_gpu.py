@@ -114,3 +114,34 @@ def test_every_operator_passes_opcheck_on_the_gpu():
     query = torch.rand(6, 2, device="cuda")
     base = (query * torch.tensor([h, w], device="cuda") - 0.5).round().long()
     torch.library.opcheck(backends.knn_window, (sparse.index_map(), sparse.coords(), query, base, h, w, 1, 3, "cuda"))
+
+
+def test_the_cuda_modulated_layer_norm_matches_pytorch_in_every_dtype():
+    from test_norm_kernels import SHAPES, composed, inputs, run
+
+    from infdiff.ops.modulated_norm import modulated_layer_norm
+
+    for shape in SHAPES.values():
+        for dtype, tolerance in ((torch.float32, 1e-4), (torch.float64, 1e-10), (torch.bfloat16, 5e-2)):
+            x, scale, shift = (t.to("cuda", dtype) for t in inputs(shape))
+            expected = run(composed, *(t.double() for t in (x, scale, shift)))
+            ours = run(lambda *a: modulated_layer_norm(*a, backend="cuda"), x, scale, shift)
+            for got, want in zip(ours, expected):
+                # bf16 gradients summed over many rows: relative to their size
+                scale_of = want.abs().max().item() if want.numel() else 1.0
+                torch.testing.assert_close(got.double(), want, rtol=tolerance, atol=tolerance * max(1.0, scale_of))
+
+
+def test_the_cuda_modulated_layer_norm_passes_opcheck_and_gradcheck():
+    from test_norm_kernels import inputs
+
+    from infdiff.ops import reference_kernels
+    from infdiff.ops.modulated_norm import modulated_layer_norm_backward_op, modulated_layer_norm_op
+
+    x, scale, shift = (t.to("cuda", torch.float64).requires_grad_(True) for t in inputs((2, 6, 40)))
+    assert torch.autograd.gradcheck(lambda *a: modulated_layer_norm_op(*a, 1e-5, "cuda")[0], (x, scale, shift))
+    x, scale, shift = (t.to("cuda").requires_grad_(True) for t in inputs((2, 300, 70)))
+    torch.library.opcheck(modulated_layer_norm_op, (x, scale, shift, 1e-5, "cuda"))
+    _, mean, rstd = reference_kernels.modulated_layer_norm(x.detach(), scale.detach(), shift.detach(), 1e-5)
+    args = (torch.randn_like(x), x.detach(), scale.detach(), mean, rstd, "cuda")
+    torch.library.opcheck(modulated_layer_norm_backward_op, args)

@@ -440,8 +440,16 @@ def test_variant_benchmark_writes_its_json(tmp_path):
     assert all(v["median_step_s"] > 0 for v in variants.values())
     for v in variants.values():
         parts = v["breakdown"]
-        assert set(parts) == {"sparse_conv", "neighbour_table", "knn", "optimiser", "grid_unet", "other"}
-        assert 0 < parts["grid_unet"] < 1 and parts["knn"] > 0 and parts["optimiser"] > 0
+        assert set(parts) == {
+            "sparse_conv",
+            "neighbour_table",
+            "knn",
+            "modulated_norm",
+            "optimiser",
+            "grid_unet",
+            "other",
+        }
+        assert 0 < parts["grid_unet"] < 1 and parts["knn"] > 0 and parts["optimiser"] > 0 < parts["modulated_norm"]
         assert v["resident_bytes"] > 4 * v["parameters"], "fp32 parameters and Adam's two moments"
     assert variants["all"]["breakdown"]["sparse_conv"] == 0 < variants["quarter"]["breakdown"]["sparse_conv"], (
         "all pixels run the dense path, a subset the sparse kernels"

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from infdiff.ops.modulated_norm import modulated_layer_norm
+
 
 class FiLM(nn.Module):
     """Modulate features by a time embedding and/or a latent code (see the module docstring).
@@ -115,24 +117,24 @@ class FiLM(nn.Module):
         scale, shift = affine
         return torch.addcmul(self._per_channel(shift, h), h, self._per_channel(scale, h))
 
-    def normalised(self, norm: nn.Module, h: torch.Tensor, t_emb=None, z=None) -> torch.Tensor:
+    def normalised(self, norm: nn.Module, h: torch.Tensor, t_emb=None, z=None, backend=None) -> torch.Tensor:
         """``FiLM(norm(h))`` for a :class:`~torch.nn.LayerNorm` over the channels or a
         :class:`~torch.nn.GroupNorm`, with the norm's own affine map folded into FiLM's:
 
             FiLM(γ ĥ + β) = ĥ · (γ scale) + (β scale + shift),
 
         so the full-size features are normalised once (without affine) and modulated in one
-        ``addcmul``, instead of four passes each kept for backward.
+        ``addcmul``, instead of four passes each kept for backward.  A LayerNorm goes through
+        :func:`infdiff.ops.modulated_norm.modulated_layer_norm` on ``backend`` (``model.backend``;
+        ``None``: PyTorch's operators), which compiled runs as one operator.
         """
         self._check_channels(h)
         affine = self.scale_shift(t_emb, z)
         if affine is None:
             return norm(h)
-        if isinstance(norm, nn.LayerNorm) and tuple(norm.normalized_shape) == (self.channels,) and self.channels_last:
-            unit = F.layer_norm(h, norm.normalized_shape, eps=norm.eps)
-        elif isinstance(norm, nn.GroupNorm) and norm.num_channels == self.channels and not self.channels_last:
-            unit = F.group_norm(h, norm.num_groups, eps=norm.eps)
-        else:
+        layer = isinstance(norm, nn.LayerNorm) and tuple(norm.normalized_shape) == (self.channels,)
+        group = isinstance(norm, nn.GroupNorm) and norm.num_channels == self.channels
+        if not (layer and self.channels_last or group and not self.channels_last):
             raise ValueError(
                 f"FiLM.normalised takes a LayerNorm over the {self.channels} channels (channels last) or a GroupNorm of "
                 f"{self.channels} channels (channels first), got {norm} with channels_last={self.channels_last}"
@@ -141,4 +143,7 @@ class FiLM(nn.Module):
         if norm.weight is not None:
             shift = torch.addcmul(shift, norm.bias, scale) if norm.bias is not None else shift
             scale = scale * norm.weight
+        if layer:
+            return modulated_layer_norm(h, scale, shift, norm.eps, backend or "torch")
+        unit = F.group_norm(h, norm.num_groups, eps=norm.eps)
         return torch.addcmul(self._per_channel(shift, unit), unit, self._per_channel(scale, unit))

@@ -90,6 +90,7 @@ class SparseResBlock(nn.Module):
         neighbours: str = "table",
     ):
         super().__init__()
+        self.backend = backend
         self.skip = nn.Linear(channels + skip_channels, channels) if skip_channels else None
         self.norm1 = nn.LayerNorm(channels)
         self.film1 = FiLM(channels, time_dim, z_dim)
@@ -111,7 +112,7 @@ class SparseResBlock(nn.Module):
             raise ValueError("skip input must be given exactly when the block was built with skip_channels")
         if skip is not None:
             x = map_values(x, lambda v: self.skip(torch.cat((v, field_values(skip)), -1)))
-        h = self.conv(map_values(x, lambda v: self.film1.normalised(self.norm1, v, t_emb, z)))
+        h = self.conv(map_values(x, lambda v: self.film1.normalised(self.norm1, v, t_emb, z, self.backend)))
         v = field_values(x) + field_values(h)
-        v = v + self.mlp(self.film2.normalised(self.norm2, v, t_emb, z))
+        v = v + self.mlp(self.film2.normalised(self.norm2, v, t_emb, z, self.backend))
         return with_values(x, v)

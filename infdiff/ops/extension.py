@@ -22,8 +22,8 @@ from types import ModuleType
 import torch
 
 SOURCE_DIR = Path(__file__).resolve().parents[2] / "csrc"
-SOURCES = {"cpu": ("sparse_ops_cpu.cpp",), "cuda": ("sparse_ops_cuda.cu",)}
-HEADERS = ("sparse_ops_checks.h",)  # included by both; part of every build's key
+SOURCES = {"cpu": ("sparse_ops_cpu.cpp", "norm_ops_cpu.cpp"), "cuda": ("sparse_ops_cuda.cu", "norm_ops_cuda.cu")}
+HEADERS = ("sparse_ops_checks.h", "norm_ops.h")  # included by both; part of every build's key
 FLAGS = {"cpu": ["-O3", "-fopenmp", "-march=native"], "cuda": ["-O3"]}
 CUDA_FLAGS = ["-O3", "--expt-relaxed-constexpr"]  # no fast math: results must match the reference
 
@@ -97,9 +97,10 @@ def compile_check(nvcc: str = "nvcc", arch: str = "sm_90") -> None:
     """Compile (``-c``, nothing linked or run) every ``csrc/*.cu`` against this torch's headers.
 
     CI runs it (``.ci/run``) on machines without a GPU, so a CUDA kernel
-    that does not build never lands.  Raises ``subprocess.CalledProcessError`` with nvcc's output.
+    that does not build never lands.  Raises ``subprocess.CalledProcessError`` after printing nvcc's output.
     """
     import subprocess
+    import sys
     import sysconfig
     import tempfile
 
@@ -115,8 +116,14 @@ def compile_check(nvcc: str = "nvcc", arch: str = "sm_90") -> None:
             shim.parent.mkdir(parents=True)
             shim.write_text("#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n")
             includes.append(f"-I{out}")
+        jobs = []  # one nvcc per file, all at once (each is mostly one single-threaded compiler)
         for source in sorted(SOURCE_DIR.glob("*.cu")):
             command = [nvcc, "-c", str(source), "-o", str(Path(out) / (source.stem + ".o")), f"-arch={arch}"]
             command += ["-Xcompiler", "-fPIC", "-std=c++20", *CUDA_FLAGS, *defines, *includes]
-            subprocess.run(command, check=True)
+            jobs.append((source, command, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)))
+        for source, command, job in jobs:
+            output, _ = job.communicate()
+            if job.returncode:
+                print(output.decode(errors="replace"), file=sys.stderr)  # nvcc's errors, in CI's log
+                raise subprocess.CalledProcessError(job.returncode, command, output=output)
             print(f"compiled {source.name} with {nvcc} for {arch} against torch {torch.__version__}")

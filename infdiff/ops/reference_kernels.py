@@ -146,3 +146,31 @@ def knn_window(
         d, i = knn_brute_force(query[cells].unsqueeze(0), coords[item : item + 1], k)
         dist[item, cells], ids[item, cells] = d[0].to(dist.dtype), i[0]
     return [dist, ids]
+
+
+def modulated_layer_norm(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: float) -> List[torch.Tensor]:
+    """``[y, mean, rstd]``: ``y = (x - mean) · rstd · scale[b] + shift[b]`` over the channels of ``x``
+    ``(B, R, C)``, with per-sample ``scale`` and ``shift`` ``(B, C)``; the row statistics ``(B·R,)`` are
+    float32 (float64 for float64 ``x``), as :func:`torch.nn.functional.layer_norm` computes them."""
+    stats_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    wide = x.to(stats_dtype)
+    mean = wide.mean(-1, keepdim=True)
+    var = (wide - mean).square().mean(-1, keepdim=True)  # biased, as the kernels' two passes
+    rstd = torch.rsqrt(var + eps)
+    y = torch.addcmul(shift[:, None].to(stats_dtype), (wide - mean) * rstd, scale[:, None].to(stats_dtype))
+    return [y.to(x.dtype), mean.reshape(-1), rstd.reshape(-1)]
+
+
+def modulated_layer_norm_backward(
+    grad: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor
+) -> List[torch.Tensor]:
+    """``[grad_x, grad_scale, grad_shift]`` of :func:`modulated_layer_norm`: with ``x̂ = (x - mean) rstd``
+    and ``g' = grad · scale[b]``, ``grad_x = rstd (g' - mean_c g' - x̂ mean_c(g' x̂))``,
+    ``grad_scale = Σ_r grad x̂`` and ``grad_shift = Σ_r grad`` per sample."""
+    shape = x.shape[0], x.shape[1], 1
+    wide_grad = grad.to(mean.dtype)
+    unit = (x.to(mean.dtype) - mean.reshape(shape)) * rstd.reshape(shape)
+    modulated = wide_grad * scale[:, None].to(mean.dtype)
+    centred = modulated - modulated.mean(-1, keepdim=True) - unit * (modulated * unit).mean(-1, keepdim=True)
+    grad_x = rstd.reshape(shape) * centred
+    return [grad_x.to(x.dtype), (wide_grad * unit).sum(1).to(x.dtype), wide_grad.sum(1).to(x.dtype)]

@@ -1,0 +1,77 @@
+// The modulated layer norm both kernel libraries implement (norm_ops_cpu.cpp, norm_ops_cuda.cu), and
+// the argument checks they share.  For x (B, R, C) and per-sample scale and shift (B, C):
+//
+//   y[b, r, c] = (x[b, r, c] - mean[b, r]) * rstd[b, r] * scale[b, c] + shift[b, c],
+//   mean = the channels' mean, rstd = 1 / sqrt(their biased variance + eps),
+//
+// a LayerNorm without affine followed by FiLM with the norm's affine folded in
+// (infdiff/nn/film.py).  The backward, with x^ = (x - mean) * rstd and g' = g * scale[b]:
+//
+//   grad_x = rstd * (g' - mean_c(g') - x^ * mean_c(g' x^)),
+//   grad_scale[b, c] = sum_r g x^,   grad_shift[b, c] = sum_r g,
+//
+// recomputing x^ from x and the saved row statistics (float32, or float64 for float64 inputs).
+#pragma once
+
+#include <torch/extension.h>
+
+#include <vector>
+
+namespace infdiff {
+
+std::vector<at::Tensor> modulated_layer_norm(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift,
+                                             double eps);
+std::vector<at::Tensor> modulated_layer_norm_backward(const at::Tensor& grad, const at::Tensor& x,
+                                                      const at::Tensor& scale, const at::Tensor& mean,
+                                                      const at::Tensor& rstd);
+
+inline at::ScalarType row_stats_type(const at::Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+inline void check_modulated_norm_inputs(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift) {
+  TORCH_CHECK(x.dim() == 3, "x must be (B, R, C), got ", x.sizes());
+  TORCH_CHECK(scale.dim() == 2 && scale.size(0) == x.size(0) && scale.size(1) == x.size(2),
+              "scale must be (B, C) = (", x.size(0), ", ", x.size(2), "), got ", scale.sizes());
+  TORCH_CHECK(shift.sizes() == scale.sizes(), "shift must be shaped like scale ", scale.sizes(), ", got ",
+              shift.sizes());
+  TORCH_CHECK(scale.scalar_type() == x.scalar_type() && shift.scalar_type() == x.scalar_type(),
+              "x, scale and shift must share a dtype, got ", x.scalar_type(), ", ", scale.scalar_type(), " and ",
+              shift.scalar_type());
+}
+
+inline void check_modulated_norm_backward_inputs(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& scale,
+                                                 const at::Tensor& mean, const at::Tensor& rstd) {
+  check_modulated_norm_inputs(x, scale, scale);
+  TORCH_CHECK(grad.sizes() == x.sizes() && grad.scalar_type() == x.scalar_type(),
+              "grad must be shaped and typed like x ", x.sizes(), ", got ", grad.sizes());
+  TORCH_CHECK(mean.numel() == x.size(0) * x.size(1) && rstd.numel() == mean.numel(),
+              "mean and rstd must hold one value per row of x (", x.size(0) * x.size(1), ")");
+  TORCH_CHECK(mean.scalar_type() == row_stats_type(x) && rstd.scalar_type() == row_stats_type(x),
+              "mean and rstd must be ", row_stats_type(x));
+}
+
+// The forward's contiguous inputs and freshly allocated outputs, alike on either device.
+struct ModulatedNormForward {
+  at::Tensor x, scale, shift, y, mean, rstd;
+  int64_t rows;
+};
+
+inline ModulatedNormForward prepare_modulated_norm_forward(const at::Tensor& x, const at::Tensor& scale,
+                                                           const at::Tensor& shift) {
+  check_modulated_norm_inputs(x, scale, shift);
+  ModulatedNormForward f{x.contiguous(), scale.contiguous(), shift.contiguous(), {}, {}, {}, x.size(0) * x.size(1)};
+  f.y = at::empty_like(f.x);
+  f.mean = at::empty({f.rows}, f.x.options().dtype(row_stats_type(f.x)));
+  f.rstd = at::empty_like(f.mean);
+  return f;
+}
+
+// partials (P, 2, B, C) of sum_r g x^ and sum_r g, reduced in a fixed order (deterministic) into
+// grad_scale and grad_shift of the inputs' dtype.
+inline std::vector<at::Tensor> with_affine_grads(const at::Tensor& grad_x, const at::Tensor& partials) {
+  return {grad_x, partials.select(1, 0).sum(0).to(grad_x.scalar_type()),
+          partials.select(1, 1).sum(0).to(grad_x.scalar_type())};
+}
+
+}  // namespace infdiff
