@@ -1,5 +1,5 @@
 """The decoder's sparse front and back (everything but the coarse-grid U-Net) on a fraction of the pixels
-against its dense path on all of them, per backend; and sampling throughput at large sizes.
+against its dense path on all of them, per backend.
 
 Front and back: lift, the sparse residual blocks before and after the grid, the kNN lift onto the
 grid, the bilinear return and the projection.  The U-Net in between is replaced by a pass-through
@@ -7,8 +7,7 @@ grid, the bilinear return and the projection.  The U-Net in between is replaced 
 on a subset should make cheaper.  Forward + backward, interleaved in one process, median after a
 warm-up; peak tensor bytes of one step.
 
-``--sample_sides`` adds the full decoder's dense forward (no gradients: one sampling step) at
-those sides with ``--sample_batch`` images: seconds per step, images·steps per second, peak bytes.
+Sampling throughput at large sides, with a config's whole decoder, is ``decode_step.py``.
 
     python benchmarks/decoder_front_back.py --out benchmarks/results/decoder_front_back_cpu.json
 """
@@ -87,24 +86,6 @@ def front_back(args, backends) -> dict:
     }
 
 
-def sampling(args) -> dict:
-    net = decoder(args.size, args.nf, args.blocks, args.device).eval()
-    rows = {}
-    for side in args.sample_sides:
-        x = torch.randn(args.sample_batch, 3, side, side, device=args.device)
-        t = torch.full((args.sample_batch,), 500, device=args.device)
-        z = torch.randn(args.sample_batch, 64, device=args.device)
-        with torch.no_grad(), torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.device == "cuda"):
-            step = lambda: net(x, t, z)  # noqa: E731
-            seconds = interleaved_medians({"step": step}, args.repeats, args.device)["step"]
-            rows[str(side)] = {
-                "seconds_per_step": seconds,
-                "image_steps_per_second": args.sample_batch / seconds,
-                "peak_bytes": peak_bytes(step, args.device),
-            }
-    return rows
-
-
 def markdown(results: dict) -> str:
     lines = [
         f"Decoder front and back (U-Net skipped), {results['size']}², B={results['batch']}, nf {results['nf']}, "
@@ -115,14 +96,6 @@ def markdown(results: dict) -> str:
     ]
     for name, v in results["front_back"].items():
         lines.append(f"| {name} | {v['median_ms']:.1f} | {v['ratio_to_dense']:.3f} | {v['peak_ratio_to_dense']:.3f} |")
-    if results["sampling"]:
-        lines += ["", f"Sampling (one dense decoder step, batch {results['sample_batch']})", ""]
-        lines += ["| side | s / step | images·steps / s | peak GiB |", "| --- | --- | --- | --- |"]
-        for side, v in results["sampling"].items():
-            lines.append(
-                f"| {side}² | {v['seconds_per_step']:.3f} | {v['image_steps_per_second']:.2f} | "
-                f"{v['peak_bytes'] / 2**30:.2f} |"
-            )
     return "\n".join(lines) + "\n"
 
 
@@ -134,17 +107,14 @@ def main():
     parser.add_argument("--blocks", type=int, default=3)
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.125])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--sample_sides", type=int, nargs="*", default=[])
-    parser.add_argument("--sample_batch", type=int, default=4)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (and a .md table beside it)")
     args = parser.parse_args()
     backends = backends_for(args.device)
     results = {
         **environment("decoder_front_back", args.device),
-        **{key: getattr(args, key) for key in ("size", "batch", "nf", "blocks", "sample_batch")},
+        **{key: getattr(args, key) for key in ("size", "batch", "nf", "blocks")},
         "front_back": front_back(args, backends),
-        "sampling": sampling(args),
     }
     publish(results, markdown, args.out)
 

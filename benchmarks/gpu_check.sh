@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The one prepared GPU run (under 8 minutes on an H100/H200: the steps' own time limits add up to 480 s after the
 # build): build the kernels, run the GPU tests and every GPU benchmark, and write into the folder given as argument
-# eight files (a device machine returns at most eight): environment.json, log.txt, one JSON per benchmark and
-# tables.md with all their Markdown tables.
+# three files (a device machine returns at most eight): results.json (the environment and every benchmark's JSON
+# under its name), log.txt, and tables.md with all their Markdown tables.
 #
 #   COMMIT=$(git rev-parse HEAD) bash benchmarks/gpu_check.sh "$OUT"
 #
@@ -19,12 +19,26 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MAX_JOBS=16
 export INFDIFF_EXTENSION_DIR=/tmp/infdiff-extensions
 
+# NAME.json joins results.json under NAME (what a benchmark cut short by its limit had written, too)
+merge() {
+    $py - "$out" "$1" <<'PY'
+import json, sys
+from pathlib import Path
+out, name = Path(sys.argv[1]), sys.argv[2]
+results = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
+results[name] = json.loads((out / f"{name}.json").read_text())
+(out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+(out / f"{name}.json").unlink()
+PY
+}
+
 $py - >"$out/environment.json" <<PY
 import json, os, platform, torch
 print(json.dumps(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, cuda=torch.version.cuda,
                       python=platform.python_version(), commit=os.environ.get("COMMIT", "unknown"),
                       date=__import__("datetime").datetime.now().isoformat(timespec="seconds")), indent=2))
 PY
+merge environment
 
 # both kernel libraries build at once (each is one compiler process)
 start=$(date +%s)
@@ -37,23 +51,27 @@ echo "kernels built in $(( $(date +%s) - start )) s" | tee -a "$log"
 
 timeout 80 $py -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_kernels.py tests/test_norm_kernels.py 2>&1 | tail -40 | tee -a "$log"
 
-# one benchmark under its own time limit; its Markdown table joins tables.md
+# one benchmark under its own time limit; its JSON joins results.json and its Markdown table tables.md
 bench() {
     local name=$1 limit=$2
     shift 2
     timeout "$limit" $py "$@" --out "$out/$name.json" 2>&1 | tail -24 | tee -a "$log"
+    if [ -f "$out/$name.json" ]; then
+        merge "$name"
+    fi
     if [ -f "$out/$name.md" ]; then
         cat "$out/$name.md" >>"$out/tables.md" && rm "$out/$name.md"
     fi
 }
-bench sparse_conv_gpu_bf16 120 benchmarks/sparse_conv.py --device cuda --dtype bfloat16 --sizes 64 128 256 512
+bench sparse_conv_gpu_bf16 110 benchmarks/sparse_conv.py --device cuda --dtype bfloat16 --sizes 64 128 256 512
 bench stage1_ffhq256_gpu 120 benchmarks/stage1_variants.py --device cuda --config configs/ffhq_256_config.py \
     --config.data.name=shapes --config.data.num_samples=8 --config.train.batch_size=8 --repeats 5 --breakdown \
     --variant dense loss.points=65536 loss.encoder_points=65536 \
     --variant quarter loss.points=16384 loss.encoder_points=16384 \
     --variant eighth loss.points=8192 loss.encoder_points=8192
-bench decoder_front_back_gpu 90 benchmarks/decoder_front_back.py --device cuda --size 256 --batch 8 \
-    --sample_sides 256 512 1024 --sample_batch 4
-bench knn_gpu 40 benchmarks/knn.py --device cuda --sizes 128 256 512
+bench decoder_front_back_gpu 50 benchmarks/decoder_front_back.py --device cuda --size 256 --batch 8
+bench decode_step_ffhq256_gpu 60 benchmarks/decode_step.py --device cuda --config configs/ffhq_256_config.py \
+    --sides 256 512 1024 --batch 4 --precision fp32 bf16
+bench knn_gpu 30 benchmarks/knn.py --device cuda --sizes 128 256 512
 bench norm_film_gpu_bf16 30 benchmarks/norm_film.py --device cuda --dtype bfloat16 --points 16384 65536 --batch 32
 echo "gpu_check done in $(( $(date +%s) - start )) s" | tee -a "$log"

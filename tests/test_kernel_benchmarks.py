@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from test_pipeline import ROOT
+from test_pipeline import ROOT, TINY_AE, flags
 
 
 @pytest.mark.parametrize(
@@ -20,8 +20,16 @@ from test_pipeline import ROOT
         ("knn.py", ["--sizes", "16", "32", "--repeats", "1"], lambda r: len(r["runs"]) == 2),
         (
             "decoder_front_back.py",
-            ["--size", "16", "--batch", "2", "--nf", "8", "--blocks", "1", "--repeats", "1", "--sample_sides", "32"],
-            lambda r: r["front_back"]["dense_all_pixels"]["ratio_to_dense"] == 1 and "32" in r["sampling"],
+            ["--size", "16", "--batch", "2", "--nf", "8", "--blocks", "1", "--repeats", "1"],
+            lambda r: r["front_back"]["dense_all_pixels"]["ratio_to_dense"] == 1,
+        ),
+        (
+            "decode_step.py",
+            flags("config", "shapes_32_config.py", TINY_AE) + ["--sides", "16", "32", "--repeats", "1"],
+            lambda r: (
+                r["kernel_taps"] == {"16": 3, "32": 7}
+                and all(cell["peak_bytes"] > 0 for cell in r["cells"]["fp32"].values())
+            ),
         ),
         (
             "dense_conv_fft.py",
