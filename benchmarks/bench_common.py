@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
 import statistics
 import time
 from pathlib import Path
@@ -45,14 +46,16 @@ def synchronizer(device: str) -> Callable[[], None]:
 
 
 def interleaved_medians(fns: Dict[str, Callable[[], object]], repeats: int, device: str) -> Dict[str, float]:
-    """Median seconds of each call after one warm-up, the variants taking turns (round-robin), so
-    drifts of a shared machine touch all of them alike."""
+    """Median seconds of each call after one warm-up, the variants taking turns, so drifts of a shared
+    machine touch all of them alike.  Each round runs them in a fresh order (seeded, so runs repeat):
+    in a fixed one, each variant would always find the caches as the same predecessor left them."""
     sync = synchronizer(device)
     times = {name: [] for name in fns}
     for fn in fns.values():
         fn()
+    order = random.Random(0)
     for _ in range(repeats):
-        for name, fn in fns.items():
+        for name, fn in order.sample(list(fns.items()), len(fns)):
             sync()
             start = time.perf_counter()
             fn()

@@ -11,6 +11,9 @@ channels keep ``density`` of their pixels; a k×k depthwise kernel is applied wi
   (a lone convolution);
 * ``sparse_<backend>_window`` (compiled backends): neighbours looked up in the index map inside the
   kernels (``neighbours="window"``: no table at all);
+* ``sparse_<backend>_separate_normaliser`` (compiled backends): the cached-table route with the
+  Monte-Carlo normaliser applied as its own elementwise pass, forward and backward, instead of
+  inside the kernels (how it was done before they took it as a row scale);
 * ``dense_masked``: scatter the points into a zero grid, channels-last depthwise ``F.conv2d``
   on the full grid plus the normalising conv, gather back (what a dense implementation must do);
 * ``dense_conv_only``: the dense conv alone on a ready channels-last grid (a lower bound for
@@ -44,6 +47,8 @@ from infdiff.ops import (
     sparse_depthwise_conv,
     uniform_subset,
 )
+from infdiff.ops import backends as ops
+from infdiff.ops.sparse_conv import inverse_normaliser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import backends_for, environment, interleaved_medians, peak_bytes, publish  # noqa: E402
@@ -79,6 +84,15 @@ def make_variants(sparse: SparseImage, weight: torch.Tensor, backends, naive: bo
 
         return route
 
+    def separate_normaliser(backend):
+        def route():
+            image = sparse.with_values(values)
+            table = neighbour_table(image, (k, k), backend)
+            out = ops.gather_conv(values.reshape(-1, c), weight.reshape(c, k * k), table, None, False, backend)
+            return out * inverse_normaliser(image, (k, k), (k, k)).unsqueeze(1).to(out.dtype)
+
+        return route
+
     def dense_masked():
         dense = sparse.with_values(values).to_dense()
         out = dense_depthwise_conv(dense * sparse.mask(), weight)
@@ -109,6 +123,7 @@ def make_variants(sparse: SparseImage, weight: torch.Tensor, backends, naive: bo
     for name in (b for b in backends if b != "torch"):
         variants[f"sparse_{name}_table_per_call"] = sparse_route(name, fresh=True)
         variants[f"sparse_{name}_window"] = sparse_route(name, "window")
+        variants[f"sparse_{name}_separate_normaliser"] = separate_normaliser(name)
     variants.update(dense_masked=dense_masked, dense_conv_only=dense_conv_only)
     if naive:
         variants["gather_nkc"] = gather_nkc

@@ -17,6 +17,8 @@
 
 #include <vector>
 
+#include "sparse_ops_checks.h"
+
 namespace infdiff {
 
 std::vector<at::Tensor> modulated_layer_norm(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift,
@@ -24,10 +26,6 @@ std::vector<at::Tensor> modulated_layer_norm(const at::Tensor& x, const at::Tens
 std::vector<at::Tensor> modulated_layer_norm_backward(const at::Tensor& grad, const at::Tensor& x,
                                                       const at::Tensor& scale, const at::Tensor& mean,
                                                       const at::Tensor& rstd);
-
-inline at::ScalarType row_stats_type(const at::Tensor& x) {
-  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
 
 inline void check_modulated_norm_inputs(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift) {
   TORCH_CHECK(x.dim() == 3, "x must be (B, R, C), got ", x.sizes());
@@ -47,8 +45,8 @@ inline void check_modulated_norm_backward_inputs(const at::Tensor& grad, const a
               "grad must be shaped and typed like x ", x.sizes(), ", got ", grad.sizes());
   TORCH_CHECK(mean.numel() == x.size(0) * x.size(1) && rstd.numel() == mean.numel(),
               "mean and rstd must hold one value per row of x (", x.size(0) * x.size(1), ")");
-  TORCH_CHECK(mean.scalar_type() == row_stats_type(x) && rstd.scalar_type() == row_stats_type(x),
-              "mean and rstd must be ", row_stats_type(x));
+  TORCH_CHECK(mean.scalar_type() == opmath_dtype(x) && rstd.scalar_type() == opmath_dtype(x),
+              "mean and rstd must be ", opmath_dtype(x));
 }
 
 // The forward's contiguous inputs and freshly allocated outputs, alike on either device.
@@ -62,7 +60,7 @@ inline ModulatedNormForward prepare_modulated_norm_forward(const at::Tensor& x, 
   check_modulated_norm_inputs(x, scale, shift);
   ModulatedNormForward f{x.contiguous(), scale.contiguous(), shift.contiguous(), {}, {}, {}, x.size(0) * x.size(1)};
   f.y = at::empty_like(f.x);
-  f.mean = at::empty({f.rows}, f.x.options().dtype(row_stats_type(f.x)));
+  f.mean = at::empty({f.rows}, f.x.options().dtype(opmath_dtype(f.x)));
   f.rstd = at::empty_like(f.mean);
   return f;
 }

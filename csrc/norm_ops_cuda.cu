@@ -149,7 +149,7 @@ std::vector<at::Tensor> modulated_layer_norm_backward(const at::Tensor& grad, co
   const int64_t batch = xc.size(0), per_item = xc.size(1), channels = xc.size(2), rows = batch * per_item;
   const int64_t chunks = std::max<int64_t>(1, ceil_div(per_item, kChunkRows));
   auto grad_x = at::empty_like(xc);
-  auto partials = at::zeros({chunks, 2, batch, channels}, xc.options().dtype(row_stats_type(xc)));
+  auto partials = at::zeros({chunks, 2, batch, channels}, xc.options().dtype(opmath_dtype(xc)));
   if (rows > 0 && channels > 0) {
     auto stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(

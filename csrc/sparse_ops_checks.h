@@ -4,7 +4,35 @@
 
 #include <torch/extension.h>
 
+#include <optional>
+
 namespace infdiff {
+
+// The dtype kernels accumulate a dtype in (at::opmath_type): float64 for float64, float32 otherwise.
+inline at::ScalarType opmath_dtype(const at::Tensor& t) {
+  return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// The convolutions' optional row scale s: one value per point on the p side of the relation
+// q = p + o (the output rows, or with flip the gathered rows), in the values' accumulation dtype:
+//   out[p] = s[p] sum_o w_o v[p + o]            (flip = false)
+//   out[q] = sum_o w_o s[q - o] v[q - o]        (flip = true, the transpose)
+inline void check_row_scale(const std::optional<at::Tensor>& scale, const at::Tensor& values, int64_t rows) {
+  if (!scale) return;
+  TORCH_CHECK(scale->dim() == 1 && scale->size(0) == rows, "scale must hold one value per point (", rows, "), got ",
+              scale->sizes());
+  TORCH_CHECK(scale->scalar_type() == opmath_dtype(values), "scale must be ", opmath_dtype(values), " for ",
+              values.scalar_type(), " values, got ", scale->scalar_type());
+  TORCH_CHECK(scale->device() == values.device(), "scale must be on the values' device ", values.device());
+}
+
+// The scale's data (contiguous, kept alive by `holder`), or nullptr without one.
+template <typename acc_t>
+const acc_t* row_scale_data(const std::optional<at::Tensor>& scale, at::Tensor& holder) {
+  if (!scale) return nullptr;
+  holder = scale->contiguous();
+  return holder.data_ptr<acc_t>();
+}
 
 // A callable running `body(Table<index_t>{data, points, taps, flip}, points)` for an int32 or int64
 // (K, M) table; `Table` is the backend's table-neighbours type.

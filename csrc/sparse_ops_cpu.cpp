@@ -1,8 +1,8 @@
 // CPU kernels for infdiff's sparse operators (see infdiff/ops/sparse_conv.py and knn.py for the
 // reference each one reproduces).
 //
-//   gather_conv          out[p, c] = sum_j w[c, j] * v[T[j, p], c]      (T[j, p] == M: absent)
-//   gather_conv_weight   dw[c, j]  = sum_p g[p, c] * v[T[j, p], c]
+//   gather_conv          out[p, c] = s[p] sum_j w[c, j] * v[T[j, p], c]      (T[j, p] == M: absent)
+//   gather_conv_weight   dw[c, j]  = sum_p s[p] g[p, c] * v[T[j, p], c]
 //   window_conv(_weight) the same two with T[j, p] looked up in the (B, H*W) index map on the fly
 //   neighbour_table      T[j, b*N + n] = position of pixel index[b, n] + offset_j, or B*N
 //   knn_window           the k nearest present pixels to each coarse-cell centre
@@ -11,7 +11,9 @@
 // block's output rows (block x C values) stay in L1 while the j-th table row is read contiguously
 // (or, for the window kernels, each point's j-th neighbour is read from a small padded map that
 // stays in cache), and the innermost loop runs over channels, which are contiguous and vectorise.
-// Work is split with at::parallel_for, which honours torch.set_num_threads.
+// Work is split with at::parallel_for, which honours torch.set_num_threads.  The optional row scale
+// s (the Monte-Carlo normaliser's inverse) sits on the p side of the relation q = p + o: on the
+// output rows, or with flip on the gathered ones (sparse_ops_checks.h), so no pass of its own.
 
 #include <torch/extension.h>
 
@@ -107,8 +109,10 @@ at::Tensor padded_rows(const at::Tensor& index_map, int64_t n, int64_t height, i
 }
 
 template <typename scalar_t, typename Neighbours>
-void gather_conv_impl(const scalar_t* values, const scalar_t* weight_kc, const Neighbours& neighbours, scalar_t* out,
-                      int64_t rows, int64_t points, int64_t channels, int64_t taps) {
+void gather_conv_impl(const scalar_t* values, const scalar_t* weight_kc, const scalar_t* scale,
+                      const Neighbours& neighbours, scalar_t* out, int64_t rows, int64_t points, int64_t channels,
+                      int64_t taps) {
+  const bool scale_gathered = scale != nullptr && neighbours.flip;
   const int64_t blocks = (points + kConvBlock - 1) / kConvBlock;
   at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
     for (int64_t block_id = first; block_id < last; ++block_id) {
@@ -123,18 +127,31 @@ void gather_conv_impl(const scalar_t* values, const scalar_t* weight_kc, const N
           if (q >= rows) continue;  // absent: the zero padding row
           const scalar_t* src = values + q * channels;
           scalar_t* dst = out + p * channels;
+          if (scale_gathered) {
+            const scalar_t s = scale[q];
 #pragma omp simd
-          for (int64_t c = 0; c < channels; ++c) dst[c] += w[c] * src[c];
+            for (int64_t c = 0; c < channels; ++c) dst[c] += w[c] * (s * src[c]);
+          } else {
+#pragma omp simd
+            for (int64_t c = 0; c < channels; ++c) dst[c] += w[c] * src[c];
+          }
         }
+      }
+      if (scale == nullptr || neighbours.flip) continue;
+      for (int64_t p = p0; p < p1; ++p) {  // the block's rows are still in L1
+        const scalar_t s = scale[p];
+        scalar_t* dst = out + p * channels;
+#pragma omp simd
+        for (int64_t c = 0; c < channels; ++c) dst[c] *= s;
       }
     }
   });
 }
 
 template <typename scalar_t, typename Neighbours>
-void gather_conv_weight_impl(const scalar_t* grad, const scalar_t* values, const Neighbours& neighbours,
-                             double* partials, int64_t rows, int64_t points, int64_t channels, int64_t taps,
-                             int64_t chunks) {
+void gather_conv_weight_impl(const scalar_t* grad, const scalar_t* values, const scalar_t* scale,
+                             const Neighbours& neighbours, double* partials, int64_t rows, int64_t points,
+                             int64_t channels, int64_t taps, int64_t chunks) {
   const int64_t per_chunk = (points + chunks - 1) / chunks;
   at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
     std::vector<scalar_t> block_sum(taps * channels);
@@ -153,8 +170,9 @@ void gather_conv_weight_impl(const scalar_t* grad, const scalar_t* values, const
             if (q >= rows) continue;
             const scalar_t* g = grad + p * channels;
             const scalar_t* src = values + q * channels;
+            const scalar_t s = scale == nullptr ? scalar_t(1) : scale[neighbours.flip ? q : p];
 #pragma omp simd
-            for (int64_t c = 0; c < channels; ++c) acc[c] += g[c] * src[c];
+            for (int64_t c = 0; c < channels; ++c) acc[c] += (s * g[c]) * src[c];
           }
         }
         for (int64_t i = 0; i < taps * channels; ++i) total[i] += static_cast<double>(block_sum[i]);
@@ -167,36 +185,41 @@ bool reduced_precision(const at::Tensor& t) {
   return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
 }
 
-// out (M', C) = sum_j w[:, j] * v[neighbour_j(p)]: `with_neighbours(callback)` hands the callback the
-// neighbour description and the number of output points.
+// out (M', C) = s[p] sum_j w[:, j] * v[neighbour_j(p)]: `with_neighbours(callback)` hands the callback
+// the neighbour description and the number of output points.
 template <typename WithNeighbours>
-at::Tensor conv_forward(const at::Tensor& values, const at::Tensor& weight, WithNeighbours with_neighbours) {
+at::Tensor conv_forward(const at::Tensor& values, const at::Tensor& weight, const std::optional<at::Tensor>& scale,
+                        WithNeighbours with_neighbours) {
   auto v = values.contiguous();
   auto w = weight.t().contiguous();  // (K, C): one contiguous row per tap
   const int64_t channels = v.size(1), taps = w.size(0);
-  at::Tensor out;
+  at::Tensor out, s;
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "infdiff_gather_conv", [&] {
+    const scalar_t* scale_data = infdiff::row_scale_data<scalar_t>(scale, s);
     with_neighbours([&](const auto& neighbours, int64_t points) {
       out = at::empty({points, channels}, v.options());
-      gather_conv_impl<scalar_t>(v.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), neighbours, out.data_ptr<scalar_t>(),
-                                 v.size(0), points, channels, taps);
+      gather_conv_impl<scalar_t>(v.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), scale_data, neighbours,
+                                 out.data_ptr<scalar_t>(), v.size(0), points, channels, taps);
     });
   });
   return out;
 }
 
-// dw (C, K) = sum_p g[p] v[neighbour_j(p)]: per-chunk partial sums (in double) reduced at the end,
-// so no two threads ever write the same accumulator.
+// dw (C, K) = sum_p s[p] g[p] v[neighbour_j(p)]: per-chunk partial sums (in double) reduced at the
+// end, so no two threads ever write the same accumulator.
 template <typename WithNeighbours>
-at::Tensor conv_weight(const at::Tensor& grad, const at::Tensor& values, int64_t taps, WithNeighbours with_neighbours) {
+at::Tensor conv_weight(const at::Tensor& grad, const at::Tensor& values, const std::optional<at::Tensor>& scale,
+                       int64_t taps, WithNeighbours with_neighbours) {
   auto g = grad.contiguous();
   auto v = values.contiguous();
   const int64_t points = g.size(0), channels = v.size(1);
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads() * 4, points / kWeightBlock));
   auto partials = at::zeros({chunks, taps, channels}, v.options().dtype(at::kDouble));
+  at::Tensor s;
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "infdiff_gather_conv_weight", [&] {
+    const scalar_t* scale_data = infdiff::row_scale_data<scalar_t>(scale, s);
     with_neighbours([&](const auto& neighbours, int64_t) {
-      gather_conv_weight_impl<scalar_t>(g.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), neighbours,
+      gather_conv_weight_impl<scalar_t>(g.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), scale_data, neighbours,
                                         partials.data_ptr<double>(), v.size(0), points, channels, taps, chunks);
     });
   });
@@ -215,46 +238,54 @@ auto window_neighbours(const at::Tensor& index, const at::Tensor& index_map, int
 }
 
 // Forward (flip = false) and the gradient with respect to the values (flip = true: the neighbour
-// relation is symmetric, q = p + o iff p = q - o, so the flipped table row gathers g[q - o]).
-at::Tensor gather_conv(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& table, bool flip) {
+// relation is symmetric, q = p + o iff p = q - o, so the flipped table row gathers s[q - o] g[q - o]).
+at::Tensor gather_conv(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& table,
+                       const std::optional<at::Tensor>& scale, bool flip) {
   infdiff::check_conv_inputs(values, weight, table);
+  infdiff::check_row_scale(scale, values, flip ? values.size(0) : table.size(1));
   if (reduced_precision(values)) {  // CPU autocast: compute in float, hand back the input's precision
-    return gather_conv(values.to(at::kFloat), weight.to(at::kFloat), table, flip).to(values.scalar_type());
+    return gather_conv(values.to(at::kFloat), weight.to(at::kFloat), table, scale, flip).to(values.scalar_type());
   }
-  return conv_forward(values, weight, infdiff::table_neighbours<TableNeighbours>(table, flip));
+  return conv_forward(values, weight, scale, infdiff::table_neighbours<TableNeighbours>(table, flip));
 }
 
-at::Tensor gather_conv_weight(const at::Tensor& grad, const at::Tensor& values, const at::Tensor& table, bool flip) {
+at::Tensor gather_conv_weight(const at::Tensor& grad, const at::Tensor& values, const at::Tensor& table,
+                              const std::optional<at::Tensor>& scale, bool flip) {
   infdiff::check_weight_grad_inputs(grad, values, table);
+  infdiff::check_row_scale(scale, values, flip ? values.size(0) : grad.size(0));
   if (reduced_precision(values)) {
-    return gather_conv_weight(grad.to(at::kFloat), values.to(at::kFloat), table, flip).to(values.scalar_type());
+    return gather_conv_weight(grad.to(at::kFloat), values.to(at::kFloat), table, scale, flip)
+        .to(values.scalar_type());
   }
-  return conv_weight(grad, values, table.size(0), infdiff::table_neighbours<TableNeighbours>(table, flip));
+  return conv_weight(grad, values, scale, table.size(0), infdiff::table_neighbours<TableNeighbours>(table, flip));
 }
 
 // The same two operations with each neighbour looked up in the index map as it is needed.
 at::Tensor window_conv(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& index,
                        const at::Tensor& index_map, int64_t height, int64_t width, int64_t kernel_h, int64_t kernel_w,
-                       bool flip) {
+                       const std::optional<at::Tensor>& scale, bool flip) {
   infdiff::check_window_inputs(values, weight, index, index_map, height, width, kernel_h, kernel_w);
+  infdiff::check_row_scale(scale, values, values.size(0));
   if (reduced_precision(values)) {
     return window_conv(values.to(at::kFloat), weight.to(at::kFloat), index, index_map, height, width, kernel_h,
-                       kernel_w, flip)
+                       kernel_w, scale, flip)
         .to(values.scalar_type());
   }
-  return conv_forward(values, weight, window_neighbours(index, index_map, height, width, kernel_h, kernel_w, flip));
+  return conv_forward(values, weight, scale,
+                      window_neighbours(index, index_map, height, width, kernel_h, kernel_w, flip));
 }
 
 at::Tensor window_conv_weight(const at::Tensor& grad, const at::Tensor& values, const at::Tensor& index,
                               const at::Tensor& index_map, int64_t height, int64_t width, int64_t kernel_h,
-                              int64_t kernel_w, bool flip) {
+                              int64_t kernel_w, const std::optional<at::Tensor>& scale, bool flip) {
   infdiff::check_window_weight_inputs(grad, values, index, index_map, height, width);
+  infdiff::check_row_scale(scale, values, values.size(0));
   if (reduced_precision(values)) {
     return window_conv_weight(grad.to(at::kFloat), values.to(at::kFloat), index, index_map, height, width, kernel_h,
-                              kernel_w, flip)
+                              kernel_w, scale, flip)
         .to(values.scalar_type());
   }
-  return conv_weight(grad, values, kernel_h * kernel_w,
+  return conv_weight(grad, values, scale, kernel_h * kernel_w,
                      window_neighbours(index, index_map, height, width, kernel_h, kernel_w, flip));
 }
 

@@ -1,8 +1,8 @@
 // CUDA kernels for infdiff's sparse operators: the same four operations, signatures and results
 // as sparse_ops_cpu.cpp (and the PyTorch reference, infdiff/ops/reference_kernels.py).
 //
-//   gather_conv          out[p, c] = sum_j w[c, j] * v[T[j, p], c]      (T[j, p] == M: absent)
-//   gather_conv_weight   dw[c, j]  = sum_p g[p, c] * v[T[j, p], c]
+//   gather_conv          out[p, c] = s[p] sum_j w[c, j] * v[T[j, p], c]      (T[j, p] == M: absent)
+//   gather_conv_weight   dw[c, j]  = sum_p s[p] g[p, c] * v[T[j, p], c]
 //   window_conv(_weight) the same two with T[j, p] looked up in the (B, H*W) index map on the fly
 //   neighbour_table      T[j, b*N + n] from the dense per-image index map (pixels lie on a grid)
 //   knn_window           the k nearest present pixels to each coarse-cell centre
@@ -10,7 +10,9 @@
 // Layout: a block is 32 channel lanes x kPointsPerBlock points, so a warp reads one point's
 // channels contiguously (coalesced) and the table entry it needs is one broadcast load.  Half and
 // bfloat16 inputs accumulate in float (at::opmath_type).  The weight gradient writes one partial
-// sum per block and reduces them with a deterministic sum instead of atomics.
+// sum per block and reduces them with a deterministic sum instead of atomics.  The optional row
+// scale s (the Monte-Carlo normaliser's inverse, float) multiplies the output rows, or with flip
+// the gathered ones (sparse_ops_checks.h), inside the kernels.
 
 #include <torch/extension.h>
 
@@ -75,29 +77,34 @@ struct WindowNeighbours {
   }
 };
 
-template <typename scalar_t, typename Neighbours>
+template <typename scalar_t, typename Neighbours, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void gather_conv_kernel(const scalar_t* __restrict__ values, const scalar_t* __restrict__ weight_kc,
-                                   const Neighbours neighbours, scalar_t* __restrict__ out, int64_t rows,
-                                   int64_t points, int64_t channels, int64_t taps) {
-  using acc_t = at::opmath_type<scalar_t>;
+                                   const acc_t* __restrict__ scale, const Neighbours neighbours,
+                                   scalar_t* __restrict__ out, int64_t rows, int64_t points, int64_t channels,
+                                   int64_t taps) {
   const int64_t p = blockIdx.x * static_cast<int64_t>(kPointsPerBlock) + threadIdx.y;
   const int64_t c = blockIdx.y * static_cast<int64_t>(kLanes) + threadIdx.x;
   if (p >= points || c >= channels) return;
   const auto point = neighbours.at(p);
+  const bool scale_gathered = scale != nullptr && neighbours.flip;
   acc_t acc = 0;
   for (int64_t j = 0; j < taps; ++j) {
     const int64_t q = point.tap(j);
-    if (q < rows) acc += static_cast<acc_t>(weight_kc[j * channels + c]) * static_cast<acc_t>(values[q * channels + c]);
+    if (q >= rows) continue;
+    acc_t v = static_cast<acc_t>(values[q * channels + c]);
+    if (scale_gathered) v *= scale[q];
+    acc += static_cast<acc_t>(weight_kc[j * channels + c]) * v;
   }
+  if (scale != nullptr && !neighbours.flip) acc *= scale[p];
   out[p * channels + c] = static_cast<scalar_t>(acc);
 }
 
-template <typename scalar_t, typename Neighbours>
+template <typename scalar_t, typename Neighbours, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void gather_conv_weight_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ values,
-                                          const Neighbours neighbours, float* __restrict__ partials, int64_t rows,
-                                          int64_t points, int64_t channels, int64_t taps) {
+                                          const acc_t* __restrict__ scale, const Neighbours neighbours,
+                                          float* __restrict__ partials, int64_t rows, int64_t points,
+                                          int64_t channels, int64_t taps) {
   // blockIdx.x: a chunk of kWeightPoints points; blockIdx.y: a tap; blockIdx.z: 32 channels.
-  using acc_t = at::opmath_type<scalar_t>;
   __shared__ float sums[kPointsPerBlock][kLanes];
   const int64_t j = blockIdx.y, c = blockIdx.z * static_cast<int64_t>(kLanes) + threadIdx.x;
   acc_t acc = 0;
@@ -106,7 +113,9 @@ __global__ void gather_conv_weight_kernel(const scalar_t* __restrict__ grad, con
     const int64_t last = min(points, first + kWeightPoints);
     for (int64_t p = first + threadIdx.y; p < last; p += kPointsPerBlock) {
       const int64_t q = neighbours.at(p).tap(j);
-      if (q < rows) acc += static_cast<acc_t>(grad[p * channels + c]) * static_cast<acc_t>(values[q * channels + c]);
+      if (q >= rows) continue;
+      const acc_t s = scale == nullptr ? acc_t(1) : scale[neighbours.flip ? q : p];
+      acc += s * static_cast<acc_t>(grad[p * channels + c]) * static_cast<acc_t>(values[q * channels + c]);
     }
   }
   sums[threadIdx.y][threadIdx.x] = static_cast<float>(acc);
@@ -220,21 +229,24 @@ __global__ void knn_window_kernel(const int64_t* __restrict__ index_map, const f
   }()
 
 template <typename WithNeighbours>
-at::Tensor conv_forward(const at::Tensor& values, const at::Tensor& weight, WithNeighbours with_neighbours) {
+at::Tensor conv_forward(const at::Tensor& values, const at::Tensor& weight, const std::optional<at::Tensor>& scale,
+                        WithNeighbours with_neighbours) {
   const c10::cuda::CUDAGuard guard(values.device());
   auto v = values.contiguous();
   auto w = weight.t().contiguous();  // (K, C)
   const int64_t channels = v.size(1), taps = w.size(0);
-  at::Tensor out;
+  at::Tensor out, s;
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.scalar_type(), "infdiff_gather_conv_cuda", [&] {
+    const auto* scale_data = infdiff::row_scale_data<at::opmath_type<scalar_t>>(scale, s);
     with_neighbours([&](const auto& neighbours, int64_t points) {
       out = at::empty({points, channels}, v.options());
       if (points == 0 || channels == 0) return;
       const dim3 block(kLanes, kPointsPerBlock);
       const dim3 grid(ceil_div(points, kPointsPerBlock), ceil_div(channels, kLanes));
-      gather_conv_kernel<<<grid, block, 0, stream>>>(v.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), neighbours,
-                                                     out.data_ptr<scalar_t>(), v.size(0), points, channels, taps);
+      gather_conv_kernel<<<grid, block, 0, stream>>>(v.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), scale_data,
+                                                     neighbours, out.data_ptr<scalar_t>(), v.size(0), points,
+                                                     channels, taps);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
@@ -242,7 +254,8 @@ at::Tensor conv_forward(const at::Tensor& values, const at::Tensor& weight, With
 }
 
 template <typename WithNeighbours>
-at::Tensor conv_weight(const at::Tensor& grad, const at::Tensor& values, int64_t taps, WithNeighbours with_neighbours) {
+at::Tensor conv_weight(const at::Tensor& grad, const at::Tensor& values, const std::optional<at::Tensor>& scale,
+                       int64_t taps, WithNeighbours with_neighbours) {
   const c10::cuda::CUDAGuard guard(values.device());
   auto g = grad.contiguous();
   auto v = values.contiguous();
@@ -253,11 +266,13 @@ at::Tensor conv_weight(const at::Tensor& grad, const at::Tensor& values, int64_t
     const dim3 block(kLanes, kPointsPerBlock);
     const dim3 grid(chunks, taps, ceil_div(channels, kLanes));
     auto stream = c10::cuda::getCurrentCUDAStream();
+    at::Tensor s;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.scalar_type(), "infdiff_gather_conv_weight_cuda", [&] {
+      const auto* scale_data = infdiff::row_scale_data<at::opmath_type<scalar_t>>(scale, s);
       with_neighbours([&](const auto& neighbours, int64_t) {
         gather_conv_weight_kernel<<<grid, block, 0, stream>>>(g.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
-                                                              neighbours, partials.data_ptr<float>(), v.size(0),
-                                                              points, channels, taps);
+                                                              scale_data, neighbours, partials.data_ptr<float>(),
+                                                              v.size(0), points, channels, taps);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
@@ -287,34 +302,41 @@ void check_cuda(std::initializer_list<at::Tensor> tensors) {
   for (const auto& t : tensors) TORCH_CHECK(t.is_cuda(), "the cuda backend needs CUDA tensors");
 }
 
-at::Tensor gather_conv(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& table, bool flip) {
+at::Tensor gather_conv(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& table,
+                       const std::optional<at::Tensor>& scale, bool flip) {
   check_cuda({values, weight, table});
   infdiff::check_conv_inputs(values, weight, table);
-  return conv_forward(values, weight, infdiff::table_neighbours<TableNeighbours>(table, flip));
+  infdiff::check_row_scale(scale, values, flip ? values.size(0) : table.size(1));
+  return conv_forward(values, weight, scale, infdiff::table_neighbours<TableNeighbours>(table, flip));
 }
 
-at::Tensor gather_conv_weight(const at::Tensor& grad, const at::Tensor& values, const at::Tensor& table, bool flip) {
+at::Tensor gather_conv_weight(const at::Tensor& grad, const at::Tensor& values, const at::Tensor& table,
+                              const std::optional<at::Tensor>& scale, bool flip) {
   check_cuda({grad, values, table});
   infdiff::check_weight_grad_inputs(grad, values, table);
-  return conv_weight(grad, values, table.size(0), infdiff::table_neighbours<TableNeighbours>(table, flip));
+  infdiff::check_row_scale(scale, values, flip ? values.size(0) : grad.size(0));
+  return conv_weight(grad, values, scale, table.size(0), infdiff::table_neighbours<TableNeighbours>(table, flip));
 }
 
 at::Tensor window_conv(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& index,
                        const at::Tensor& index_map, int64_t height, int64_t width, int64_t kernel_h, int64_t kernel_w,
-                       bool flip) {
+                       const std::optional<at::Tensor>& scale, bool flip) {
   check_cuda({values, weight, index, index_map});
   infdiff::check_window_inputs(values, weight, index, index_map, height, width, kernel_h, kernel_w);
+  infdiff::check_row_scale(scale, values, values.size(0));
   const c10::cuda::CUDAGuard guard(values.device());
-  return conv_forward(values, weight, window_neighbours(index, index_map, height, width, kernel_h, kernel_w, flip));
+  return conv_forward(values, weight, scale,
+                      window_neighbours(index, index_map, height, width, kernel_h, kernel_w, flip));
 }
 
 at::Tensor window_conv_weight(const at::Tensor& grad, const at::Tensor& values, const at::Tensor& index,
                               const at::Tensor& index_map, int64_t height, int64_t width, int64_t kernel_h,
-                              int64_t kernel_w, bool flip) {
+                              int64_t kernel_w, const std::optional<at::Tensor>& scale, bool flip) {
   check_cuda({grad, values, index, index_map});
   infdiff::check_window_weight_inputs(grad, values, index, index_map, height, width);
+  infdiff::check_row_scale(scale, values, values.size(0));
   const c10::cuda::CUDAGuard guard(values.device());
-  return conv_weight(grad, values, kernel_h * kernel_w,
+  return conv_weight(grad, values, scale, kernel_h * kernel_w,
                      window_neighbours(index, index_map, height, width, kernel_h, kernel_w, flip));
 }
 

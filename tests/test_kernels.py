@@ -107,7 +107,7 @@ def test_the_window_lookup_saves_nothing_per_point_and_tap(backend):
     assert (49, 200) in run("table")
     window = set(run("window"))
     assert {(200, 4), (4, 49), (2, 256)} <= window  # values, weight, index map
-    assert window <= {(200, 4), (4, 49), (2, 256), (2, 100), (200, 1)}  # and the ids, the normaliser
+    assert window <= {(200, 4), (4, 49), (2, 256), (2, 100), (200,)}  # and the ids, the normaliser's inverse
 
 
 def test_an_unknown_neighbour_lookup_is_refused_with_a_suggestion():
@@ -127,6 +127,10 @@ def test_no_points_give_empty_outputs_and_gradients(neighbours):
         weight.grad = None
 
 
+def row_scale(points, dtype=torch.float32):
+    return torch.rand(points, dtype=dtype, generator=torch.Generator().manual_seed(4)) + 0.5
+
+
 def test_gradcheck_in_float64():
     sparse = sparse_image(batch=2, size=(6, 5), points=12, channels=3, dtype=torch.float64)
     table = neighbour_table(sparse, (3, 3), "cpp")
@@ -134,25 +138,33 @@ def test_gradcheck_in_float64():
     weight = torch.randn(3, 9, dtype=torch.float64, requires_grad=True)
     index, index_map = sparse.index.int(), sparse.index_map().int()
     for flip in (False, True):
-        assert torch.autograd.gradcheck(lambda v, w: backends.gather_conv(v, w, table, flip, "cpp"), (values, weight))
-        assert torch.autograd.gradcheck(
-            lambda v, w: backends.window_conv(v, w, index, index_map, 6, 5, 3, 3, flip, "cpp"), (values, weight)
-        )
+        for scale in (None, row_scale(24, torch.float64)):
+            assert torch.autograd.gradcheck(
+                lambda v, w: backends.gather_conv(v, w, table, scale, flip, "cpp"), (values, weight)
+            )
+            assert torch.autograd.gradcheck(
+                lambda v, w: backends.window_conv(v, w, index, index_map, 6, 5, 3, 3, scale, flip, "cpp"),
+                (values, weight),
+            )
 
 
 @pytest.mark.parametrize("backend", ["cpp", "torch"])
-def test_every_operator_passes_opcheck(backend):
+@pytest.mark.parametrize("scaled", [False, True])
+def test_every_operator_passes_opcheck(backend, scaled):
     sparse = sparse_image(batch=2, size=(8, 6), points=20, channels=4)
     h, w = sparse.size
     table = backends.neighbour_table(sparse.index, sparse.index_map(), h, w, 3, 3, backend)
     values = sparse.values.reshape(-1, 4).clone().requires_grad_(True)
     weight = torch.randn(4, 9, requires_grad=True)
-    torch.library.opcheck(backends.gather_conv, (values, weight, table, False, backend))
-    torch.library.opcheck(backends.gather_conv_weight, (values.detach(), values.detach(), table, True, backend))
+    scale = row_scale(40) if scaled else None
+    torch.library.opcheck(backends.gather_conv, (values, weight, table, scale, False, backend))
+    torch.library.opcheck(backends.gather_conv_weight, (values.detach(), values.detach(), table, scale, True, backend))
     torch.library.opcheck(backends.neighbour_table, (sparse.index, sparse.index_map(), h, w, 3, 3, backend))
     window = (sparse.index.int(), sparse.index_map().int(), h, w, 3, 3)
-    torch.library.opcheck(backends.window_conv, (values, weight, *window, False, backend))
-    torch.library.opcheck(backends.window_conv_weight, (values.detach(), values.detach(), *window, True, backend))
+    torch.library.opcheck(backends.window_conv, (values, weight, *window, scale, False, backend))
+    torch.library.opcheck(
+        backends.window_conv_weight, (values.detach(), values.detach(), *window, scale, True, backend)
+    )
     query = torch.rand(6, 2)
     base = (query * torch.tensor([h, w]) - 0.5).round().long()
     torch.library.opcheck(backends.knn_window, (sparse.index_map(), sparse.coords(), query, base, h, w, 1, 3, backend))
@@ -203,13 +215,49 @@ def test_the_window_kernels_refuse_wrong_inputs_in_one_line():
     values, weight = sparse.values.reshape(-1, 3), torch.randn(3, 9)
     index, index_map = sparse.index.int(), sparse.index_map().int()
     with pytest.raises(RuntimeError, match="index and index_map must be int32"):
-        backends.window_conv(values, weight, sparse.index, index_map, 6, 6, 3, 3, False, "cpp")
+        backends.window_conv(values, weight, sparse.index, index_map, 6, 6, 3, 3, None, False, "cpp")
     with pytest.raises(RuntimeError, match="kernel sizes must be odd, got 4x3"):
-        backends.window_conv(values, torch.randn(3, 12), index, index_map, 6, 6, 4, 3, False, "cpp")
+        backends.window_conv(values, torch.randn(3, 12), index, index_map, 6, 6, 4, 3, None, False, "cpp")
     with pytest.raises(RuntimeError, match=r"weight must be \(C, kh\*kw\) = \(3, 25\)"):
-        backends.window_conv(values, weight, index, index_map, 6, 6, 5, 5, False, "cpp")
+        backends.window_conv(values, weight, index, index_map, 6, 6, 5, 5, None, False, "cpp")
     with pytest.raises(RuntimeError, match="index_map must have H\\*W = 35 columns"):
-        backends.window_conv(values, weight, index, index_map, 5, 7, 3, 3, False, "cpp")
+        backends.window_conv(values, weight, index, index_map, 5, 7, 3, 3, None, False, "cpp")
+    with pytest.raises(RuntimeError, match=r"scale must hold one value per point \(20\), got \[19\]"):
+        backends.window_conv(values, weight, index, index_map, 6, 6, 3, 3, row_scale(19), False, "cpp")
+    with pytest.raises(RuntimeError, match="scale must be Float for Float values, got Double"):
+        backends.window_conv(values, weight, index, index_map, 6, 6, 3, 3, row_scale(20, torch.float64), False, "cpp")
+
+
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
+def test_the_row_scale_sits_on_the_p_side_of_the_relation_in_both_directions(backend):
+    """``y[p] = s[p] Σ_o w_o x[p + o]`` and its transpose ``Σ_o w_o s[q - o] g[q - o]``: the scaled
+    convolution equals the unscaled one followed (or, flipped, preceded) by the scale."""
+    sparse = sparse_image(batch=2, size=(9, 7), points=30, channels=4, dtype=torch.float64)
+    h, w = sparse.size
+    values, weight = sparse.values.reshape(-1, 4), torch.randn(4, 9, dtype=torch.float64)
+    scale = row_scale(60, torch.float64)
+    table = backends.neighbour_table(sparse.index, sparse.index_map(), h, w, 3, 3, backend)
+    window = (sparse.index.int(), sparse.index_map().int(), h, w, 3, 3)
+    for conv, neighbours in ((backends.gather_conv, (table,)), (backends.window_conv, window)):
+        plain = conv(values, weight, *neighbours, None, False, backend)
+        torch.testing.assert_close(conv(values, weight, *neighbours, scale, False, backend), plain * scale[:, None])
+        flipped = conv(values * scale[:, None], weight, *neighbours, None, True, backend)
+        torch.testing.assert_close(conv(values, weight, *neighbours, scale, True, backend), flipped)
+    grad = torch.randn(60, 4, dtype=torch.float64)
+    for conv_weight, neighbours in ((backends.gather_conv_weight, (table,)), (backends.window_conv_weight, window)):
+        expected = conv_weight(grad * scale[:, None], values, *neighbours, None, False, backend)
+        torch.testing.assert_close(conv_weight(grad, values, *neighbours, scale, False, backend), expected)
+        expected = conv_weight(grad, values * scale[:, None], *neighbours, None, True, backend)
+        torch.testing.assert_close(conv_weight(grad, values, *neighbours, scale, True, backend), expected)
+
+
+def test_a_row_scale_that_asks_for_a_gradient_is_refused():
+    sparse = sparse_image(batch=1, size=(6, 6), points=10, channels=3)
+    table = neighbour_table(sparse, (3, 3), "cpp")
+    values = sparse.values.reshape(-1, 3).clone().requires_grad_(True)
+    out = backends.gather_conv(values, torch.randn(3, 9), table, row_scale(10).requires_grad_(True), False, "cpp")
+    with pytest.raises(RuntimeError, match="row scale is not differentiable"):
+        out.sum().backward()
 
 
 def test_a_backend_for_another_device_is_refused():

@@ -16,7 +16,7 @@ import functools
 import sys
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Callable, List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
@@ -86,27 +86,39 @@ def kernels(backend: str) -> ModuleType:
 
 @torch.library.custom_op("infdiff::gather_conv", mutates_args=())
 def gather_conv(
-    values: torch.Tensor, weight: torch.Tensor, table: torch.Tensor, flip: bool, backend: str
+    values: torch.Tensor,
+    weight: torch.Tensor,
+    table: torch.Tensor,
+    scale: Optional[torch.Tensor],
+    flip: bool,
+    backend: str,
 ) -> torch.Tensor:
-    """``out[p] = Σ_j weight[:, j] * values[T[j, p]]`` for values ``(M, C)``, weight ``(C, K)``, table ``(K, M)``."""
-    return kernels(backend).gather_conv(values, weight, table, flip)
+    """``out[p] = s[p] Σ_j weight[:, j] * values[T[j, p]]`` for values ``(M, C)``, weight ``(C, K)``, table
+    ``(K, M)`` and an optional row scale ``s`` ``(M,)``; with ``flip``, the transpose (``T``'s rows reversed,
+    ``s`` on the gathered rows).  ``s`` is float32 (float64 for float64 values) and is not differentiated."""
+    return kernels(backend).gather_conv(values, weight, table, scale, flip)
 
 
 @gather_conv.register_fake
-def _(values, weight, table, flip, backend):
+def _(values, weight, table, scale, flip, backend):
     return values.new_empty((table.shape[1], values.shape[1]))
 
 
 @torch.library.custom_op("infdiff::gather_conv_weight", mutates_args=())
 def gather_conv_weight(
-    grad: torch.Tensor, values: torch.Tensor, table: torch.Tensor, flip: bool, backend: str
+    grad: torch.Tensor,
+    values: torch.Tensor,
+    table: torch.Tensor,
+    scale: Optional[torch.Tensor],
+    flip: bool,
+    backend: str,
 ) -> torch.Tensor:
-    """``dw[c, j] = Σ_p grad[p, c] * values[T[j, p], c]``, ``(C, K)``."""
-    return kernels(backend).gather_conv_weight(grad, values, table, flip)
+    """``dw[c, j] = Σ_p s[p] grad[p, c] * values[T[j, p], c]``, ``(C, K)`` (with ``flip``, ``s`` on the values)."""
+    return kernels(backend).gather_conv_weight(grad, values, table, scale, flip)
 
 
 @gather_conv_weight.register_fake
-def _(grad, values, table, flip, backend):
+def _(grad, values, table, scale, flip, backend):
     return values.new_empty((values.shape[1], table.shape[0]))
 
 
@@ -120,17 +132,20 @@ def window_conv(
     width: int,
     kernel_h: int,
     kernel_w: int,
+    scale: Optional[torch.Tensor],
     flip: bool,
     backend: str,
 ) -> torch.Tensor:
     """:func:`gather_conv` with each neighbour looked up in the int32 index map ``(B, H*W)`` of the
     int32 pixel ids ``index`` ``(B, N)`` as it is needed: no ``(K, M)`` table exists, and autograd
     keeps only the values, the weight and those two small maps."""
-    return kernels(backend).window_conv(values, weight, index, index_map, height, width, kernel_h, kernel_w, flip)
+    return kernels(backend).window_conv(
+        values, weight, index, index_map, height, width, kernel_h, kernel_w, scale, flip
+    )
 
 
 @window_conv.register_fake
-def _(values, weight, index, index_map, height, width, kernel_h, kernel_w, flip, backend):
+def _(values, weight, index, index_map, height, width, kernel_h, kernel_w, scale, flip, backend):
     return values.new_empty((index.numel(), values.shape[1]))
 
 
@@ -144,38 +159,48 @@ def window_conv_weight(
     width: int,
     kernel_h: int,
     kernel_w: int,
+    scale: Optional[torch.Tensor],
     flip: bool,
     backend: str,
 ) -> torch.Tensor:
     """:func:`gather_conv_weight` with the neighbours of :func:`window_conv`, ``(C, kh*kw)``."""
-    return kernels(backend).window_conv_weight(grad, values, index, index_map, height, width, kernel_h, kernel_w, flip)
+    return kernels(backend).window_conv_weight(
+        grad, values, index, index_map, height, width, kernel_h, kernel_w, scale, flip
+    )
 
 
 @window_conv_weight.register_fake
-def _(grad, values, index, index_map, height, width, kernel_h, kernel_w, flip, backend):
+def _(grad, values, index, index_map, height, width, kernel_h, kernel_w, scale, flip, backend):
     return values.new_empty((values.shape[1], kernel_h * kernel_w))
 
 
-def _register_conv_autograd(conv, conv_weight):
-    """Autograd of a convolution ``conv(values, weight, *neighbours, flip, backend)`` whose weight
-    gradient is ``conv_weight(grad, values, *neighbours, flip, backend)``.
+_SAVED = object()  # marks, in ``ctx.neighbours``, an argument kept by ``save_for_backward``
 
-    The neighbour relation is symmetric (``q = p + o`` iff ``p = q - o``), so the gradient in the
-    values is the same convolution with the relation flipped, ``∂L/∂x[q] = Σ_o w_o g[q - o]``, and
-    the gradient in the weight is ``∂L/∂w_o = Σ_p g[p] x[p + o]``; nothing ``(M, K, C)`` is stored.
+
+def _register_conv_autograd(conv, conv_weight):
+    """Autograd of a convolution ``conv(values, weight, *neighbours, scale, flip, backend)`` whose
+    weight gradient is ``conv_weight(grad, values, *neighbours, scale, flip, backend)``.
+
+    The neighbour relation is symmetric (``q = p + o`` iff ``p = q - o``), and the row scale ``s``
+    sits on its ``p`` side, ``y[p] = s[p] Σ_o w_o x[p + o]``.  So the gradient in the values is the
+    same convolution with the relation flipped, ``∂L/∂x[q] = Σ_o w_o s[q - o] g[q - o]``, and the
+    gradient in the weight is ``∂L/∂w_o = Σ_p s[p] g[p] x[p + o]``: both take ``s`` as given, and
+    nothing ``(M, K, C)`` is stored.  The scale is a constant (the normaliser's inverse).
     """
 
     def setup_context(ctx, inputs, output):
         values, weight, *neighbours, flip, backend = inputs
         tensors = [arg for arg in neighbours if isinstance(arg, torch.Tensor)]
         ctx.save_for_backward(values, weight, *tensors)
-        ctx.neighbours = [None if isinstance(arg, torch.Tensor) else arg for arg in neighbours]
+        ctx.neighbours = [_SAVED if isinstance(arg, torch.Tensor) else arg for arg in neighbours]
         ctx.flip, ctx.backend = flip, backend
 
     def backward(ctx, grad):
+        if ctx.needs_input_grad[-3]:
+            raise RuntimeError("the sparse convolutions' row scale is not differentiable; pass it detached")
         values, weight, *tensors = ctx.saved_tensors
         given = iter(tensors)
-        neighbours = [next(given) if arg is None else arg for arg in ctx.neighbours]
+        neighbours = [next(given) if arg is _SAVED else arg for arg in ctx.neighbours]
         grad = grad.contiguous()
         grad_values = grad_weight = None
         if ctx.needs_input_grad[0]:

@@ -9,7 +9,7 @@ fallback.  ``T`` is a neighbour table ``(K, M)``: ``T[j, p]`` is the row of the 
 from __future__ import annotations
 
 import math
-from typing import List
+from typing import List, Optional
 
 import torch
 
@@ -29,19 +29,34 @@ def _rows(table: torch.Tensor, flip: bool) -> torch.Tensor:
     return table.flip(0) if flip else table
 
 
-def gather_conv(values: torch.Tensor, weight: torch.Tensor, table: torch.Tensor, flip: bool) -> torch.Tensor:
-    """``out[p] = Σ_j weight[:, j] * values[T[j, p]]`` (``T``'s rows reversed when ``flip``: the transpose)."""
+def _scaled(rows: torch.Tensor, scale: Optional[torch.Tensor]) -> torch.Tensor:
+    """``s[p] rows[p]``, computed in the scale's (accumulation) dtype."""
+    return rows if scale is None else (rows.to(scale.dtype) * scale.unsqueeze(1)).to(rows.dtype)
+
+
+def gather_conv(
+    values: torch.Tensor, weight: torch.Tensor, table: torch.Tensor, scale: Optional[torch.Tensor], flip: bool
+) -> torch.Tensor:
+    """``out[p] = s[p] Σ_j weight[:, j] * values[T[j, p]]``; with ``flip`` the transpose, ``T``'s rows
+    reversed and ``s`` on the gathered rows, ``out[q] = Σ_j weight[:, j] * s[T'[j, q]] values[T'[j, q]]``."""
     table = _rows(table, flip)
-    padded = torch.cat((values, values.new_zeros(1, values.shape[1])))
+    padded = torch.cat((_scaled(values, scale) if flip else values, values.new_zeros(1, values.shape[1])))
     out = padded.index_select(0, table[0]) * weight[:, 0]
     for j in range(1, table.shape[0]):
         out.addcmul_(padded.index_select(0, table[j]), weight[:, j])
-    return out
+    return out if flip else _scaled(out, scale)
 
 
-def gather_conv_weight(grad: torch.Tensor, values: torch.Tensor, table: torch.Tensor, flip: bool) -> torch.Tensor:
-    """``dw[c, j] = Σ_p grad[p, c] * values[T[j, p], c]``: the gradient of :func:`gather_conv` in its weight."""
+def gather_conv_weight(
+    grad: torch.Tensor, values: torch.Tensor, table: torch.Tensor, scale: Optional[torch.Tensor], flip: bool
+) -> torch.Tensor:
+    """``dw[c, j] = Σ_p s[p] grad[p, c] * values[T[j, p], c]`` (with ``flip``, ``s`` on the values): the
+    gradient of :func:`gather_conv` in its weight."""
     table = _rows(table, flip)
+    if flip:
+        values = _scaled(values, scale)
+    else:
+        grad = _scaled(grad, scale)
     padded = torch.cat((values, values.new_zeros(1, values.shape[1])))
     return torch.stack([(grad * padded.index_select(0, table[j])).sum(0) for j in range(table.shape[0])], dim=1)
 
@@ -68,15 +83,16 @@ def _window_table(index, index_map, height, width, kernel_h, kernel_w):
     return neighbour_table(index.long(), index_map.long(), height, width, kernel_h, kernel_w)
 
 
-def window_conv(values, weight, index, index_map, height, width, kernel_h, kernel_w, flip):
+def window_conv(values, weight, index, index_map, height, width, kernel_h, kernel_w, scale, flip):
     """:func:`gather_conv` over the table of ``index`` in ``index_map``, built here and dropped after."""
-    return gather_conv(values, weight, _window_table(index, index_map, height, width, kernel_h, kernel_w), flip)
+    table = _window_table(index, index_map, height, width, kernel_h, kernel_w)
+    return gather_conv(values, weight, table, scale, flip)
 
 
-def window_conv_weight(grad, values, index, index_map, height, width, kernel_h, kernel_w, flip):
+def window_conv_weight(grad, values, index, index_map, height, width, kernel_h, kernel_w, scale, flip):
     """:func:`gather_conv_weight` over the table :func:`window_conv` builds."""
     table = _window_table(index, index_map, height, width, kernel_h, kernel_w)
-    return gather_conv_weight(grad, values, table, flip)
+    return gather_conv_weight(grad, values, table, scale, flip)
 
 
 def nearest_first(d2: torch.Tensor, k: int):

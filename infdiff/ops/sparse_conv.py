@@ -15,8 +15,8 @@ now ≈ ``k'² / k0²``, keeps the output a resolution-independent estimate of `
 Two paths compute the same operator: :func:`sparse_depthwise_conv` on a :class:`SparseImage`
 (the ``infdiff::gather_conv`` operator over a neighbour table, or ``window_conv`` looking the
 neighbours up in the index map, :data:`NEIGHBOURS`; :mod:`infdiff.ops.backends`: compiled kernels
-or the PyTorch reference; nothing of size ``(M, k², C)`` stored for backward)
-and :func:`dense_depthwise_conv` on ``(B, C, H, W)`` tensors (``F.conv2d``, channels-last).
+or the PyTorch reference; nothing of size ``(M, k², C)`` stored for backward; the kernels apply
+the denominator as a row scale, :func:`inverse_normaliser`, in the same pass) and :func:`dense_depthwise_conv` on ``(B, C, H, W)`` tensors (``F.conv2d``, channels-last).
 """
 
 from __future__ import annotations
@@ -74,14 +74,22 @@ def window_counts(sparse: SparseImage, kernel_size: KernelSize) -> torch.Tensor:
     return (at(r1, c1) - at(r0, c1) - at(r1, c0) + at(r0, c0)).flatten()
 
 
-def sparse_normaliser(sparse: SparseImage, kernel_size: KernelSize, train_kernel_size: KernelSize) -> torch.Tensor:
-    """``(B*N, 1)`` Monte-Carlo normaliser: present neighbours in the window divided by ``k0²``."""
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """What the kernels accumulate ``dtype`` in (``at::opmath_type``): float64 for float64, else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def inverse_normaliser(sparse: SparseImage, kernel_size: KernelSize, train_kernel_size: KernelSize) -> torch.Tensor:
+    """``(B*N,)`` inverse of the Monte-Carlo normaliser, ``k0² / (present neighbours in the window)``, in
+    the values' accumulation dtype: the row scale the convolution kernels apply.  A point is its own
+    neighbour, so no count is zero."""
 
     def compute():
-        count = window_counts(sparse, kernel_size).to(sparse.values.dtype)
-        return (count / (train_kernel_size[0] * train_kernel_size[1])).unsqueeze(1)
+        count = window_counts(sparse, kernel_size).to(accumulation_dtype(sparse.values.dtype))
+        return (train_kernel_size[0] * train_kernel_size[1]) / count
 
-    return sparse.cached(("normaliser", tuple(kernel_size), tuple(train_kernel_size), sparse.values.dtype), compute)
+    key = ("inverse_normaliser", tuple(kernel_size), tuple(train_kernel_size), sparse.values.dtype)
+    return sparse.cached(key, compute)
 
 
 NEIGHBOURS = Registry("neighbour lookup")
@@ -99,15 +107,15 @@ against 0.326×), so the table is the default and the window is for when per-op 
 
 
 @NEIGHBOURS.register("table")
-def _conv_by_table(sparse, flat, weight, kernel_size, backend):
-    return ops.gather_conv(flat, weight, neighbour_table(sparse, kernel_size, backend), False, backend)
+def _conv_by_table(sparse, flat, weight, kernel_size, scale, backend):
+    return ops.gather_conv(flat, weight, neighbour_table(sparse, kernel_size, backend), scale, False, backend)
 
 
 @NEIGHBOURS.register("window")
-def _conv_by_window(sparse, flat, weight, kernel_size, backend):
+def _conv_by_window(sparse, flat, weight, kernel_size, scale, backend):
     index = sparse.cached("index_int32", lambda: sparse.index.to(torch.int32))
     index_map = sparse.cached("index_map_int32", lambda: sparse.index_map().to(torch.int32))
-    return ops.window_conv(flat, weight, index, index_map, *sparse.size, *kernel_size, False, backend)
+    return ops.window_conv(flat, weight, index, index_map, *sparse.size, *kernel_size, scale, False, backend)
 
 
 def sparse_depthwise_conv(
@@ -127,8 +135,8 @@ def sparse_depthwise_conv(
     train_kernel_size = (kh, kw) if train_kernel_size is None else tuple(train_kernel_size)
     flat = sparse.values.reshape(-1, c)
     chosen = resolve_backend(backend, flat.device.type)
-    out = NEIGHBOURS[neighbours](sparse, flat, weight.reshape(c, kh * kw).to(flat.dtype), (kh, kw), chosen)
-    out = out / sparse_normaliser(sparse, (kh, kw), train_kernel_size).to(out.dtype)
+    scale = inverse_normaliser(sparse, (kh, kw), train_kernel_size)
+    out = NEIGHBOURS[neighbours](sparse, flat, weight.reshape(c, kh * kw).to(flat.dtype), (kh, kw), scale, chosen)
     return sparse.with_values(out.view_as(sparse.values))
 
 
