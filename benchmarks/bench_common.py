@@ -1,14 +1,16 @@
 """What every benchmark script here shares: the device's name, the kernel backends that run on it,
-interleaved median timing, peak memory of one call, and writing the results as JSON with a Markdown
-table beside it."""
+interleaved median timing, peak memory of one call, the header of every result (device, versions,
+date, commit), and writing the results as JSON with a Markdown table beside it."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import platform
 import random
 import statistics
+import subprocess
 import time
 from pathlib import Path
 from typing import Callable, Dict, Optional
@@ -79,20 +81,46 @@ def peak_bytes(fn: Callable[[], object], device: str) -> int:
     return peak.peak
 
 
+def source_commit() -> str:
+    """The commit measured: ``$COMMIT`` when set (a copy of the tree without its git directory, as on a
+    device machine), else this checkout's ``HEAD``, marked ``+changes`` when tracked files differ from it."""
+    if os.environ.get("COMMIT"):
+        return os.environ["COMMIT"]
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        if head.returncode != 0:
+            return "unknown"
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head.stdout.strip() + ("+changes" if dirty else "")
+
+
 def environment(benchmark: str, device: str) -> dict:
-    """The header of every result: which benchmark, on what, with which torch and thread count."""
+    """The header of every result: which benchmark, on what, with which torch and thread count, when
+    and at which commit."""
     return {
         "benchmark": benchmark,
         "device": device,
         "device_name": device_name(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "date": datetime.date.today().isoformat(),
+        "commit": source_commit(),
     }
 
 
 def publish(results: dict, table: Callable[[dict], str], out: Optional[Path]) -> None:
-    """Print the Markdown table and, with ``out``, write the JSON there and the table beside it (``.md``)."""
+    """Print the Markdown table (with the date and commit of an :func:`environment` header under it) and,
+    with ``out``, write the JSON there and the table beside it (``.md``)."""
     text = table(results)
+    if "commit" in results:
+        text += f"\nMeasured {results['date']} at commit {results['commit']}.\n"
     print(text)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
