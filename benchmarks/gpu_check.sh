@@ -6,7 +6,8 @@
 #
 #   COMMIT=$(git rev-parse HEAD) bash benchmarks/gpu_check.sh "$OUT"
 #
-# Wheels the machine lacks (ml-collections, lmdb) are installed from .whl/ when that folder is there.
+# Wheels the machine lacks (ml-collections, lmdb) are installed from .whl/ when that folder is there
+# (benchmarks/gpu_wheels.sh fetches them here; the device call carries [".whl"]).
 set -uo pipefail
 out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR}
 mkdir -p "$out"
