@@ -32,6 +32,15 @@ def device_name(device: str) -> str:
     return f"{model}, {os.cpu_count()} cores"
 
 
+PEAK_BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12}  # bytes/s of the SXM parts (HBM)
+
+
+def peak_bandwidth(device: str) -> Optional[float]:
+    """The memory bandwidth the device's data sheet gives (bytes/s), for the GPUs in ``PEAK_BANDWIDTH``."""
+    name = device_name(device)
+    return next((v for key, v in PEAK_BANDWIDTH.items() if device == "cuda" and key in name), None)
+
+
 def backends_for(device: str) -> list:
     """The backends that run on ``device`` here (a compiled one only when it builds)."""
     usable = []
@@ -115,13 +124,14 @@ def environment(benchmark: str, device: str) -> dict:
     }
 
 
-def publish(results: dict, table: Callable[[dict], str], out: Optional[Path]) -> None:
-    """Print the Markdown table (with the date and commit of an :func:`environment` header under it) and,
-    with ``out``, write the JSON there and the table beside it (``.md``)."""
+def publish(results: dict, table: Callable[[dict], str], out: Optional[Path], echo: bool = True) -> None:
+    """Print the Markdown table (with the date and commit of an :func:`environment` header under it; not
+    with ``echo=False``) and, with ``out``, write the JSON there and the table beside it (``.md``)."""
     text = table(results)
     if "commit" in results:
         text += f"\nMeasured {results['date']} at commit {results['commit']}.\n"
-    print(text)
+    if echo:
+        print(text)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2) + "\n")

@@ -119,7 +119,8 @@ def run(config, args) -> None:
             cells[str(side)] = measure(
                 decoder, side, args, data_channels(config.data), config.model.z_dim, PRECISIONS[precision]
             )
-            publish(result, markdown, args.out)
+            publish(result, markdown, args.out, echo=False)
+    publish(result, markdown, args.out)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ wait
 cat "$out/build_cuda.tmp" >>"$log" && rm "$out/build_cuda.tmp"
 echo "kernels built in $(( $(date +%s) - start )) s" | tee -a "$log"
 
-timeout 80 $py -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_kernels.py tests/test_norm_kernels.py 2>&1 | tail -40 | tee -a "$log"
+timeout 60 $py -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_kernels.py tests/test_norm_kernels.py 2>&1 | tail -40 | tee -a "$log"
 
 # one benchmark under its own time limit; its JSON joins results.json and its Markdown table tables.md
 bench() {
@@ -65,6 +65,8 @@ bench() {
     fi
 }
 bench sparse_conv_gpu_bf16 110 benchmarks/sparse_conv.py --device cuda --dtype bfloat16 --sizes 64 128 256 512
+bench sparse_kernels_gpu_bf16 20 benchmarks/sparse_kernels.py --device cuda --dtype bfloat16 --sizes 256 512 \
+    --batch 8
 bench stage1_ffhq256_gpu 120 benchmarks/stage1_variants.py --device cuda --config configs/ffhq_256_config.py \
     --config.data.name=shapes --config.data.num_samples=8 --config.train.batch_size=8 --repeats 5 --breakdown \
     --variant dense loss.points=65536 loss.encoder_points=65536 \

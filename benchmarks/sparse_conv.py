@@ -51,9 +51,14 @@ from infdiff.ops import backends as ops
 from infdiff.ops.sparse_conv import inverse_normaliser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import backends_for, environment, interleaved_medians, peak_bytes, publish  # noqa: E402
-
-PEAK_BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12}  # bytes/s of the SXM parts (HBM)
+from bench_common import (  # noqa: E402  (sibling modules)
+    backends_for,
+    environment,
+    interleaved_medians,
+    peak_bandwidth,
+    peak_bytes,
+    publish,
+)
 
 
 def saved_bytes(fn, shared=()) -> int:
@@ -156,7 +161,7 @@ def run(size, batch, channels, kernel, density, repeats, device, backends, naive
     seconds = interleaved_medians(steps, repeats, device)
     peaks = {name: peak_bytes(fn, device) for name, fn in steps.items()} if device == "cuda" else {}
     baseline, bare = seconds["dense_masked"], seconds["dense_conv_only"]
-    peak = next((v for key, v in PEAK_BANDWIDTH.items() if key in environment("", device)["device_name"]), None)
+    peak = peak_bandwidth(device)
     traffic = compulsory_bytes(batch * n, channels, kernel, x.element_size())
 
     def bandwidth(name, seconds):
@@ -239,7 +244,9 @@ def main():
                 f"{size}² at {density:.3g}: "
                 + ", ".join(f"{k} {v['median_ms']:.2f} ms" for k, v in runs[-1]["variants"].items())
             )
-    results = {**environment("sparse_depthwise_conv_fwd_bwd", args.device), "dtype": args.dtype, "runs": runs}
+            # rewritten after every run, so a run cut short by a time limit keeps what it measured
+            results = {**environment("sparse_depthwise_conv_fwd_bwd", args.device), "dtype": args.dtype, "runs": runs}
+            publish(results, markdown, args.out, echo=False)
     publish(results, markdown, args.out)
 
 

@@ -19,6 +19,14 @@ from test_pipeline import ROOT, TINY_AE, flags
         ),
         ("knn.py", ["--sizes", "16", "32", "--repeats", "1"], lambda r: len(r["runs"]) == 2),
         (
+            "sparse_kernels.py",
+            ["--sizes", "16", "--channels", "4", "--kernel", "3", "--repeats", "1"],
+            lambda r: (
+                r["runs"][0]["kernels"]["gather_conv"]["flops_per_second"] > 0
+                and r["runs"][0]["kernels"]["neighbour_table"]["flops_per_second"] == 0
+            ),
+        ),
+        (
             "decoder_front_back.py",
             ["--size", "16", "--batch", "2", "--nf", "8", "--blocks", "1", "--repeats", "1"],
             lambda r: r["front_back"]["dense_all_pixels"]["ratio_to_dense"] == 1,

@@ -1,0 +1,148 @@
+"""Each kernel of the sparse convolution alone, at a training step's shapes: where its time goes.
+
+A convolution's forward and backward run three kernels: the forward gather, the transposed gather
+(the values' gradient, ``flip``) and the weight gradient, each with the normaliser's inverse as a
+row scale; once per image, shared by a network's convolutions, the neighbour table is built.  With
+``neighbours=window`` the three look neighbours up in the index map instead.  Each is timed alone
+(interleaved, median after a warm-up) with the compiled backend of the device, beside a copy of the
+values (the same bytes read and written once: what the memory system gives such an array here).
+
+For each kernel, the bytes it has to move at least: every input read once and every output written
+once (values or gradients ``M C``, the int32 table ``k² M`` or the index map, the float32 scale
+``M``), and that traffic's rate, also as a fraction of the device's peak bandwidth on a GPU; for the
+three convolutions also their arithmetic rate, ``2 k² M C`` floating-point operations (a multiply
+and an add per tap, point and channel).  A kernel far from both ceilings is bound by something
+else (its gathers' cache misses, latency, the table's rows re-read per channel block).
+
+    python benchmarks/sparse_kernels.py --sizes 128 256 --density 0.25 \
+        --out benchmarks/results/sparse_kernels_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from infdiff.ops import SparseImage, neighbour_table, resolve_backend, uniform_subset
+from infdiff.ops import backends as ops
+from infdiff.ops.sparse_conv import inverse_normaliser
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import environment, interleaved_medians, peak_bandwidth, publish  # noqa: E402  (sibling modules)
+
+
+def kernels(sparse: SparseImage, kernel: int, backend: str, dtype: torch.dtype) -> dict:
+    """``name: (call, compulsory bytes)`` for every kernel of one convolution on ``sparse``."""
+    m, c = sparse.batch * sparse.num_points, sparse.channels
+    (h, w), taps, e = sparse.size, kernel * kernel, torch.finfo(dtype).bits // 8
+    g = torch.Generator(device=sparse.values.device).manual_seed(1)
+    values = sparse.values.reshape(m, c).to(dtype).contiguous()
+    grad = torch.randn(m, c, generator=g, device=values.device).to(dtype)
+    weight = torch.randn(c, taps, generator=g, device=values.device).to(dtype)
+    table = neighbour_table(sparse, (kernel, kernel), backend)
+    scale = inverse_normaliser(sparse, (kernel, kernel), (kernel, kernel))
+    index, index_map = sparse.index.to(torch.int32), sparse.index_map().to(torch.int32)
+    window = (index, index_map, h, w, kernel, kernel)
+    rows, by_table, by_window = 2 * m * c * e, 4 * taps * m + 4 * m, 4 * m + 4 * sparse.batch * h * w
+    return {
+        "values_copy": (values.clone, rows),
+        "gather_conv": (lambda: ops.gather_conv(values, weight, table, scale, False, backend), rows + by_table),
+        "gather_conv_transposed": (lambda: ops.gather_conv(grad, weight, table, scale, True, backend), rows + by_table),
+        "gather_conv_weight": (
+            lambda: ops.gather_conv_weight(grad, values, table, scale, False, backend),
+            rows + by_table,
+        ),
+        "window_conv": (lambda: ops.window_conv(values, weight, *window, scale, False, backend), rows + by_window),
+        "window_conv_transposed": (
+            lambda: ops.window_conv(grad, weight, *window, scale, True, backend),
+            rows + by_window,
+        ),
+        "window_conv_weight": (
+            lambda: ops.window_conv_weight(grad, values, *window, scale, False, backend),
+            rows + by_window,
+        ),
+        "neighbour_table": (
+            lambda: ops.neighbour_table(sparse.index, sparse.index_map(), h, w, kernel, kernel, backend),
+            8 * m + 8 * sparse.batch * h * w + 4 * taps * m,
+        ),
+    }
+
+
+def arithmetic(name: str, points: int, channels: int, kernel: int) -> int:
+    """Floating-point operations of a convolution kernel (none for the copy and the table)."""
+    return 2 * kernel * kernel * points * channels if "conv" in name else 0
+
+
+def run(size: int, args, backend: str) -> dict:
+    g = torch.Generator(device=args.device).manual_seed(0)
+    n = int(size * size * args.density)
+    x = torch.randn(args.batch, args.channels, size, size, generator=g, device=args.device)
+    sparse = SparseImage.from_dense(x, uniform_subset(args.batch, size, n, generator=g, device=args.device))
+    calls = kernels(sparse, args.kernel, backend, getattr(torch, args.dtype))
+    seconds = interleaved_medians({name: call for name, (call, _) in calls.items()}, args.repeats, args.device)
+    peak = peak_bandwidth(args.device)
+    rows = {}
+    for name, (_, traffic) in calls.items():
+        rate = traffic / seconds[name]
+        rows[name] = {
+            "median_ms": 1e3 * seconds[name],
+            "compulsory_bytes": traffic,
+            "bytes_per_second": rate,
+            "ratio_to_values_copy": seconds[name] / seconds["values_copy"],
+            "flops_per_second": arithmetic(name, args.batch * n, args.channels, args.kernel) / seconds[name],
+            **({"bandwidth_fraction": rate / peak} if peak else {}),
+        }
+    return {"size": size, "points": n, "kernels": rows}
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        f"Sparse-convolution kernels alone ({results['backend']}, {results['dtype']}), B={results['batch']}, "
+        f"C={results['channels']}, k={results['kernel']}, {results['density']:.3g} of the pixels, on "
+        f"{results['device_name']} (torch {results['torch']}); median ms, compulsory traffic's rate, time "
+        "over a copy of the values",
+        "",
+        "| size | kernel | ms | GB/s | × the copy | fraction of peak bandwidth | GFLOP/s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for run_ in results["runs"]:
+        for name, v in run_["kernels"].items():
+            fraction = f"{v['bandwidth_fraction']:.2f}" if "bandwidth_fraction" in v else "–"
+            flops = f"{v['flops_per_second'] / 1e9:.1f}" if v["flops_per_second"] else "–"
+            lines.append(
+                f"| {run_['size']}² | {name} | {v['median_ms']:.3f} | {v['bytes_per_second'] / 1e9:.1f} | "
+                f"{v['ratio_to_values_copy']:.1f} | {fraction} | {flops} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--density", type=float, default=0.25)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--channels", type=int, default=64)
+    parser.add_argument("--kernel", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--out", type=Path, default=None, help="JSON to write (and a .md table beside it)")
+    args = parser.parse_args()
+    backend = resolve_backend({"cpu": "cpp", "cuda": "cuda"}[args.device], args.device)
+    results = {
+        **environment("sparse_kernels", args.device),
+        **{key: getattr(args, key) for key in ("batch", "channels", "kernel", "density", "dtype")},
+        "backend": backend,
+        "runs": [],
+    }
+    for size in args.sizes:
+        results["runs"].append(run(size, args, backend))
+        publish(results, markdown, args.out, echo=False)  # a run cut short keeps what it measured
+    publish(results, markdown, args.out)
+
+
+if __name__ == "__main__":
+    main()
