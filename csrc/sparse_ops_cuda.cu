@@ -9,10 +9,11 @@
 //
 // Layout: a block is 32 channel lanes x kPointsPerBlock points, so a warp reads one point's
 // channels contiguously (coalesced) and the table entry it needs is one broadcast load.  Half and
-// bfloat16 inputs accumulate in float (at::opmath_type).  The weight gradient writes one partial
-// sum per block and reduces them with a deterministic sum instead of atomics.  The optional row
-// scale s (the Monte-Carlo normaliser's inverse, float) multiplies the output rows, or with flip
-// the gathered ones (sparse_ops_checks.h), inside the kernels.
+// bfloat16 inputs accumulate in float, float64 in double (at::opmath_type).  The weight gradient
+// writes one partial sum per block, in that type, and reduces them with a deterministic sum
+// instead of atomics.  The optional row scale s (the Monte-Carlo normaliser's inverse, in the
+// accumulation type) multiplies the output rows, or with flip the gathered ones
+// (sparse_ops_checks.h), inside the kernels.
 
 #include <torch/extension.h>
 
@@ -33,6 +34,7 @@ namespace {
 constexpr int kLanes = 32;
 constexpr int kPointsPerBlock = 8;
 constexpr int kWeightPoints = 256;  // points one weight-gradient block sums
+constexpr int kWeightTaps = 8;      // taps one weight-gradient block sums (one register each)
 constexpr int kMaxNeighbours = 32;  // k of the kNN kernel lives in registers
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -77,53 +79,75 @@ struct WindowNeighbours {
   }
 };
 
+// One thread per (point, lane); the lane walks the channels c = lane, lane + 32, ..., so the point's
+// neighbour rows (table entries or index-map loads) come from DRAM once and from L1 for the later
+// channel groups, instead of once per group.
 template <typename scalar_t, typename Neighbours, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void gather_conv_kernel(const scalar_t* __restrict__ values, const scalar_t* __restrict__ weight_kc,
                                    const acc_t* __restrict__ scale, const Neighbours neighbours,
                                    scalar_t* __restrict__ out, int64_t rows, int64_t points, int64_t channels,
                                    int64_t taps) {
   const int64_t p = blockIdx.x * static_cast<int64_t>(kPointsPerBlock) + threadIdx.y;
-  const int64_t c = blockIdx.y * static_cast<int64_t>(kLanes) + threadIdx.x;
-  if (p >= points || c >= channels) return;
+  if (p >= points) return;
   const auto point = neighbours.at(p);
   const bool scale_gathered = scale != nullptr && neighbours.flip;
-  acc_t acc = 0;
-  for (int64_t j = 0; j < taps; ++j) {
-    const int64_t q = point.tap(j);
-    if (q >= rows) continue;
-    acc_t v = static_cast<acc_t>(values[q * channels + c]);
-    if (scale_gathered) v *= scale[q];
-    acc += static_cast<acc_t>(weight_kc[j * channels + c]) * v;
+  const acc_t scale_out = scale != nullptr && !neighbours.flip ? scale[p] : acc_t(1);
+  for (int64_t c = threadIdx.x; c < channels; c += kLanes) {
+    acc_t acc = 0;
+    for (int64_t j = 0; j < taps; ++j) {
+      const int64_t q = point.tap(j);
+      if (q >= rows) continue;
+      acc_t v = static_cast<acc_t>(values[q * channels + c]);
+      if (scale_gathered) v *= scale[q];
+      acc += static_cast<acc_t>(weight_kc[j * channels + c]) * v;
+    }
+    out[p * channels + c] = static_cast<scalar_t>(acc * scale_out);
   }
-  if (scale != nullptr && !neighbours.flip) acc *= scale[p];
-  out[p * channels + c] = static_cast<scalar_t>(acc);
 }
 
+// blockIdx.x: a chunk of kWeightPoints points; blockIdx.y: kWeightTaps taps from j0 = y * kWeightTaps;
+// blockIdx.z: 32 channels.  Each thread keeps one accumulator per tap of its tile in registers, so a
+// point's gradient row is read once per tile of taps rather than once per tap; the block's warps are
+// then summed through shared memory into one partial per (chunk, tap, channel), in acc_t.
 template <typename scalar_t, typename Neighbours, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void gather_conv_weight_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ values,
                                           const acc_t* __restrict__ scale, const Neighbours neighbours,
-                                          float* __restrict__ partials, int64_t rows, int64_t points,
+                                          acc_t* __restrict__ partials, int64_t rows, int64_t points,
                                           int64_t channels, int64_t taps) {
-  // blockIdx.x: a chunk of kWeightPoints points; blockIdx.y: a tap; blockIdx.z: 32 channels.
-  __shared__ float sums[kPointsPerBlock][kLanes];
-  const int64_t j = blockIdx.y, c = blockIdx.z * static_cast<int64_t>(kLanes) + threadIdx.x;
-  acc_t acc = 0;
+  __shared__ acc_t sums[kPointsPerBlock][kWeightTaps][kLanes];
+  const int64_t j0 = blockIdx.y * static_cast<int64_t>(kWeightTaps);
+  const int64_t c = blockIdx.z * static_cast<int64_t>(kLanes) + threadIdx.x;
+  const int tile = static_cast<int>(min(static_cast<int64_t>(kWeightTaps), taps - j0));
+  acc_t acc[kWeightTaps];
+#pragma unroll
+  for (int i = 0; i < kWeightTaps; ++i) acc[i] = 0;
   if (c < channels) {
     const int64_t first = blockIdx.x * static_cast<int64_t>(kWeightPoints);
     const int64_t last = min(points, first + kWeightPoints);
+    const bool scale_gathered = scale != nullptr && neighbours.flip;
     for (int64_t p = first + threadIdx.y; p < last; p += kPointsPerBlock) {
-      const int64_t q = neighbours.at(p).tap(j);
-      if (q >= rows) continue;
-      const acc_t s = scale == nullptr ? acc_t(1) : scale[neighbours.flip ? q : p];
-      acc += s * static_cast<acc_t>(grad[p * channels + c]) * static_cast<acc_t>(values[q * channels + c]);
+      const auto point = neighbours.at(p);
+      const acc_t g = static_cast<acc_t>(grad[p * channels + c]) *
+                      (scale != nullptr && !neighbours.flip ? scale[p] : acc_t(1));
+#pragma unroll
+      for (int i = 0; i < kWeightTaps; ++i) {  // a fixed trip count, so acc stays in registers
+        const int64_t q = i < tile ? point.tap(j0 + i) : rows;
+        if (q >= rows) continue;
+        acc_t v = static_cast<acc_t>(values[q * channels + c]);
+        if (scale_gathered) v *= scale[q];
+        acc[i] += g * v;
+      }
     }
   }
-  sums[threadIdx.y][threadIdx.x] = static_cast<float>(acc);
+#pragma unroll
+  for (int i = 0; i < kWeightTaps; ++i) sums[threadIdx.y][i][threadIdx.x] = acc[i];
   __syncthreads();
-  if (threadIdx.y == 0 && c < channels) {
-    float total = 0;
-    for (int i = 0; i < kPointsPerBlock; ++i) total += sums[i][threadIdx.x];
-    partials[(blockIdx.x * taps + j) * channels + c] = total;
+  if (c < channels) {
+    for (int i = threadIdx.y; i < tile; i += kPointsPerBlock) {  // warp y sums taps y, y + 8, ...
+      acc_t total = 0;
+      for (int r = 0; r < kPointsPerBlock; ++r) total += sums[r][i][threadIdx.x];
+      partials[(blockIdx.x * taps + j0 + i) * channels + c] = total;
+    }
   }
 }
 
@@ -243,7 +267,7 @@ at::Tensor conv_forward(const at::Tensor& values, const at::Tensor& weight, cons
       out = at::empty({points, channels}, v.options());
       if (points == 0 || channels == 0) return;
       const dim3 block(kLanes, kPointsPerBlock);
-      const dim3 grid(ceil_div(points, kPointsPerBlock), ceil_div(channels, kLanes));
+      const dim3 grid(ceil_div(points, kPointsPerBlock));
       gather_conv_kernel<<<grid, block, 0, stream>>>(v.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), scale_data,
                                                      neighbours, out.data_ptr<scalar_t>(), v.size(0), points,
                                                      channels, taps);
@@ -261,17 +285,18 @@ at::Tensor conv_weight(const at::Tensor& grad, const at::Tensor& values, const s
   auto v = values.contiguous();
   const int64_t points = g.size(0), channels = v.size(1);
   const int64_t chunks = std::max<int64_t>(1, ceil_div(points, kWeightPoints));
-  auto partials = at::zeros({chunks, taps, channels}, v.options().dtype(at::kFloat));
+  auto partials = at::zeros({chunks, taps, channels}, v.options().dtype(infdiff::opmath_dtype(v)));
   if (points > 0 && channels > 0 && taps > 0) {
     const dim3 block(kLanes, kPointsPerBlock);
-    const dim3 grid(chunks, taps, ceil_div(channels, kLanes));
+    const dim3 grid(chunks, ceil_div(taps, kWeightTaps), ceil_div(channels, kLanes));
     auto stream = c10::cuda::getCurrentCUDAStream();
     at::Tensor s;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.scalar_type(), "infdiff_gather_conv_weight_cuda", [&] {
-      const auto* scale_data = infdiff::row_scale_data<at::opmath_type<scalar_t>>(scale, s);
+      using acc_t = at::opmath_type<scalar_t>;
+      const auto* scale_data = infdiff::row_scale_data<acc_t>(scale, s);
       with_neighbours([&](const auto& neighbours, int64_t) {
         gather_conv_weight_kernel<<<grid, block, 0, stream>>>(g.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
-                                                              scale_data, neighbours, partials.data_ptr<float>(),
+                                                              scale_data, neighbours, partials.data_ptr<acc_t>(),
                                                               v.size(0), points, channels, taps);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });

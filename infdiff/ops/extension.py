@@ -93,11 +93,12 @@ def load_kernels(kind: str) -> ModuleType:
         raise ExtensionUnavailable(f"building the {kind} kernels failed: {first}") from error
 
 
-def compile_check(nvcc: str = "nvcc", arch: str = "sm_90") -> None:
+def compile_check(nvcc: str = "nvcc", arch: str = "sm_90", resources: bool = False) -> None:
     """Compile (``-c``, nothing linked or run) every ``csrc/*.cu`` against this torch's headers.
 
     CI runs it (``.ci/run``) on machines without a GPU, so a CUDA kernel
     that does not build never lands.  Raises ``subprocess.CalledProcessError`` after printing nvcc's output.
+    ``resources`` prints ptxas's report of every kernel (registers, shared memory, stack frame, spills).
     """
     import subprocess
     import sys
@@ -120,10 +121,19 @@ def compile_check(nvcc: str = "nvcc", arch: str = "sm_90") -> None:
         for source in sorted(SOURCE_DIR.glob("*.cu")):
             command = [nvcc, "-c", str(source), "-o", str(Path(out) / (source.stem + ".o")), f"-arch={arch}"]
             command += ["-Xcompiler", "-fPIC", "-std=c++20", *CUDA_FLAGS, *defines, *includes]
+            command += ["-Xptxas", "-v"] if resources else []
             jobs.append((source, command, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)))
         for source, command, job in jobs:
             output, _ = job.communicate()
             if job.returncode:
                 print(output.decode(errors="replace"), file=sys.stderr)  # nvcc's errors, in CI's log
                 raise subprocess.CalledProcessError(job.returncode, command, output=output)
+            if resources:
+                print(
+                    "\n".join(
+                        line
+                        for line in output.decode(errors="replace").splitlines()
+                        if "ptxas" in line or "spill" in line
+                    )
+                )
             print(f"compiled {source.name} with {nvcc} for {arch} against torch {torch.__version__}")
