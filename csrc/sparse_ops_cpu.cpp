@@ -1,11 +1,11 @@
-// CPU kernels for infdiff's sparse operators (see infdiff/ops/sparse_conv.py and knn.py for the
-// reference each one reproduces).
+// CPU kernels for infdiff's sparse convolution (see infdiff/ops/sparse_conv.py and
+// reference_kernels.py for the reference each one reproduces), and the extension's bindings (the
+// kNN search is knn_ops_cpu.cpp, the modulated layer norm norm_ops_cpu.cpp).
 //
 //   gather_conv          out[p, c] = s[p] sum_j w[c, j] * v[T[j, p], c]      (T[j, p] == M: absent)
 //   gather_conv_weight   dw[c, j]  = sum_p s[p] g[p, c] * v[T[j, p], c]
 //   window_conv(_weight) the same two with T[j, p] looked up in the (B, H*W) index map on the fly
 //   neighbour_table      T[j, b*N + n] = position of pixel index[b, n] + offset_j, or B*N
-//   knn_window           the k nearest present pixels to each coarse-cell centre
 //
 // Points are processed in blocks: within a block the kernel walks the offsets j outermost, so the
 // block's output rows (block x C values) stay in L1 while the j-th table row is read contiguously
@@ -19,6 +19,7 @@
 
 #include <ATen/Parallel.h>
 
+#include "knn_ops.h"
 #include "norm_ops.h"
 #include "sparse_ops_checks.h"
 
@@ -324,90 +325,6 @@ at::Tensor neighbour_table(const at::Tensor& index, const at::Tensor& index_map,
   return table;
 }
 
-// Keep the k smallest (distance, candidate) pairs seen so far, nearest first; a strictly smaller
-// distance is needed to move ahead, so among equal distances the earlier candidate wins, exactly
-// as the reference's stable sort orders them.
-template <typename dist_t>
-inline void insert_nearest(dist_t* dist, int64_t* ids, int64_t k, dist_t d, int64_t id) {
-  if (!(d < dist[k - 1])) return;
-  int64_t i = k - 1;
-  while (i > 0 && d < dist[i - 1]) {
-    dist[i] = dist[i - 1];
-    ids[i] = ids[i - 1];
-    --i;
-  }
-  dist[i] = d;
-  ids[i] = id;
-}
-
-// For every coarse-cell centre query[g] and batch item b: the k present fine pixels nearest to it,
-// searched in the (2R+1)^2 window around base[g], exact when the k-th distance is within
-// bound = ((R + 1/2) / max(H, W))^2 (no pixel outside the window can be nearer); otherwise by an
-// exact scan over all N points (in double, as the reference's brute force).  Window distances
-// are computed in float32 exactly as the reference computes them (no contraction into FMAs).
-std::vector<at::Tensor> knn_window(const at::Tensor& index_map, const at::Tensor& coords, const at::Tensor& query,
-                                   const at::Tensor& base, int64_t height, int64_t width, int64_t radius, int64_t k) {
-  infdiff::check_knn_inputs(index_map, coords, query, base, k);
-  auto map = index_map.to(at::kLong).contiguous();
-  auto pts = coords.to(at::kFloat).contiguous();
-  auto q = query.to(at::kFloat).contiguous();
-  auto bs = base.to(at::kLong).contiguous();
-  const int64_t batch = map.size(0), n = pts.size(1), cells = q.size(0), side = 2 * radius + 1;
-  const int64_t window = side * side;
-  auto dist = at::empty({batch, cells, k}, q.options());
-  auto ids = at::empty({batch, cells, k}, bs.options());
-  const float bound = static_cast<float>(std::pow((radius + 0.5) / static_cast<double>(std::max(height, width)), 2));
-  const float inf = std::numeric_limits<float>::infinity();
-  const int64_t* mp = map.data_ptr<int64_t>();
-  const float* pp = pts.data_ptr<float>();
-  const float* qp = q.data_ptr<float>();
-  const int64_t* bp = bs.data_ptr<int64_t>();
-  float* dp = dist.data_ptr<float>();
-  int64_t* op = ids.data_ptr<int64_t>();
-  const float fh = static_cast<float>(height), fw = static_cast<float>(width);
-  at::parallel_for(0, batch * cells, 16, [&](int64_t first, int64_t last) {
-    std::vector<double> exact(k);
-    for (int64_t task = first; task < last; ++task) {
-      const int64_t b = task / cells, g = task % cells;
-      float* d = dp + task * k;
-      int64_t* id = op + task * k;
-      std::fill(d, d + k, inf);
-      std::fill(id, id + k, int64_t(-1));
-      const float qy = qp[2 * g], qx = qp[2 * g + 1];
-      const int64_t* map_b = mp + b * height * width;
-      bool proven = k <= window;
-      if (proven) {
-        for (int64_t j = 0; j < window; ++j) {
-          const int64_t r = bp[2 * g] + j / side - radius, c = bp[2 * g + 1] + j % side - radius;
-          if (r < 0 || r >= height || c < 0 || c >= width) continue;
-          const int64_t position = map_b[r * width + c];
-          if (position < 0) continue;
-          volatile float dy = (static_cast<float>(r) + 0.5f) / fh - qy;  // volatile: no FMA contraction
-          volatile float dx = (static_cast<float>(c) + 0.5f) / fw - qx;
-          volatile float yy = dy * dy;
-          volatile float xx = dx * dx;
-          insert_nearest<float>(d, id, k, yy + xx, position);
-        }
-        proven = d[k - 1] <= bound;
-      }
-      if (!proven) {
-        std::fill(exact.begin(), exact.end(), std::numeric_limits<double>::infinity());
-        std::fill(id, id + k, int64_t(-1));
-        const float* pb = pp + b * n * 2;
-        for (int64_t i = 0; i < n; ++i) {
-          const double dy = static_cast<double>(qy) - static_cast<double>(pb[2 * i]);
-          const double dx = static_cast<double>(qx) - static_cast<double>(pb[2 * i + 1]);
-          volatile double yy = dy * dy;
-          volatile double xx = dx * dx;
-          insert_nearest<double>(exact.data(), id, k, yy + xx, i);
-        }
-        for (int64_t i = 0; i < k; ++i) d[i] = static_cast<float>(exact[i]);
-      }
-    }
-  });
-  return {dist, ids};
-}
-
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -416,7 +333,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("window_conv", &window_conv, "the gather convolution with neighbours looked up in the index map");
   m.def("window_conv_weight", &window_conv_weight, "gradient of the window convolution with respect to its weight");
   m.def("neighbour_table", &neighbour_table, "neighbour table of sparse pixels for a kernel window");
-  m.def("knn_window", &knn_window, "k nearest present pixels to each coarse-cell centre");
+  m.def("knn_window", &infdiff::knn_window, "k nearest present pixels to each coarse-cell centre");
   m.def("modulated_layer_norm", &infdiff::modulated_layer_norm, "layer norm with a per-sample scale and shift");
   m.def("modulated_layer_norm_backward", &infdiff::modulated_layer_norm_backward,
         "gradients of the modulated layer norm in x, scale and shift");

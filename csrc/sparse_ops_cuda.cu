@@ -1,11 +1,11 @@
-// CUDA kernels for infdiff's sparse operators: the same four operations, signatures and results
-// as sparse_ops_cpu.cpp (and the PyTorch reference, infdiff/ops/reference_kernels.py).
+// CUDA kernels for infdiff's sparse convolution: the same operations, signatures and results as
+// sparse_ops_cpu.cpp (and the PyTorch reference, infdiff/ops/reference_kernels.py), and the
+// extension's bindings (the kNN search is knn_ops_cuda.cu, the modulated layer norm norm_ops_cuda.cu).
 //
 //   gather_conv          out[p, c] = s[p] sum_j w[c, j] * v[T[j, p], c]      (T[j, p] == M: absent)
 //   gather_conv_weight   dw[c, j]  = sum_p s[p] g[p, c] * v[T[j, p], c]
 //   window_conv(_weight) the same two with T[j, p] looked up in the (B, H*W) index map on the fly
 //   neighbour_table      T[j, b*N + n] from the dense per-image index map (pixels lie on a grid)
-//   knn_window           the k nearest present pixels to each coarse-cell centre
 //
 // Layout: a block is 32 channel lanes x kPointsPerBlock points, so a warp reads one point's
 // channels contiguously (coalesced) and the table entry it needs is one broadcast load.  Half and
@@ -21,8 +21,8 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <math_constants.h>
 
+#include "knn_ops.h"
 #include "norm_ops.h"
 #include "sparse_ops_checks.h"
 
@@ -35,7 +35,6 @@ constexpr int kLanes = 32;
 constexpr int kPointsPerBlock = 8;
 constexpr int kWeightPoints = 256;  // points one weight-gradient block sums
 constexpr int kWeightTaps = 8;      // taps one weight-gradient block sums (one register each)
-constexpr int kMaxNeighbours = 32;  // k of the kNN kernel lives in registers
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -173,73 +172,6 @@ __global__ void neighbour_table_kernel(const int64_t* __restrict__ index, const 
   int64_t position = -1;
   if (r >= 0 && r < height && c >= 0 && c < width) position = index_map[b * height * width + r * width + c];
   table[j * points + p] = static_cast<index_t>(position >= 0 ? position + b * n : points);
-}
-
-// Among equal distances the earlier candidate stays ahead: the reference's stable sort order.
-template <typename dist_t>
-__device__ inline void insert_nearest(dist_t* dist, int64_t* ids, int k, dist_t d, int64_t id) {
-  if (!(d < dist[k - 1])) return;
-  int i = k - 1;
-  while (i > 0 && d < dist[i - 1]) {
-    dist[i] = dist[i - 1];
-    ids[i] = ids[i - 1];
-    --i;
-  }
-  dist[i] = d;
-  ids[i] = id;
-}
-
-// One thread per (batch item, coarse cell).  Window distances use round-to-nearest intrinsics so
-// nothing is contracted into an FMA, and divide by the grid side as PyTorch's CUDA division by a
-// scalar does (times its float reciprocal), so they equal the reference's values on the GPU.
-__global__ void knn_window_kernel(const int64_t* __restrict__ index_map, const float* __restrict__ coords,
-                                  const float* __restrict__ query, const int64_t* __restrict__ base,
-                                  float* __restrict__ dist_out, int64_t* __restrict__ ids_out, int64_t batch,
-                                  int64_t n, int64_t cells, int64_t height, int64_t width, int64_t radius, int k,
-                                  float bound) {
-  const int64_t task = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (task >= batch * cells) return;
-  const int64_t b = task / cells, g = task % cells, side = 2 * radius + 1, window = side * side;
-  float d[kMaxNeighbours];
-  double exact[kMaxNeighbours];
-  int64_t id[kMaxNeighbours];
-  for (int i = 0; i < k; ++i) {
-    d[i] = CUDART_INF_F;
-    id[i] = -1;
-  }
-  const float qy = query[2 * g], qx = query[2 * g + 1];
-  const float inv_h = __fdiv_rn(1.0f, static_cast<float>(height)), inv_w = __fdiv_rn(1.0f, static_cast<float>(width));
-  const int64_t* map_b = index_map + b * height * width;
-  bool proven = k <= window;
-  if (proven) {
-    for (int64_t j = 0; j < window; ++j) {
-      const int64_t r = base[2 * g] + j / side - radius, c = base[2 * g + 1] + j % side - radius;
-      if (r < 0 || r >= height || c < 0 || c >= width) continue;
-      const int64_t position = map_b[r * width + c];
-      if (position < 0) continue;
-      const float dy = __fsub_rn(__fmul_rn(__fadd_rn(static_cast<float>(r), 0.5f), inv_h), qy);
-      const float dx = __fsub_rn(__fmul_rn(__fadd_rn(static_cast<float>(c), 0.5f), inv_w), qx);
-      insert_nearest<float>(d, id, k, __fadd_rn(__fmul_rn(dy, dy), __fmul_rn(dx, dx)), position);
-    }
-    proven = d[k - 1] <= bound;
-  }
-  if (!proven) {
-    for (int i = 0; i < k; ++i) {
-      exact[i] = CUDART_INF;
-      id[i] = -1;
-    }
-    const float* pb = coords + b * n * 2;
-    for (int64_t i = 0; i < n; ++i) {
-      const double dy = __dsub_rn(static_cast<double>(qy), static_cast<double>(pb[2 * i]));
-      const double dx = __dsub_rn(static_cast<double>(qx), static_cast<double>(pb[2 * i + 1]));
-      insert_nearest<double>(exact, id, k, __dadd_rn(__dmul_rn(dy, dy), __dmul_rn(dx, dx)), i);
-    }
-    for (int i = 0; i < k; ++i) d[i] = static_cast<float>(exact[i]);
-  }
-  for (int i = 0; i < k; ++i) {
-    dist_out[task * k + i] = d[i];
-    ids_out[task * k + i] = id[i];
-  }
 }
 
 #define INFDIFF_DISPATCH_INDEX(TABLE, ...)                                   \
@@ -387,31 +319,6 @@ at::Tensor neighbour_table(const at::Tensor& index, const at::Tensor& index_map,
   return table;
 }
 
-std::vector<at::Tensor> knn_window(const at::Tensor& index_map, const at::Tensor& coords, const at::Tensor& query,
-                                   const at::Tensor& base, int64_t height, int64_t width, int64_t radius, int64_t k) {
-  check_cuda({index_map, coords, query, base});
-  infdiff::check_knn_inputs(index_map, coords, query, base, k);
-  TORCH_CHECK(k <= kMaxNeighbours, "the cuda kNN kernel handles k <= ", kMaxNeighbours, ", got ", k);
-  const c10::cuda::CUDAGuard guard(index_map.device());
-  auto map = index_map.to(at::kLong).contiguous();
-  auto pts = coords.to(at::kFloat).contiguous();
-  auto q = query.to(at::kFloat).contiguous();
-  auto bs = base.to(at::kLong).contiguous();
-  const int64_t batch = map.size(0), n = pts.size(1), cells = q.size(0);
-  auto dist = at::empty({batch, cells, k}, q.options());
-  auto ids = at::empty({batch, cells, k}, bs.options());
-  const float bound = static_cast<float>(std::pow((radius + 0.5) / static_cast<double>(std::max(height, width)), 2));
-  if (batch * cells > 0) {
-    auto stream = c10::cuda::getCurrentCUDAStream();
-    knn_window_kernel<<<ceil_div(batch * cells, 128), 128, 0, stream>>>(
-        map.data_ptr<int64_t>(), pts.data_ptr<float>(), q.data_ptr<float>(), bs.data_ptr<int64_t>(),
-        dist.data_ptr<float>(), ids.data_ptr<int64_t>(), batch, n, cells, height, width, radius, static_cast<int>(k),
-        bound);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-  return {dist, ids};
-}
-
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -420,7 +327,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("window_conv", &window_conv, "the gather convolution with neighbours looked up in the index map");
   m.def("window_conv_weight", &window_conv_weight, "gradient of the window convolution with respect to its weight");
   m.def("neighbour_table", &neighbour_table, "neighbour table of sparse pixels for a kernel window");
-  m.def("knn_window", &knn_window, "k nearest present pixels to each coarse-cell centre");
+  m.def("knn_window", &infdiff::knn_window, "k nearest present pixels to each coarse-cell centre");
   m.def("modulated_layer_norm", &infdiff::modulated_layer_norm, "layer norm with a per-sample scale and shift");
   m.def("modulated_layer_norm_backward", &infdiff::modulated_layer_norm_backward,
         "gradients of the modulated layer norm in x, scale and shift");

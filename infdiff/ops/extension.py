@@ -22,8 +22,11 @@ from types import ModuleType
 import torch
 
 SOURCE_DIR = Path(__file__).resolve().parents[2] / "csrc"
-SOURCES = {"cpu": ("sparse_ops_cpu.cpp", "norm_ops_cpu.cpp"), "cuda": ("sparse_ops_cuda.cu", "norm_ops_cuda.cu")}
-HEADERS = ("sparse_ops_checks.h", "norm_ops.h")  # included by both; part of every build's key
+SOURCES = {
+    "cpu": ("sparse_ops_cpu.cpp", "knn_ops_cpu.cpp", "norm_ops_cpu.cpp"),
+    "cuda": ("sparse_ops_cuda.cu", "knn_ops_cuda.cu", "norm_ops_cuda.cu"),
+}
+HEADERS = ("sparse_ops_checks.h", "knn_ops.h", "norm_ops.h")  # included by both; part of every build's key
 FLAGS = {"cpu": ["-O3", "-fopenmp", "-march=native"], "cuda": ["-O3"]}
 CUDA_FLAGS = ["-O3", "--expt-relaxed-constexpr"]  # no fast math: results must match the reference
 
