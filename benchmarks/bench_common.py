@@ -4,6 +4,7 @@ date, commit), and writing the results as JSON with a Markdown table beside it."
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -17,7 +18,28 @@ from typing import Callable, Dict, Optional
 
 import torch
 
+from infdiff.io import atomic_write_text
 from infdiff.ops import BACKENDS, resolve_backend
+
+
+def positive(kind: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse type: ``kind`` of the text, which must be above zero (sizes, counts, repeats)."""
+
+    def parse(text: str):
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a number above zero, got {text}")
+        return value
+
+    return parse
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a fraction of the pixels, in (0, 1]."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text}")
+    return value
 
 
 def device_name(device: str) -> str:
@@ -126,13 +148,13 @@ def environment(benchmark: str, device: str) -> dict:
 
 def publish(results: dict, table: Callable[[dict], str], out: Optional[Path], echo: bool = True) -> None:
     """Print the Markdown table (with the date and commit of an :func:`environment` header under it; not
-    with ``echo=False``) and, with ``out``, write the JSON there and the table beside it (``.md``)."""
+    with ``echo=False``) and, with ``out``, write the JSON there and the table beside it (``.md``), each
+    atomically: a run stopped by a time limit leaves the last complete results, never half a file."""
     text = table(results)
     if "commit" in results:
         text += f"\nMeasured {results['date']} at commit {results['commit']}.\n"
     if echo:
         print(text)
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2) + "\n")
-        out.with_suffix(".md").write_text(text)
+        atomic_write_text(json.dumps(results, indent=2) + "\n", out, fsync=False)
+        atomic_write_text(text, out.with_suffix(".md"), fsync=False)

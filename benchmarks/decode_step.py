@@ -30,15 +30,15 @@ from infdiff.pipeline.cli import one_line_errors, parse_command_line
 from infdiff.train.config import ConfigError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import environment, interleaved_medians, peak_bytes, publish  # noqa: E402  (sibling modules)
+from bench_common import environment, interleaved_medians, peak_bytes, positive, publish  # noqa: E402  (siblings)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sides", type=int, nargs="+", default=[64, 128, 256])
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sides", type=positive(int), nargs="+", default=[64, 128, 256])
+    parser.add_argument("--batch", type=positive(int), default=1)
+    parser.add_argument("--repeats", type=positive(int), default=3)
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=sorted(PRECISIONS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (and a .md table beside it)")

@@ -223,6 +223,7 @@ def main():
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (and a .md table beside it)")
     args = parser.parse_args()
     backends = backends_for(args.device)
+    header = {**environment("sparse_depthwise_conv_fwd_bwd", args.device), "dtype": args.dtype}
     runs = []
     for size in args.sizes:
         for density in args.densities:
@@ -245,7 +246,7 @@ def main():
                 + ", ".join(f"{k} {v['median_ms']:.2f} ms" for k, v in runs[-1]["variants"].items())
             )
             # rewritten after every run, so a run cut short by a time limit keeps what it measured
-            results = {**environment("sparse_depthwise_conv_fwd_bwd", args.device), "dtype": args.dtype, "runs": runs}
+            results = {**header, "runs": runs}
             publish(results, markdown, args.out, echo=False)
     publish(results, markdown, args.out)
 

@@ -28,10 +28,18 @@ import torch
 
 from infdiff.ops import SparseImage, neighbour_table, resolve_backend, uniform_subset
 from infdiff.ops import backends as ops
+from infdiff.ops.backends import COMPILED_FOR
 from infdiff.ops.sparse_conv import inverse_normaliser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import environment, interleaved_medians, peak_bandwidth, publish  # noqa: E402  (sibling modules)
+from bench_common import (  # noqa: E402  (sibling modules)
+    environment,
+    fraction,
+    interleaved_medians,
+    peak_bandwidth,
+    positive,
+    publish,
+)
 
 
 def kernels(sparse: SparseImage, kernel: int, backend: str, dtype: torch.dtype) -> dict:
@@ -121,17 +129,24 @@ def markdown(results: dict) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
-    parser.add_argument("--density", type=float, default=0.25)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--channels", type=int, default=64)
-    parser.add_argument("--kernel", type=int, default=7)
-    parser.add_argument("--repeats", type=int, default=21)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sizes", type=positive(int), nargs="+", default=[128, 256])
+    parser.add_argument("--density", type=fraction, default=0.25)
+    parser.add_argument("--batch", type=positive(int), default=4)
+    parser.add_argument("--channels", type=positive(int), default=64)
+    parser.add_argument("--kernel", type=positive(int), default=7, help="odd kernel side")
+    parser.add_argument("--repeats", type=positive(int), default=21)
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=sorted(COMPILED_FOR)
+    )
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (and a .md table beside it)")
     args = parser.parse_args()
-    backend = resolve_backend({"cpu": "cpp", "cuda": "cuda"}[args.device], args.device)
+    if args.kernel % 2 == 0:
+        parser.error(f"--kernel must be odd, got {args.kernel}")
+    try:
+        backend = resolve_backend(COMPILED_FOR[args.device], args.device)
+    except (RuntimeError, ValueError) as why:  # the kernels do not build here
+        parser.error(str(why))
     results = {
         **environment("sparse_kernels", args.device),
         **{key: getattr(args, key) for key in ("batch", "channels", "kernel", "density", "dtype")},

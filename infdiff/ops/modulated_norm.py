@@ -23,6 +23,7 @@ import torch
 from torch.nn import functional as F
 
 from infdiff.ops.backends import AUTO, kernels, resolve_backend
+from infdiff.ops.reference_kernels import accumulation_dtype
 
 
 @torch.library.custom_op("infdiff::modulated_layer_norm", mutates_args=())
@@ -33,14 +34,10 @@ def modulated_layer_norm_op(
     return list(kernels(backend).modulated_layer_norm(x, scale, shift, eps))
 
 
-def _row_stats_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
 @modulated_layer_norm_op.register_fake
 def _(x, scale, shift, eps, backend):
     rows = x.shape[0] * x.shape[1]
-    stats = x.new_empty((rows,), dtype=_row_stats_dtype(x))
+    stats = x.new_empty((rows,), dtype=accumulation_dtype(x.dtype))
     return [torch.empty_like(x, memory_format=torch.contiguous_format), stats, torch.empty_like(stats)]
 
 

@@ -25,6 +25,12 @@ def kernel_offsets(kernel_size, device=None):
     return dy.reshape(-1), dx.reshape(-1)
 
 
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """What the kernels accumulate ``dtype`` in (``at::opmath_type``): float64 for float64, else float32;
+    the dtype of the convolutions' row scale and of the layer norm's row statistics."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def _rows(table: torch.Tensor, flip: bool) -> torch.Tensor:
     return table.flip(0) if flip else table
 
@@ -168,7 +174,7 @@ def modulated_layer_norm(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tens
     """``[y, mean, rstd]``: ``y = (x - mean) · rstd · scale[b] + shift[b]`` over the channels of ``x``
     ``(B, R, C)``, with per-sample ``scale`` and ``shift`` ``(B, C)``; the row statistics ``(B·R,)`` are
     float32 (float64 for float64 ``x``), as :func:`torch.nn.functional.layer_norm` computes them."""
-    stats_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    stats_dtype = accumulation_dtype(x.dtype)
     wide = x.to(stats_dtype)
     mean = wide.mean(-1, keepdim=True)
     var = (wide - mean).square().mean(-1, keepdim=True)  # biased, as the kernels' two passes

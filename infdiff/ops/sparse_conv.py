@@ -16,7 +16,8 @@ Two paths compute the same operator: :func:`sparse_depthwise_conv` on a :class:`
 (the ``infdiff::gather_conv`` operator over a neighbour table, or ``window_conv`` looking the
 neighbours up in the index map, :data:`NEIGHBOURS`; :mod:`infdiff.ops.backends`: compiled kernels
 or the PyTorch reference; nothing of size ``(M, k², C)`` stored for backward; the kernels apply
-the denominator as a row scale, :func:`inverse_normaliser`, in the same pass) and :func:`dense_depthwise_conv` on ``(B, C, H, W)`` tensors (``F.conv2d``, channels-last).
+the denominator as a row scale, :func:`inverse_normaliser`, in the same pass) and
+:func:`dense_depthwise_conv` on ``(B, C, H, W)`` tensors (``F.conv2d``, channels-last).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from torch.utils.weak import WeakTensorKeyDictionary
 from infdiff.ops import backends as ops
 from infdiff.ops.backends import AUTO, resolve_backend
 from infdiff.ops.grid import Size, as_size, index_to_rowcol
+from infdiff.ops.reference_kernels import accumulation_dtype
 from infdiff.ops.sparse_image import SparseImage
 from infdiff.registry import Registry
 
@@ -72,11 +74,6 @@ def window_counts(sparse: SparseImage, kernel_size: KernelSize) -> torch.Tensor:
         return torch.gather(summed, 1, r * (w + 1) + c)
 
     return (at(r1, c1) - at(r0, c1) - at(r1, c0) + at(r0, c0)).flatten()
-
-
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """What the kernels accumulate ``dtype`` in (``at::opmath_type``): float64 for float64, else float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def inverse_normaliser(sparse: SparseImage, kernel_size: KernelSize, train_kernel_size: KernelSize) -> torch.Tensor:
