@@ -115,35 +115,35 @@ def test_an_unknown_neighbour_lookup_is_refused_with_a_suggestion():
         sparse_depthwise_conv(sparse_image(1, (4, 4), 4), torch.randn(5, 3, 3), neighbours="windows")
 
 
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
 @pytest.mark.parametrize("neighbours", ["table", "window"])
-def test_no_points_give_empty_outputs_and_gradients(neighbours):
+def test_no_points_give_empty_outputs_and_gradients(neighbours, backend):
     weight = torch.randn(4, 3, 3, requires_grad=True)
-    for backend in ("cpp", "torch"):
-        sparse = SparseImage(torch.zeros(2, 0, 4, requires_grad=True), torch.zeros(2, 0, dtype=torch.long), (5, 5))
-        out = sparse_depthwise_conv(sparse, weight, backend=backend, neighbours=neighbours).values
-        assert out.shape == (2, 0, 4)
-        out.sum().backward()
-        assert torch.equal(weight.grad, torch.zeros(4, 3, 3))
-        weight.grad = None
+    sparse = SparseImage(torch.zeros(2, 0, 4, requires_grad=True), torch.zeros(2, 0, dtype=torch.long), (5, 5))
+    out = sparse_depthwise_conv(sparse, weight, backend=backend, neighbours=neighbours).values
+    assert out.shape == (2, 0, 4)
+    out.sum().backward()
+    assert torch.equal(weight.grad, torch.zeros(4, 3, 3))
 
 
 def row_scale(points, dtype=torch.float32):
     return torch.rand(points, dtype=dtype, generator=torch.Generator().manual_seed(4)) + 0.5
 
 
-def test_gradcheck_in_float64():
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
+def test_gradcheck_in_float64(backend):
     sparse = sparse_image(batch=2, size=(6, 5), points=12, channels=3, dtype=torch.float64)
-    table = neighbour_table(sparse, (3, 3), "cpp")
+    table = neighbour_table(sparse, (3, 3), backend)
     values = sparse.values.reshape(-1, 3).clone().requires_grad_(True)
     weight = torch.randn(3, 9, dtype=torch.float64, requires_grad=True)
     index, index_map = sparse.index.int(), sparse.index_map().int()
     for flip in (False, True):
         for scale in (None, row_scale(24, torch.float64)):
             assert torch.autograd.gradcheck(
-                lambda v, w: backends.gather_conv(v, w, table, scale, flip, "cpp"), (values, weight)
+                lambda v, w: backends.gather_conv(v, w, table, scale, flip, backend), (values, weight)
             )
             assert torch.autograd.gradcheck(
-                lambda v, w: backends.window_conv(v, w, index, index_map, 6, 5, 3, 3, scale, flip, "cpp"),
+                lambda v, w: backends.window_conv(v, w, index, index_map, 6, 5, 3, 3, scale, flip, backend),
                 (values, weight),
             )
 
@@ -170,17 +170,17 @@ def test_every_operator_passes_opcheck(backend, scaled):
     torch.library.opcheck(backends.knn_window, (sparse.index_map(), sparse.coords(), query, base, h, w, 1, 3, backend))
 
 
-@pytest.mark.parametrize(
-    "size, points, grid, k, radius",
-    [
-        ((32, 32), 256, 8, 3, None),  # the window proves almost every cell
-        ((32, 32), 256, 8, 3, 1),  # a narrow window: many cells scan every point
-        ((24, 40), 200, (6, 10), 4, None),  # non-square
-        ((16, 16), 256, 4, 3, None),  # every pixel: equidistant ties everywhere
-        ((16, 16), 20, 8, 12, 1),  # k larger than the window holds: all exact scans
-        ((16, 16), 5, 4, 5, None),  # k = N
-    ],
-)
+KNN_CASES = [  # size, points, grid, k, radius
+    ((32, 32), 256, 8, 3, None),  # the window proves almost every cell
+    ((32, 32), 256, 8, 3, 1),  # a narrow window: many cells scan every point
+    ((24, 40), 200, (6, 10), 4, None),  # non-square
+    ((16, 16), 256, 4, 3, None),  # every pixel: equidistant ties everywhere
+    ((16, 16), 20, 8, 12, 1),  # k larger than the window holds: all exact scans
+    ((16, 16), 5, 4, 5, None),  # k = N
+]
+
+
+@pytest.mark.parametrize("size, points, grid, k, radius", KNN_CASES)
 def test_the_knn_search_returns_the_reference_neighbours_and_distances(size, points, grid, k, radius):
     sparse = sparse_image(batch=3, size=size, points=points, clustered=True)
     ours = knn_grid_search(sparse, grid, k, window_radius=radius, backend="cpp")
