@@ -42,6 +42,20 @@ def fraction(text: str) -> float:
     return value
 
 
+def add_dry_run(parser: argparse.ArgumentParser) -> None:
+    """``--dry-run``: check the arguments (and configs), say what would run, run nothing: how
+    ``gpu_check.sh`` is checked on a machine without a GPU before GPU time is spent on it."""
+    parser.add_argument("--dry-run", action="store_true", help="check the arguments, say what would run, run nothing")
+
+
+def dry_run(args: argparse.Namespace, script: str, **plan) -> bool:
+    """With ``--dry-run``: one line of what ``script`` would run; True when the caller should stop there."""
+    if not args.dry_run:
+        return False
+    print(f"dry run: {script} would run " + ", ".join(f"{key}={value}" for key, value in plan.items()))
+    return True
+
+
 def device_name(device: str) -> str:
     """The GPU's name, or the CPU's model name (``/proc/cpuinfo``) and core count."""
     if device == "cuda":

@@ -30,7 +30,7 @@ from infdiff.pipeline.cli import one_line_errors, parse_command_line
 from infdiff.train.config import ConfigError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import environment, interleaved_medians, peak_bytes, positive, publish  # noqa: E402  (siblings)
+from bench_common import add_dry_run, dry_run, environment, interleaved_medians, peak_bytes, positive, publish  # noqa: E402  (siblings)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
@@ -42,6 +42,7 @@ def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=sorted(PRECISIONS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (and a .md table beside it)")
+    add_dry_run(parser)
 
 
 def measure(decoder, side: int, args, channels: int, z_dim: int, dtype) -> dict:
@@ -100,6 +101,8 @@ def main(argv=None):
 def run(config, args) -> None:
     if args.device != "cuda" and args.precision != ["fp32"]:
         raise ConfigError(f"--precision {' '.join(args.precision)}: only fp32 runs on {args.device}")
+    if dry_run(args, "decode_step.py", config=config.run.experiment, sides=args.sides, precision=args.precision):
+        return
     size = train_size(config)
     torch.manual_seed(0)
     decoder = build_autoencoder(config).decoder.to(args.device).eval()

@@ -25,7 +25,7 @@ from infdiff.nn import SparseUNet
 from infdiff.ops import SparseImage, uniform_subset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import backends_for, environment, interleaved_medians, peak_bytes, publish  # noqa: E402  (sibling modules)
+from bench_common import add_dry_run, dry_run, backends_for, environment, interleaved_medians, peak_bytes, publish  # noqa: E402  (sibling modules)
 
 
 class PassThrough(nn.Module):
@@ -109,7 +109,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (and a .md table beside it)")
+    add_dry_run(parser)
     args = parser.parse_args()
+    if dry_run(args, "decoder_front_back.py", device=args.device, size=args.size, batch=args.batch):
+        return
     backends = backends_for(args.device)
     results = {
         **environment("decoder_front_back", args.device),

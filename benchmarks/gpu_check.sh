@@ -6,6 +6,10 @@
 #
 #   COMMIT=$(git rev-parse HEAD) bash benchmarks/gpu_check.sh "$OUT"
 #
+# DRY_RUN=1 checks it on any machine, GPU or not, in seconds (tests/test_gpu_check.py does): nothing is
+# built or timed, the GPU tests are only collected, and every benchmark parses its arguments and
+# configs with --dry-run; any that fails makes the script fail.
+#
 # Wheels the machine lacks (ml-collections, lmdb) are installed from .whl/ when that folder is there
 # (benchmarks/gpu_wheels.sh fetches them here; the device call carries [".whl"]).
 set -uo pipefail
@@ -13,12 +17,16 @@ out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR}
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
-if [ -d .whl ]; then
+if [ -d .whl ] && [ "${DRY_RUN:-0}" != 1 ]; then
     $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MAX_JOBS=16
 export INFDIFF_EXTENSION_DIR=/tmp/infdiff-extensions
+dry=${DRY_RUN:-0}
+failed=0
+start=$(date +%s)
+log="$out/log.txt"
 
 # NAME.json joins results.json under NAME (what a benchmark cut short by its limit had written, too)
 merge() {
@@ -33,6 +41,10 @@ results[name] = json.loads((out / f"{name}.json").read_text())
 PY
 }
 
+if [ "$dry" = 1 ]; then
+    $py -m pytest -q -p no:cacheprovider --collect-only tests/test_gpu.py tests/test_kernels.py \
+        tests/test_norm_kernels.py 2>&1 | tail -3 | tee -a "$log" || failed=1
+else
 $py - >"$out/environment.json" <<PY
 import json, os, platform, torch
 print(json.dumps(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, cuda=torch.version.cuda,
@@ -42,8 +54,6 @@ PY
 merge environment
 
 # both kernel libraries build at once (each is one compiler process)
-start=$(date +%s)
-log="$out/log.txt"
 $py -c "from infdiff.ops.extension import load_kernels; load_kernels('cuda')" >"$out/build_cuda.tmp" 2>&1 &
 $py -c "from infdiff.ops.extension import load_kernels; load_kernels('cpu')" >>"$log" 2>&1
 wait
@@ -51,11 +61,17 @@ cat "$out/build_cuda.tmp" >>"$log" && rm "$out/build_cuda.tmp"
 echo "kernels built in $(( $(date +%s) - start )) s" | tee -a "$log"
 
 timeout 60 $py -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_kernels.py tests/test_norm_kernels.py 2>&1 | tail -40 | tee -a "$log"
+fi
 
 # one benchmark under its own time limit; its JSON joins results.json and its Markdown table tables.md
 bench() {
     local name=$1 limit=$2
     shift 2
+    if [ "$dry" = 1 ]; then
+        $py "$@" --out "$out/$name.json" --dry-run 2>&1 | tail -24 | tee -a "$log"
+        [ "${PIPESTATUS[0]}" = 0 ] || { echo "dry run of $name failed" | tee -a "$log"; failed=1; }
+        return
+    fi
     timeout "$limit" $py "$@" --out "$out/$name.json" 2>&1 | tail -24 | tee -a "$log"
     if [ -f "$out/$name.json" ]; then
         merge "$name"
@@ -68,7 +84,7 @@ bench sparse_conv_gpu_bf16 110 benchmarks/sparse_conv.py --device cuda --dtype b
 bench sparse_kernels_gpu_bf16 20 benchmarks/sparse_kernels.py --device cuda --dtype bfloat16 --sizes 256 512 \
     --batch 8
 bench stage1_ffhq256_gpu 120 benchmarks/stage1_variants.py --device cuda --config configs/ffhq_256_config.py \
-    --config.data.name=shapes --config.data.num_samples=8 --config.train.batch_size=8 --repeats 5 --breakdown \
+    --config.data.name=shapes --config.train.batch_size=8 --repeats 5 --breakdown \
     --variant dense loss.points=65536 loss.encoder_points=65536 \
     --variant quarter loss.points=16384 loss.encoder_points=16384 \
     --variant eighth loss.points=8192 loss.encoder_points=8192
@@ -78,3 +94,4 @@ bench decode_step_ffhq256_gpu 60 benchmarks/decode_step.py --device cuda --confi
 bench knn_gpu 30 benchmarks/knn.py --device cuda --sizes 128 256 512
 bench norm_film_gpu_bf16 30 benchmarks/norm_film.py --device cuda --dtype bfloat16 --points 16384 65536 --batch 32
 echo "gpu_check done in $(( $(date +%s) - start )) s" | tee -a "$log"
+exit $failed

@@ -26,7 +26,7 @@ from infdiff.ops import SparseImage, grid_coords, knn_grid_search, uniform_subse
 from infdiff.ops.knn import default_window_radius
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import backends_for, environment, interleaved_medians, publish  # noqa: E402  (sibling modules)
+from bench_common import add_dry_run, dry_run, backends_for, environment, interleaved_medians, publish  # noqa: E402  (sibling modules)
 
 
 def unproven_fraction(sparse: SparseImage, grid: int, k: int) -> float:
@@ -91,7 +91,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (and a .md table beside it)")
+    add_dry_run(parser)
     args = parser.parse_args()
+    if dry_run(args, "knn.py", device=args.device, sizes=args.sizes):
+        return
     backends = backends_for(args.device)
     results = {
         **environment("knn_grid_search", args.device),

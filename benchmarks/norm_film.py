@@ -24,7 +24,7 @@ from torch import nn
 from infdiff.nn.film import FiLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import backends_for, environment, interleaved_medians, publish  # noqa: E402  (sibling modules)
+from bench_common import add_dry_run, dry_run, backends_for, environment, interleaved_medians, publish  # noqa: E402  (sibling modules)
 from sparse_conv import saved_bytes  # noqa: E402
 
 
@@ -105,7 +105,10 @@ def main():
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (and a .md table beside it)")
+    add_dry_run(parser)
     args = parser.parse_args()
+    if dry_run(args, "norm_film.py", device=args.device, dtype=args.dtype, points=args.points, batch=args.batch):
+        return
     dtype = getattr(torch, args.dtype)
     compiled = [name for name in backends_for(args.device) if name != "torch"]
     shapes = [("layer_norm", (args.batch, n, args.channels)) for n in args.points]

@@ -52,6 +52,8 @@ from infdiff.ops.sparse_conv import inverse_normaliser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import (  # noqa: E402  (sibling modules)
+    add_dry_run,
+    dry_run,
     backends_for,
     environment,
     interleaved_medians,
@@ -221,7 +223,12 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (and a .md table beside it)")
+    add_dry_run(parser)
     args = parser.parse_args()
+    if dry_run(
+        args, "sparse_conv.py", device=args.device, dtype=args.dtype, sizes=args.sizes, densities=args.densities
+    ):
+        return
     backends = backends_for(args.device)
     header = {**environment("sparse_depthwise_conv_fwd_bwd", args.device), "dtype": args.dtype}
     runs = []

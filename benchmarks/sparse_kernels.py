@@ -33,6 +33,8 @@ from infdiff.ops.sparse_conv import inverse_normaliser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import (  # noqa: E402  (sibling modules)
+    add_dry_run,
+    dry_run,
     environment,
     fraction,
     interleaved_medians,
@@ -140,9 +142,12 @@ def main():
     )
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (and a .md table beside it)")
+    add_dry_run(parser)
     args = parser.parse_args()
     if args.kernel % 2 == 0:
         parser.error(f"--kernel must be odd, got {args.kernel}")
+    if dry_run(args, "sparse_kernels.py", device=args.device, dtype=args.dtype, sizes=args.sizes, batch=args.batch):
+        return
     try:
         backend = resolve_backend(COMPILED_FOR[args.device], args.device)
     except (RuntimeError, ValueError) as why:  # the kernels do not build here

@@ -88,12 +88,13 @@ from infdiff.pipeline.autoencoder import build_autoencoder
 from infdiff.pipeline.build import build_loss, build_process
 from infdiff.pipeline.cli import parse_command_line
 from infdiff.pipeline.legacy_keys import LEGACY_KEYS
+from infdiff.pipeline.schema import validate_config
 from infdiff.train.config import ConfigError, override
 from infdiff.train.loop import make_optimizer
 from infdiff.train.settings import OptimizerSettings, from_section
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import environment, interleaved_medians, peak_bytes, publish  # noqa: E402  (sibling modules)
+from bench_common import add_dry_run, dry_run, environment, interleaved_medians, peak_bytes, publish  # noqa: E402  (sibling modules)
 from step_breakdown import step_breakdown  # noqa: E402
 
 
@@ -105,6 +106,7 @@ def variant_config(config, overrides):
         if not sep:
             raise ConfigError(f"--variant override {item!r}: expected key=value")
         override(variant, key, value, aliases=LEGACY_KEYS)
+    validate_config(variant, flag="variant")  # a value out of range is named here, not deep in a build
     return variant
 
 
@@ -156,6 +158,7 @@ def main(argv=None):
         parser.add_argument("--repeats", type=int, default=10)
         parser.add_argument("--breakdown", action="store_true", help="also say where each variant's step goes")
         parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+        add_dry_run(parser)
         parser.add_argument(
             "--variant",
             nargs="+",
@@ -172,11 +175,13 @@ def main(argv=None):
     if len(overrides) != len(args.variant):
         raise ConfigError(f"--variant names must differ, got {[name for name, *_ in args.variant]}")
     baseline_name = args.variant[0][0]
+    variants = {name: variant_config(config, given) for name, given in overrides.items()}  # every override checked
+    if dry_run(args, "stage1_variants.py", config=config.run.experiment, device=args.device, variants=list(variants)):
+        return
     dataset = build_dataset(config.data)
     batch = torch.stack([dataset[i] for i in range(config.train.batch_size)]).to(device)
     steps, settings = {}, {}
-    for name, given in overrides.items():
-        variant = variant_config(config, given)
+    for name, variant in variants.items():
         torch.manual_seed(0)
         model = build_autoencoder(variant).to(device)
         optimizer = make_optimizer(model, from_section(OptimizerSettings, variant.optimizer, "optimizer"))
