@@ -8,7 +8,8 @@
 //   neighbour_table      T[j, b*N + n] from the dense per-image index map (pixels lie on a grid)
 //
 // Layout: a block is 32 channel lanes x kPointsPerBlock points, so a warp reads one point's
-// channels contiguously (coalesced) and the table entry it needs is one broadcast load.  Half and
+// channels contiguously (coalesced; the gathers take aligned channel pairs where the row length is
+// even) and the table entry it needs is one broadcast load.  Half and
 // bfloat16 inputs accumulate in float, float64 in double (at::opmath_type).  The weight gradient
 // writes one partial sum per block, in that type, and reduces them with a deterministic sum
 // instead of atomics.  The optional row scale s (the Monte-Carlo normaliser's inverse, in the
@@ -26,7 +27,9 @@
 #include "norm_ops.h"
 #include "sparse_ops_checks.h"
 
+#include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -78,29 +81,45 @@ struct WindowNeighbours {
   }
 };
 
-// One thread per (point, lane); the lane walks the channels c = lane, lane + 32, ..., so the point's
-// neighbour rows (table entries or index-map loads) come from DRAM once and from L1 for the later
-// channel groups, instead of once per group.
-template <typename scalar_t, typename Neighbours, typename acc_t = at::opmath_type<scalar_t>>
+// kWidth consecutive channels of one row, loaded and stored as one access (4 to 16 bytes for two).
+template <typename scalar_t, int kWidth>
+struct alignas(kWidth * sizeof(scalar_t)) ChannelRun {
+  scalar_t v[kWidth];
+};
+
+// One thread per (point, lane); the lane walks the channels c = kWidth * lane, + 32 kWidth, ..., a
+// run of kWidth at a time (2 where the rows allow aligned pairs: a 64-channel bf16 row is then one
+// 128-byte warp access per tap instead of two of 64), so the point's neighbour rows (table entries or
+// index-map loads) come from DRAM once and from L1 for the later channel groups.
+template <int kWidth, typename scalar_t, typename Neighbours, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void gather_conv_kernel(const scalar_t* __restrict__ values, const scalar_t* __restrict__ weight_kc,
                                    const acc_t* __restrict__ scale, const Neighbours neighbours,
                                    scalar_t* __restrict__ out, int64_t rows, int64_t points, int64_t channels,
                                    int64_t taps) {
+  using Run = ChannelRun<scalar_t, kWidth>;
   const int64_t p = blockIdx.x * static_cast<int64_t>(kPointsPerBlock) + threadIdx.y;
   if (p >= points) return;
   const auto point = neighbours.at(p);
   const bool scale_gathered = scale != nullptr && neighbours.flip;
   const acc_t scale_out = scale != nullptr && !neighbours.flip ? scale[p] : acc_t(1);
-  for (int64_t c = threadIdx.x; c < channels; c += kLanes) {
-    acc_t acc = 0;
+  for (int64_t c = threadIdx.x * static_cast<int64_t>(kWidth); c < channels; c += kLanes * kWidth) {
+    acc_t acc[kWidth] = {};
     for (int64_t j = 0; j < taps; ++j) {
       const int64_t q = point.tap(j);
       if (q >= rows) continue;
-      acc_t v = static_cast<acc_t>(values[q * channels + c]);
-      if (scale_gathered) v *= scale[q];
-      acc += static_cast<acc_t>(weight_kc[j * channels + c]) * v;
+      const Run x = *reinterpret_cast<const Run*>(values + q * channels + c);
+      const Run w = *reinterpret_cast<const Run*>(weight_kc + j * channels + c);
+#pragma unroll
+      for (int i = 0; i < kWidth; ++i) {
+        acc_t v = static_cast<acc_t>(x.v[i]);
+        if (scale_gathered) v *= scale[q];
+        acc[i] += static_cast<acc_t>(w.v[i]) * v;
+      }
     }
-    out[p * channels + c] = static_cast<scalar_t>(acc * scale_out);
+    Run y;
+#pragma unroll
+    for (int i = 0; i < kWidth; ++i) y.v[i] = static_cast<scalar_t>(acc[i] * scale_out);
+    *reinterpret_cast<Run*>(out + p * channels + c) = y;
   }
 }
 
@@ -200,9 +219,20 @@ at::Tensor conv_forward(const at::Tensor& values, const at::Tensor& weight, cons
       if (points == 0 || channels == 0) return;
       const dim3 block(kLanes, kPointsPerBlock);
       const dim3 grid(ceil_div(points, kPointsPerBlock));
-      gather_conv_kernel<<<grid, block, 0, stream>>>(v.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), scale_data,
-                                                     neighbours, out.data_ptr<scalar_t>(), v.size(0), points,
-                                                     channels, taps);
+      // pairs need an even row length and pair-aligned rows (a view may start anywhere)
+      const auto aligned = [](const at::Tensor& t) {
+        return reinterpret_cast<uintptr_t>(t.data_ptr()) % (2 * sizeof(scalar_t)) == 0;
+      };
+      const auto launch = [&](auto width) {
+        gather_conv_kernel<decltype(width)::value><<<grid, block, 0, stream>>>(
+            v.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), scale_data, neighbours, out.data_ptr<scalar_t>(),
+            v.size(0), points, channels, taps);
+      };
+      if (channels % 2 == 0 && aligned(v) && aligned(w)) {
+        launch(std::integral_constant<int, 2>{});
+      } else {
+        launch(std::integral_constant<int, 1>{});
+      }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });

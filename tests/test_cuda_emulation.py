@@ -68,9 +68,10 @@ def assert_close(ours, expected, dtype):
 @pytest.mark.parametrize("dtype", list(TOLERANCE), ids=str)
 @pytest.mark.parametrize("kernel_size", [(3, 3), (7, 7), (5, 3), (11, 11)])
 @pytest.mark.parametrize("neighbours", ["table", "window"])
-def test_the_convolution_and_both_gradients_match_the_reference(case, dtype, kernel_size, neighbours):
-    sparse = sparse_image(**CASES[case], channels=37)  # more than one 32-channel group, not a multiple of 32
-    weight = torch.randn(37, *kernel_size, generator=torch.Generator().manual_seed(2))
+@pytest.mark.parametrize("channels", [37, 64])  # odd: one channel per lane; even: aligned pairs
+def test_the_convolution_and_both_gradients_match_the_reference(case, dtype, kernel_size, neighbours, channels):
+    sparse = sparse_image(**CASES[case], channels=channels)
+    weight = torch.randn(channels, *kernel_size, generator=torch.Generator().manual_seed(2))
     launches = load_emulated_kernels(SANITIZED).launches()
     ours = conv(SparseImage(sparse.values.to(dtype), sparse.index, sparse.size), weight.to(dtype), EMULATED, neighbours)
     assert load_emulated_kernels(SANITIZED).launches() > launches  # the emulated kernels ran, not a fallback
@@ -98,6 +99,18 @@ def test_the_neighbour_table_equals_the_reference_and_an_int64_table_gathers_ali
                 backends.gather_conv_weight(grad, values, table.long(), None, flip, EMULATED),
                 backends.gather_conv_weight(grad, values, table, None, flip, EMULATED),
             )
+
+
+@pytest.mark.parametrize("dtype", list(TOLERANCE), ids=str)
+def test_rows_that_do_not_start_pair_aligned_take_the_one_channel_path_with_the_same_result(dtype):
+    sparse = sparse_image(batch=2, size=(12, 10), points=50, channels=8)
+    table = backends.neighbour_table(sparse.index, sparse.index_map(), 12, 10, 5, 5, EMULATED)
+    aligned = sparse.values.reshape(-1, 8).to(dtype)
+    shifted = torch.empty(aligned.numel() + 1, dtype=dtype)[1:].view_as(aligned).copy_(aligned)  # one element off
+    weight = torch.randn(8, 25).to(dtype)
+    for flip in (False, True):
+        expected = backends.gather_conv(aligned, weight, table, None, flip, EMULATED)
+        assert torch.equal(backends.gather_conv(shifted, weight, table, None, flip, EMULATED), expected)
 
 
 def test_the_row_scale_sits_on_the_p_side_of_the_relation_in_both_directions():
