@@ -22,7 +22,7 @@ def kernel_extensions():
     modules = [
         CppExtension(
             "infdiff._sparse_ops_cpu",
-            ["csrc/sparse_ops_cpu.cpp", "csrc/knn_ops_cpu.cpp", "csrc/norm_ops_cpu.cpp"],
+            ["csrc/sparse_ops_cpu.cpp", "csrc/knn_ops_cpu.cpp", "csrc/norm_ops_cpu.cpp", "csrc/bindings.cpp"],
             extra_compile_args=["-O3", "-fopenmp"],
             extra_link_args=["-fopenmp"],
         )
@@ -31,7 +31,7 @@ def kernel_extensions():
         modules.append(
             CUDAExtension(
                 "infdiff._sparse_ops_cuda",
-                ["csrc/sparse_ops_cuda.cu", "csrc/knn_ops_cuda.cu", "csrc/norm_ops_cuda.cu"],
+                ["csrc/sparse_ops_cuda.cu", "csrc/knn_ops_cuda.cu", "csrc/norm_ops_cuda.cu", "csrc/bindings.cpp"],
                 extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3", "--expt-relaxed-constexpr"]},
             )
         )

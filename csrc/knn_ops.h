@@ -8,7 +8,7 @@
 // are computed in float32 exactly as the reference computes them (no contraction into FMAs).
 #pragma once
 
-#include <torch/extension.h>
+#include "tensor_api.h"
 
 #include <vector>
 

@@ -13,7 +13,7 @@
 // recomputing x^ from x and the saved row statistics (float32, or float64 for float64 inputs).
 #pragma once
 
-#include <torch/extension.h>
+#include "tensor_api.h"
 
 #include <vector>
 

@@ -2,7 +2,7 @@
 // and the dispatch of a neighbour table to each backend's table functor.
 #pragma once
 
-#include <torch/extension.h>
+#include "tensor_api.h"
 
 #include <optional>
 

@@ -1,11 +1,6 @@
-// CPU kernels for infdiff's sparse convolution (see infdiff/ops/sparse_conv.py and
-// reference_kernels.py for the reference each one reproduces), and the extension's bindings (the
-// kNN search is knn_ops_cpu.cpp, the modulated layer norm norm_ops_cpu.cpp).
-//
-//   gather_conv          out[p, c] = s[p] sum_j w[c, j] * v[T[j, p], c]      (T[j, p] == M: absent)
-//   gather_conv_weight   dw[c, j]  = sum_p s[p] g[p, c] * v[T[j, p], c]
-//   window_conv(_weight) the same two with T[j, p] looked up in the (B, H*W) index map on the fly
-//   neighbour_table      T[j, b*N + n] = position of pixel index[b, n] + offset_j, or B*N
+// CPU kernels for infdiff's sparse convolution, the operators of sparse_ops.h (see infdiff/ops/sparse_conv.py
+// and reference_kernels.py for the reference each one reproduces; the kNN search is knn_ops_cpu.cpp, the
+// modulated layer norm norm_ops_cpu.cpp, the module's bindings bindings.cpp).
 //
 // Points are processed in blocks: within a block the kernel walks the offsets j outermost, so the
 // block's output rows (block x C values) stay in L1 while the j-th table row is read contiguously
@@ -15,12 +10,10 @@
 // s (the Monte-Carlo normaliser's inverse) sits on the p side of the relation q = p + o: on the
 // output rows, or with flip on the gathered ones (sparse_ops_checks.h), so no pass of its own.
 
-#include <torch/extension.h>
+#include "sparse_ops.h"
 
 #include <ATen/Parallel.h>
 
-#include "knn_ops.h"
-#include "norm_ops.h"
 #include "sparse_ops_checks.h"
 
 #include <algorithm>
@@ -238,6 +231,10 @@ auto window_neighbours(const at::Tensor& index, const at::Tensor& index_map, int
   };
 }
 
+}  // namespace
+
+namespace infdiff {
+
 // Forward (flip = false) and the gradient with respect to the values (flip = true: the neighbour
 // relation is symmetric, q = p + o iff p = q - o, so the flipped table row gathers s[q - o] g[q - o]).
 at::Tensor gather_conv(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& table,
@@ -325,16 +322,4 @@ at::Tensor neighbour_table(const at::Tensor& index, const at::Tensor& index_map,
   return table;
 }
 
-}  // namespace
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("gather_conv", &gather_conv, "depthwise gather convolution over a neighbour table (flip: its transpose)");
-  m.def("gather_conv_weight", &gather_conv_weight, "gradient of the gather convolution with respect to its weight");
-  m.def("window_conv", &window_conv, "the gather convolution with neighbours looked up in the index map");
-  m.def("window_conv_weight", &window_conv_weight, "gradient of the window convolution with respect to its weight");
-  m.def("neighbour_table", &neighbour_table, "neighbour table of sparse pixels for a kernel window");
-  m.def("knn_window", &infdiff::knn_window, "k nearest present pixels to each coarse-cell centre");
-  m.def("modulated_layer_norm", &infdiff::modulated_layer_norm, "layer norm with a per-sample scale and shift");
-  m.def("modulated_layer_norm_backward", &infdiff::modulated_layer_norm_backward,
-        "gradients of the modulated layer norm in x, scale and shift");
-}
+}  // namespace infdiff

@@ -1,11 +1,6 @@
-// CUDA kernels for infdiff's sparse convolution: the same operations, signatures and results as
-// sparse_ops_cpu.cpp (and the PyTorch reference, infdiff/ops/reference_kernels.py), and the
-// extension's bindings (the kNN search is knn_ops_cuda.cu, the modulated layer norm norm_ops_cuda.cu).
-//
-//   gather_conv          out[p, c] = s[p] sum_j w[c, j] * v[T[j, p], c]      (T[j, p] == M: absent)
-//   gather_conv_weight   dw[c, j]  = sum_p s[p] g[p, c] * v[T[j, p], c]
-//   window_conv(_weight) the same two with T[j, p] looked up in the (B, H*W) index map on the fly
-//   neighbour_table      T[j, b*N + n] from the dense per-image index map (pixels lie on a grid)
+// CUDA kernels for infdiff's sparse convolution, the operators of sparse_ops.h: the same results as
+// sparse_ops_cpu.cpp and the PyTorch reference, infdiff/ops/reference_kernels.py (the kNN search is
+// knn_ops_cuda.cu, the modulated layer norm norm_ops_cuda.cu, the module's bindings bindings.cpp).
 //
 // Layout: a block is 32 channel lanes x kPointsPerBlock points, so a warp reads one point's
 // channels contiguously (coalesced; the gathers take aligned channel pairs where the row length is
@@ -16,15 +11,13 @@
 // accumulation type) multiplies the output rows, or with flip the gathered ones
 // (sparse_ops_checks.h), inside the kernels.
 
-#include <torch/extension.h>
+#include "sparse_ops.h"
 
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include "knn_ops.h"
-#include "norm_ops.h"
 #include "sparse_ops_checks.h"
 
 #include <cstdint>
@@ -289,6 +282,10 @@ void check_cuda(std::initializer_list<at::Tensor> tensors) {
   for (const auto& t : tensors) TORCH_CHECK(t.is_cuda(), "the cuda backend needs CUDA tensors");
 }
 
+}  // namespace
+
+namespace infdiff {
+
 at::Tensor gather_conv(const at::Tensor& values, const at::Tensor& weight, const at::Tensor& table,
                        const std::optional<at::Tensor>& scale, bool flip) {
   check_cuda({values, weight, table});
@@ -349,16 +346,4 @@ at::Tensor neighbour_table(const at::Tensor& index, const at::Tensor& index_map,
   return table;
 }
 
-}  // namespace
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("gather_conv", &gather_conv, "depthwise gather convolution over a neighbour table (flip: its transpose)");
-  m.def("gather_conv_weight", &gather_conv_weight, "gradient of the gather convolution with respect to its weight");
-  m.def("window_conv", &window_conv, "the gather convolution with neighbours looked up in the index map");
-  m.def("window_conv_weight", &window_conv_weight, "gradient of the window convolution with respect to its weight");
-  m.def("neighbour_table", &neighbour_table, "neighbour table of sparse pixels for a kernel window");
-  m.def("knn_window", &infdiff::knn_window, "k nearest present pixels to each coarse-cell centre");
-  m.def("modulated_layer_norm", &infdiff::modulated_layer_norm, "layer norm with a per-sample scale and shift");
-  m.def("modulated_layer_norm_backward", &infdiff::modulated_layer_norm_backward,
-        "gradients of the modulated layer norm in x, scale and shift");
-}
+}  // namespace infdiff

@@ -14,7 +14,7 @@ import torch
 
 from infdiff.ops import SparseImage, knn_grid_search, sparse_depthwise_conv
 from infdiff.ops import backends
-from infdiff.ops.extension import ExtensionUnavailable, load_kernels
+from infdiff.ops.extension import HEADERS, SOURCE_DIR, SOURCES, ExtensionUnavailable, build_key, load_kernels
 from infdiff.ops.sparse_conv import neighbour_table, window_counts
 
 
@@ -291,3 +291,16 @@ def test_importing_and_building_a_model_compiles_nothing():
         "assert load_kernels.cache_info().currsize == 0\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_every_kernel_file_is_part_of_a_build_and_of_its_cache_key():
+    # a header left out of HEADERS would let an edit of it load a stale cached build
+    files = {path.name for path in SOURCE_DIR.iterdir()}
+    assert files == set(HEADERS).union(*SOURCES.values())
+    assert build_key("cpu") != build_key("cuda")
+
+
+def test_only_the_bindings_parse_torch_extension_h():
+    # <torch/extension.h> in a kernel file costs every nvcc compile ~70 s (tensor_api.h says why)
+    parsing = sorted(p.name for p in SOURCE_DIR.iterdir() if "#include <torch/extension.h>" in p.read_text())
+    assert parsing == ["bindings.cpp"]

@@ -22,11 +22,11 @@ from types import ModuleType
 import torch
 
 SOURCE_DIR = Path(__file__).resolve().parents[2] / "csrc"
-SOURCES = {
-    "cpu": ("sparse_ops_cpu.cpp", "knn_ops_cpu.cpp", "norm_ops_cpu.cpp"),
-    "cuda": ("sparse_ops_cuda.cu", "knn_ops_cuda.cu", "norm_ops_cuda.cu"),
+SOURCES = {  # bindings.cpp, one module definition for both, is the only file that parses <torch/extension.h>
+    "cpu": ("sparse_ops_cpu.cpp", "knn_ops_cpu.cpp", "norm_ops_cpu.cpp", "bindings.cpp"),
+    "cuda": ("sparse_ops_cuda.cu", "knn_ops_cuda.cu", "norm_ops_cuda.cu", "bindings.cpp"),
 }
-HEADERS = ("sparse_ops_checks.h", "knn_ops.h", "norm_ops.h")  # included by both; part of every build's key
+HEADERS = ("tensor_api.h", "sparse_ops.h", "sparse_ops_checks.h", "knn_ops.h", "norm_ops.h")  # part of every key
 FLAGS = {"cpu": ["-O3", "-fopenmp", "-march=native"], "cuda": ["-O3"]}
 CUDA_FLAGS = ["-O3", "--expt-relaxed-constexpr"]  # no fast math: results must match the reference
 

@@ -129,7 +129,7 @@ def build(name: str, sources: Iterable[Path], bindings: str, sanitize: bool = Fa
 def load_emulated_kernels(sanitize: bool = False) -> ModuleType:
     """csrc's CUDA kernel library, with the bindings and signatures of ``load_kernels("cuda")``, on CPU tensors."""
     sources = (SOURCE_DIR / source for source in SOURCES["cuda"])
-    return build("infdiff_cuda_emulated", sources, "sparse_ops_cuda.cu", sanitize)
+    return build("infdiff_cuda_emulated", sources, "bindings.cpp", sanitize)
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,0 +1,22 @@
+// The Python module of a kernel library: the same bindings for the CPU and the CUDA build, each
+// linking the definitions of its own backend files (sparse_ops.h, knn_ops.h, norm_ops.h).
+#include <torch/extension.h>
+
+#include "knn_ops.h"
+#include "norm_ops.h"
+#include "sparse_ops.h"
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("gather_conv", &infdiff::gather_conv,
+        "depthwise gather convolution over a neighbour table (flip: its transpose)");
+  m.def("gather_conv_weight", &infdiff::gather_conv_weight,
+        "gradient of the gather convolution with respect to its weight");
+  m.def("window_conv", &infdiff::window_conv, "the gather convolution with neighbours looked up in the index map");
+  m.def("window_conv_weight", &infdiff::window_conv_weight,
+        "gradient of the window convolution with respect to its weight");
+  m.def("neighbour_table", &infdiff::neighbour_table, "neighbour table of sparse pixels for a kernel window");
+  m.def("knn_window", &infdiff::knn_window, "k nearest present pixels to each coarse-cell centre");
+  m.def("modulated_layer_norm", &infdiff::modulated_layer_norm, "layer norm with a per-sample scale and shift");
+  m.def("modulated_layer_norm_backward", &infdiff::modulated_layer_norm_backward,
+        "gradients of the modulated layer norm in x, scale and shift");
+}
