@@ -81,7 +81,7 @@ def translate(source: str, bindings: bool) -> str:
         if BINDINGS not in text:
             raise ValueError(f"no {BINDINGS!r} to add the emulator's controls to")
         text = text.replace(BINDINGS, BINDINGS + " ::cuda_emulation::bind(m);")
-    return '#include "runtime.h"\n' + text
+    return f'#include "{"bindings.h" if bindings else "runtime.h"}"\n' + text
 
 
 def build(name: str, sources: Iterable[Path], bindings: str, sanitize: bool = False) -> ModuleType:
@@ -93,7 +93,7 @@ def build(name: str, sources: Iterable[Path], bindings: str, sanitize: bool = Fa
     sources = list(sources)
     texts = {path.stem: translate(path.read_text(), path.name == bindings) for path in sources}
     flags = FLAGS + (SANITIZER_FLAGS if sanitize else [])
-    digest = hashlib.sha256((HERE / "runtime.h").read_bytes())
+    digest = hashlib.sha256((HERE / "runtime.h").read_bytes() + (HERE / "bindings.h").read_bytes())
     for header in HEADERS:
         digest.update((SOURCE_DIR / header).read_bytes())
     for text in texts.values():

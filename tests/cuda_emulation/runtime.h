@@ -23,8 +23,9 @@
 // blocks, no atomics), and the device's transcendental approximations (rsqrt here is exact).
 #pragma once
 
-#include <torch/extension.h>
 #include <ucontext.h>
+
+#include "tensor_api.h"  // csrc's light ATen headers: the kernels' own translation units stay as cheap to build
 
 #include <algorithm>
 #include <array>
@@ -278,12 +279,6 @@ class Launch {
  private:
   dim3 grid_, block_;
 };
-
-// The Python-visible controls, added to the emulated module's bindings.
-inline void bind(pybind11::module& m) {
-  m.def("set_seed", [](uint64_t seed) { state().seed = seed; }, "seed of the threads' shuffled order");
-  m.def("launches", [] { return state().launches; }, "kernel launches emulated so far");
-}
 
 }  // namespace cuda_emulation
 
