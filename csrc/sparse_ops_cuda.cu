@@ -3,9 +3,9 @@
 // knn_ops_cuda.cu, the modulated layer norm norm_ops_cuda.cu, the module's bindings bindings.cpp).
 //
 // Layout: a block is 32 channel lanes x kPointsPerBlock points, so a warp reads one point's
-// channels contiguously (coalesced; the gathers take aligned channel pairs where the row length is
-// even) and the table entry it needs is one broadcast load.  Half and
-// bfloat16 inputs accumulate in float, float64 in double (at::opmath_type).  The weight gradient
+// channels contiguously (coalesced; every conv kernel takes aligned channel pairs where the row length
+// is even) and the table entry it needs is one broadcast load.  Half and bfloat16 inputs accumulate in
+// float, float64 in double (at::opmath_type).  The weight gradient
 // writes one partial sum per block, in that type, and reduces them with a deterministic sum
 // instead of atomics.  The optional row scale s (the Monte-Carlo normaliser's inverse, in the
 // accumulation type) multiplies the output rows, or with flip the gathered ones
@@ -20,7 +20,9 @@
 
 #include "sparse_ops_checks.h"
 
+#include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -117,47 +119,63 @@ __global__ void gather_conv_kernel(const scalar_t* __restrict__ values, const sc
 }
 
 // blockIdx.x: a chunk of kWeightPoints points; blockIdx.y: kWeightTaps taps from j0 = y * kWeightTaps;
-// blockIdx.z: 32 channels.  Each thread keeps one accumulator per tap of its tile in registers, so a
-// point's gradient row is read once per tile of taps rather than once per tap; the block's warps are
-// then summed through shared memory into one partial per (chunk, tap, channel), in acc_t.
-template <typename scalar_t, typename Neighbours, typename acc_t = at::opmath_type<scalar_t>>
+// blockIdx.z: 32 kWidth channels (runs of kWidth per lane, as in gather_conv_kernel).  Each thread keeps
+// one accumulator per tap of its tile and channel of its run in registers, so a point's gradient row is
+// read once per tile of taps rather than once per tap; the block's warps are then summed through shared
+// memory into one partial per (chunk, tap, channel), in acc_t.
+template <int kWidth, typename scalar_t, typename Neighbours, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void gather_conv_weight_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ values,
                                           const acc_t* __restrict__ scale, const Neighbours neighbours,
                                           acc_t* __restrict__ partials, int64_t rows, int64_t points,
                                           int64_t channels, int64_t taps) {
-  __shared__ acc_t sums[kPointsPerBlock][kWeightTaps][kLanes];
+  using Run = ChannelRun<scalar_t, kWidth>;
+  __shared__ acc_t sums[kPointsPerBlock][kWeightTaps][kLanes * kWidth];
   const int64_t j0 = blockIdx.y * static_cast<int64_t>(kWeightTaps);
-  const int64_t c = blockIdx.z * static_cast<int64_t>(kLanes) + threadIdx.x;
+  const int64_t c = (blockIdx.z * static_cast<int64_t>(kLanes) + threadIdx.x) * kWidth;
   const int tile = static_cast<int>(min(static_cast<int64_t>(kWeightTaps), taps - j0));
-  acc_t acc[kWeightTaps];
+  acc_t acc[kWeightTaps][kWidth];
 #pragma unroll
-  for (int i = 0; i < kWeightTaps; ++i) acc[i] = 0;
+  for (int i = 0; i < kWeightTaps; ++i) {
+#pragma unroll
+    for (int w = 0; w < kWidth; ++w) acc[i][w] = 0;
+  }
   if (c < channels) {
     const int64_t first = blockIdx.x * static_cast<int64_t>(kWeightPoints);
     const int64_t last = min(points, first + kWeightPoints);
     const bool scale_gathered = scale != nullptr && neighbours.flip;
     for (int64_t p = first + threadIdx.y; p < last; p += kPointsPerBlock) {
       const auto point = neighbours.at(p);
-      const acc_t g = static_cast<acc_t>(grad[p * channels + c]) *
-                      (scale != nullptr && !neighbours.flip ? scale[p] : acc_t(1));
+      const acc_t scale_p = scale != nullptr && !neighbours.flip ? scale[p] : acc_t(1);
+      const Run g = *reinterpret_cast<const Run*>(grad + p * channels + c);
+      acc_t g_scaled[kWidth];
 #pragma unroll
-      for (int i = 0; i < kWeightTaps; ++i) {  // a fixed trip count, so acc stays in registers
+      for (int w = 0; w < kWidth; ++w) g_scaled[w] = static_cast<acc_t>(g.v[w]) * scale_p;
+#pragma unroll
+      for (int i = 0; i < kWeightTaps; ++i) {  // fixed trip counts, so acc stays in registers
         const int64_t q = i < tile ? point.tap(j0 + i) : rows;
         if (q >= rows) continue;
-        acc_t v = static_cast<acc_t>(values[q * channels + c]);
-        if (scale_gathered) v *= scale[q];
-        acc[i] += g * v;
+        const Run x = *reinterpret_cast<const Run*>(values + q * channels + c);
+        const acc_t scale_q = scale_gathered ? scale[q] : acc_t(1);
+#pragma unroll
+        for (int w = 0; w < kWidth; ++w) {
+          acc[i][w] += g_scaled[w] * (static_cast<acc_t>(x.v[w]) * scale_q);
+        }
       }
     }
   }
 #pragma unroll
-  for (int i = 0; i < kWeightTaps; ++i) sums[threadIdx.y][i][threadIdx.x] = acc[i];
+  for (int i = 0; i < kWeightTaps; ++i) {
+#pragma unroll
+    for (int w = 0; w < kWidth; ++w) sums[threadIdx.y][i][threadIdx.x * kWidth + w] = acc[i][w];
+  }
   __syncthreads();
   if (c < channels) {
     for (int i = threadIdx.y; i < tile; i += kPointsPerBlock) {  // warp y sums taps y, y + 8, ...
-      acc_t total = 0;
-      for (int r = 0; r < kPointsPerBlock; ++r) total += sums[r][i][threadIdx.x];
-      partials[(blockIdx.x * taps + j0 + i) * channels + c] = total;
+      for (int w = 0; w < kWidth; ++w) {
+        acc_t total = 0;
+        for (int r = 0; r < kPointsPerBlock; ++r) total += sums[r][i][threadIdx.x * kWidth + w];
+        partials[(blockIdx.x * taps + j0 + i) * channels + c + w] = total;
+      }
     }
   }
 }
@@ -196,6 +214,20 @@ __global__ void neighbour_table_kernel(const int64_t* __restrict__ index, const 
     return __VA_ARGS__();                                                    \
   }()
 
+// launch(width) with the channel-run width as a std::integral_constant: 2 when the rows hold an even number
+// of channels and every tensor starts pair-aligned (a view may start anywhere), else 1.
+template <typename scalar_t, typename Launch>
+void with_run_width(int64_t channels, std::initializer_list<at::Tensor> tensors, Launch launch) {
+  const bool pairs = channels % 2 == 0 && std::all_of(tensors.begin(), tensors.end(), [](const at::Tensor& t) {
+                       return reinterpret_cast<uintptr_t>(t.data_ptr()) % (2 * sizeof(scalar_t)) == 0;
+                     });
+  if (pairs) {
+    launch(std::integral_constant<int, 2>{});
+  } else {
+    launch(std::integral_constant<int, 1>{});
+  }
+}
+
 template <typename WithNeighbours>
 at::Tensor conv_forward(const at::Tensor& values, const at::Tensor& weight, const std::optional<at::Tensor>& scale,
                         WithNeighbours with_neighbours) {
@@ -212,20 +244,11 @@ at::Tensor conv_forward(const at::Tensor& values, const at::Tensor& weight, cons
       if (points == 0 || channels == 0) return;
       const dim3 block(kLanes, kPointsPerBlock);
       const dim3 grid(ceil_div(points, kPointsPerBlock));
-      // pairs need an even row length and pair-aligned rows (a view may start anywhere)
-      const auto aligned = [](const at::Tensor& t) {
-        return reinterpret_cast<uintptr_t>(t.data_ptr()) % (2 * sizeof(scalar_t)) == 0;
-      };
-      const auto launch = [&](auto width) {
+      with_run_width<scalar_t>(channels, {v, w, out}, [&](auto width) {
         gather_conv_kernel<decltype(width)::value><<<grid, block, 0, stream>>>(
             v.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), scale_data, neighbours, out.data_ptr<scalar_t>(),
             v.size(0), points, channels, taps);
-      };
-      if (channels % 2 == 0 && aligned(v) && aligned(w)) {
-        launch(std::integral_constant<int, 2>{});
-      } else {
-        launch(std::integral_constant<int, 1>{});
-      }
+      });
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
@@ -243,16 +266,19 @@ at::Tensor conv_weight(const at::Tensor& grad, const at::Tensor& values, const s
   auto partials = at::zeros({chunks, taps, channels}, v.options().dtype(infdiff::opmath_dtype(v)));
   if (points > 0 && channels > 0 && taps > 0) {
     const dim3 block(kLanes, kPointsPerBlock);
-    const dim3 grid(chunks, ceil_div(taps, kWeightTaps), ceil_div(channels, kLanes));
     auto stream = c10::cuda::getCurrentCUDAStream();
     at::Tensor s;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.scalar_type(), "infdiff_gather_conv_weight_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
       const auto* scale_data = infdiff::row_scale_data<acc_t>(scale, s);
       with_neighbours([&](const auto& neighbours, int64_t) {
-        gather_conv_weight_kernel<<<grid, block, 0, stream>>>(g.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
-                                                              scale_data, neighbours, partials.data_ptr<acc_t>(),
-                                                              v.size(0), points, channels, taps);
+        with_run_width<scalar_t>(channels, {g, v}, [&](auto width) {
+          constexpr int kWidth = decltype(width)::value;
+          const dim3 grid(chunks, ceil_div(taps, kWeightTaps), ceil_div(channels, kLanes * kWidth));
+          gather_conv_weight_kernel<kWidth><<<grid, block, 0, stream>>>(
+              g.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), scale_data, neighbours, partials.data_ptr<acc_t>(),
+              v.size(0), points, channels, taps);
+        });
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });

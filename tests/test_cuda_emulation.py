@@ -105,12 +105,20 @@ def test_the_neighbour_table_equals_the_reference_and_an_int64_table_gathers_ali
 def test_rows_that_do_not_start_pair_aligned_take_the_one_channel_path_with_the_same_result(dtype):
     sparse = sparse_image(batch=2, size=(12, 10), points=50, channels=8)
     table = backends.neighbour_table(sparse.index, sparse.index_map(), 12, 10, 5, 5, EMULATED)
-    aligned = sparse.values.reshape(-1, 8).to(dtype)
-    shifted = torch.empty(aligned.numel() + 1, dtype=dtype)[1:].view_as(aligned).copy_(aligned)  # one element off
+
+    def pair_aligned_and_not(t):  # the same values, and a copy starting one element off an aligned pair
+        t = t.to(dtype)
+        return t, torch.empty(t.numel() + 1, dtype=dtype)[1:].view_as(t).copy_(t)
+
+    values, shifted_values = pair_aligned_and_not(sparse.values.reshape(-1, 8))
+    grad, shifted_grad = pair_aligned_and_not(torch.randn(100, 8))
     weight = torch.randn(8, 25).to(dtype)
     for flip in (False, True):
-        expected = backends.gather_conv(aligned, weight, table, None, flip, EMULATED)
-        assert torch.equal(backends.gather_conv(shifted, weight, table, None, flip, EMULATED), expected)
+        expected = backends.gather_conv(values, weight, table, None, flip, EMULATED)
+        assert torch.equal(backends.gather_conv(shifted_values, weight, table, None, flip, EMULATED), expected)
+        expected = backends.gather_conv_weight(grad, values, table, None, flip, EMULATED)
+        for g, v in ((shifted_grad, values), (grad, shifted_values)):
+            assert torch.equal(backends.gather_conv_weight(g, v, table, None, flip, EMULATED), expected)
 
 
 def test_the_row_scale_sits_on_the_p_side_of_the_relation_in_both_directions():
@@ -236,8 +244,12 @@ def test_launch_configurations_a_gpu_refuses_are_refused(grid, block, shared, me
         load_probe_kernels(SANITIZED).launch_nothing(list(grid), list(block), shared)
 
 
-# The same tests under AddressSanitizer: every access the kernels make must stay inside a tensor's memory.
-SANITIZED_SUBSET = "convolution_and_both and (float32 or bfloat16) or neighbour_table or knn or norm_kernels or decoder"
+# The same tests under AddressSanitizer and the alignment sanitizer: every access the kernels make must stay
+# inside a tensor's memory, and every access of a channel pair must be as aligned as a GPU requires.
+SANITIZED_SUBSET = (
+    "convolution_and_both and (float32 or bfloat16) or pair_aligned or neighbour_table or knn or norm_kernels"
+    " or decoder"
+)
 
 
 def sanitized(command):
@@ -253,7 +265,8 @@ def sanitized(command):
 def test_no_kernel_touches_memory_outside_its_tensors_under_addresssanitizer():
     pytest_command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__]
     run = sanitized(pytest_command + ["-k", SANITIZED_SUBSET])
-    assert run.returncode == 0 and "AddressSanitizer" not in run.stderr, run.stdout[-3000:] + run.stderr[-6000:]
+    reported = "AddressSanitizer" in run.stderr or "runtime error" in run.stderr
+    assert run.returncode == 0 and not reported, run.stdout[-3000:] + run.stderr[-6000:]
     assert " passed" in run.stdout and " skipped" not in run.stdout, run.stdout[-3000:]
 
 
@@ -263,3 +276,15 @@ def test_addresssanitizer_reports_a_kernel_reading_past_the_end_of_a_tensor():
     run = sanitized([sys.executable, "-c", code])
     assert run.returncode != 0
     assert "AddressSanitizer: heap-buffer-overflow" in run.stderr and "shifted_copy" in run.stderr, run.stderr[-3000:]
+
+
+@pytest.mark.skipif(SANITIZED, reason="this is the sanitized run")
+def test_the_alignment_sanitizer_reports_a_pair_access_off_its_alignment():
+    code = (
+        "import torch, cuda_emulation; print(cuda_emulation.load_probe_kernels(True).pair_copy(torch.arange(9.), {}))"
+    )
+    aligned = sanitized([sys.executable, "-c", code.format(0)])
+    assert aligned.returncode == 0 and "tensor([0., 1., 2., 3., 4., 5., 6., 7.])" in aligned.stdout, aligned.stderr
+    run = sanitized([sys.executable, "-c", code.format(1)])
+    assert run.returncode != 0
+    assert "misaligned address" in run.stderr and "FloatPair" in run.stderr, run.stderr[-3000:]

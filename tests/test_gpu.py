@@ -63,12 +63,13 @@ def test_decoder_sparse_and_dense_on_cuda_under_bf16_autocast():
     assert torch.isfinite(sparse.values).all() and dense.shape == (2, 3, 64, 64)
 
 
-def test_the_cuda_kernels_match_the_reference_on_the_gpu():
+@pytest.mark.parametrize("channels", [5, 64])  # odd: one channel per lane; even: aligned channel pairs
+def test_the_cuda_kernels_match_the_reference_on_the_gpu(channels):
     from test_kernels import CASES, conv, sparse_image
 
     for case in CASES.values():
         for dtype, tolerance in ((torch.float32, 1e-4), (torch.float64, 1e-10), (torch.bfloat16, 5e-2)):
-            cpu = sparse_image(**case)
+            cpu = sparse_image(**case, channels=channels)
             sparse = SparseImage(cpu.values.to("cuda", dtype), cpu.index.cuda(), cpu.size)
             for k in (3, 7, 11):
                 weight = torch.randn(sparse.channels, k, k, device="cuda", dtype=dtype)

@@ -43,6 +43,16 @@ __global__ void shifted_copy_kernel(const int64_t* in, int64_t* out, int64_t n) 
   if (t < n) out[t] = in[t + 1];
 }
 
+// Thread t copies the t-th pair of floats starting at `in` as one 8-byte access, which a GPU only
+// performs at an 8-byte aligned address (the undefined behaviour the alignment sanitizer must report).
+struct alignas(2 * sizeof(float)) FloatPair {
+  float v[2];
+};
+__global__ void pair_copy_kernel(const float* in, float* out, int64_t pairs) {
+  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (t < pairs) reinterpret_cast<FloatPair*>(out)[t] = reinterpret_cast<const FloatPair*>(in)[t];
+}
+
 __global__ void nothing_kernel() {}
 
 at::Tensor neighbour_exchange(int64_t blocks, int64_t threads, bool synchronise) {
@@ -75,6 +85,16 @@ at::Tensor shifted_copy(const at::Tensor& in) {
   return out;
 }
 
+at::Tensor pair_copy(const at::Tensor& in, int64_t offset) {
+  TORCH_CHECK(in.numel() >= offset + 2 && in.numel() <= 64 + offset, "pair_copy copies 1 to 32 pairs");
+  const int64_t pairs = (in.numel() - offset) / 2;
+  auto out = at::empty({2 * pairs}, in.options());
+  pair_copy_kernel<<<1, 32, 0, c10::cuda::getCurrentCUDAStream()>>>(in.data_ptr<float>() + offset,
+                                                                    out.data_ptr<float>(), pairs);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
 void launch_nothing(std::vector<int64_t> grid, std::vector<int64_t> block, int64_t shared_bytes) {
   const dim3 g(grid.at(0), grid.at(1), grid.at(2)), b(block.at(0), block.at(1), block.at(2));
   nothing_kernel<<<g, b, shared_bytes, c10::cuda::getCurrentCUDAStream()>>>();
@@ -88,5 +108,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("warp_sum", &warp_sum, "every lane's butterfly sum of the lane numbers");
   m.def("mixed_barriers", &mixed_barriers, "half a warp at a shuffle, the other half at __syncthreads");
   m.def("shifted_copy", &shifted_copy, "entry t + 1 of a (<= 64) int64 tensor in entry t: reads one past the end");
+  m.def("pair_copy", &pair_copy, "the float pairs of a float32 tensor from element `offset` on, 8 bytes at a time");
   m.def("launch_nothing", &launch_nothing, "an empty kernel launched with the given configuration");
 }

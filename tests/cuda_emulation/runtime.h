@@ -17,9 +17,9 @@
 // a dim3 would truncate is an error, not a silent wrap.  Arithmetic is the CPU's IEEE arithmetic
 // with no contraction (-ffp-contract=off), so the round-to-nearest intrinsics are the plain operators.
 //
-// Accesses outside a tensor's memory are caught by the sanitized build (AddressSanitizer, which needs
-// the annotated stack switches below); a wrong index inside a tensor reads another row and fails the
-// tests' comparisons.  What it cannot show: speed, the memory model beyond barriers (no concurrent
+// Accesses outside a tensor's memory, and vector accesses off their alignment, are caught by the
+// sanitized build (AddressSanitizer, which needs the annotated stack switches below, and UBSan's alignment
+// check); a wrong index inside a tensor reads another row and fails the tests' comparisons.  What it cannot show: speed, the memory model beyond barriers (no concurrent
 // blocks, no atomics), and the device's transcendental approximations (rsqrt here is exact).
 #pragma once
 
