@@ -6,6 +6,7 @@ ahead of time into the package: ``INFDIFF_BUILD_EXT=1 pip install -e . --no-buil
 is a CUDA build).
 """
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -19,11 +20,19 @@ def kernel_extensions():
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
+    # the JIT build's own source lists and CUDA flags; extension.py needs only torch and the standard library,
+    # so it is loaded alone rather than through the package
+    spec = importlib.util.spec_from_file_location(
+        "infdiff_extension", Path(__file__).parent / "infdiff/ops/extension.py"
+    )
+    extension = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(extension)
+    sources = {kind: [f"csrc/{name}" for name in names] for kind, names in extension.SOURCES.items()}
     modules = [
         CppExtension(
             "infdiff._sparse_ops_cpu",
-            ["csrc/sparse_ops_cpu.cpp", "csrc/knn_ops_cpu.cpp", "csrc/norm_ops_cpu.cpp", "csrc/bindings.cpp"],
-            extra_compile_args=["-O3", "-fopenmp"],
+            sources["cpu"],
+            extra_compile_args=["-O3", "-fopenmp"],  # no -march=native: an ahead-of-time build may travel
             extra_link_args=["-fopenmp"],
         )
     ]
@@ -31,8 +40,8 @@ def kernel_extensions():
         modules.append(
             CUDAExtension(
                 "infdiff._sparse_ops_cuda",
-                ["csrc/sparse_ops_cuda.cu", "csrc/knn_ops_cuda.cu", "csrc/norm_ops_cuda.cu", "csrc/bindings.cpp"],
-                extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3", "--expt-relaxed-constexpr"]},
+                sources["cuda"],
+                extra_compile_args={"cxx": extension.FLAGS["cuda"], "nvcc": extension.CUDA_FLAGS},
             )
         )
     return dict(ext_modules=modules, cmdclass={"build_ext": BuildExtension})

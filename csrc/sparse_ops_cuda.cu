@@ -5,11 +5,10 @@
 // Layout: a block is 32 channel lanes x kPointsPerBlock points, so a warp reads one point's
 // channels contiguously (coalesced; every conv kernel takes aligned channel pairs where the row length
 // is even) and the table entry it needs is one broadcast load.  Half and bfloat16 inputs accumulate in
-// float, float64 in double (at::opmath_type).  The weight gradient
-// writes one partial sum per block, in that type, and reduces them with a deterministic sum
-// instead of atomics.  The optional row scale s (the Monte-Carlo normaliser's inverse, in the
-// accumulation type) multiplies the output rows, or with flip the gathered ones
-// (sparse_ops_checks.h), inside the kernels.
+// float, float64 in double (at::opmath_type).  The weight gradient writes one partial sum per block, in
+// that type, and reduces them with a deterministic sum instead of atomics.  The optional row scale s
+// (the Monte-Carlo normaliser's inverse, in the accumulation type) multiplies the output rows, or with
+// flip the gathered ones (sparse_ops_checks.h), inside the kernels.
 
 #include "sparse_ops.h"
 
@@ -104,12 +103,9 @@ __global__ void gather_conv_kernel(const scalar_t* __restrict__ values, const sc
       if (q >= rows) continue;
       const Run x = *reinterpret_cast<const Run*>(values + q * channels + c);
       const Run w = *reinterpret_cast<const Run*>(weight_kc + j * channels + c);
+      const acc_t scale_q = scale_gathered ? scale[q] : acc_t(1);
 #pragma unroll
-      for (int i = 0; i < kWidth; ++i) {
-        acc_t v = static_cast<acc_t>(x.v[i]);
-        if (scale_gathered) v *= scale[q];
-        acc[i] += static_cast<acc_t>(w.v[i]) * v;
-      }
+      for (int i = 0; i < kWidth; ++i) acc[i] += static_cast<acc_t>(w.v[i]) * (static_cast<acc_t>(x.v[i]) * scale_q);
     }
     Run y;
 #pragma unroll

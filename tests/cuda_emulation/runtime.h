@@ -18,9 +18,10 @@
 // with no contraction (-ffp-contract=off), so the round-to-nearest intrinsics are the plain operators.
 //
 // Accesses outside a tensor's memory, and vector accesses off their alignment, are caught by the
-// sanitized build (AddressSanitizer, which needs the annotated stack switches below, and UBSan's alignment
-// check); a wrong index inside a tensor reads another row and fails the tests' comparisons.  What it cannot show: speed, the memory model beyond barriers (no concurrent
-// blocks, no atomics), and the device's transcendental approximations (rsqrt here is exact).
+// sanitized build (AddressSanitizer, which needs the annotated stack switches below, and UBSan's
+// alignment check); a wrong index inside a tensor reads another row and fails the tests' comparisons.
+// What it cannot show: speed, the memory model beyond barriers (no concurrent blocks, no atomics), and
+// the device's transcendental approximations (rsqrt here is exact).
 #pragma once
 
 #include <ucontext.h>
