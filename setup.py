@@ -28,11 +28,19 @@ def kernel_extensions():
     extension = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(extension)
     sources = {kind: [f"csrc/{name}" for name in names] for kind, names in extension.SOURCES.items()}
+    # Python's own CFLAGS carry -g: without debug information the CPU module is 0.4 MB instead of 14.5
+    # and builds in 40 s instead of 57 (2 cores)
+    release = ["-g0"]
+
+    def recorded(kind):  # the hash of the sources built, which the module keeps (its source_key)
+        return [("INFDIFF_SOURCE_KEY", extension.source_key(kind))]
+
     modules = [
         CppExtension(
             "infdiff._sparse_ops_cpu",
             sources["cpu"],
-            extra_compile_args=["-O3", "-fopenmp"],  # no -march=native: an ahead-of-time build may travel
+            define_macros=recorded("cpu"),
+            extra_compile_args=["-O3", *release, "-fopenmp"],  # no -march=native: an ahead-of-time build may travel
             extra_link_args=["-fopenmp"],
         )
     ]
@@ -41,7 +49,8 @@ def kernel_extensions():
             CUDAExtension(
                 "infdiff._sparse_ops_cuda",
                 sources["cuda"],
-                extra_compile_args={"cxx": extension.FLAGS["cuda"], "nvcc": extension.CUDA_FLAGS},
+                define_macros=recorded("cuda"),
+                extra_compile_args={"cxx": extension.FLAGS["cuda"] + release, "nvcc": extension.CUDA_FLAGS},
             )
         )
     return dict(ext_modules=modules, cmdclass={"build_ext": BuildExtension})

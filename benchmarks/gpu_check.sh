@@ -12,23 +12,42 @@
 #
 # Wheels the machine lacks (ml-collections, lmdb) are installed from .whl/ when that folder is there
 # (benchmarks/gpu_wheels.sh fetches them here; the device call carries [".whl"]).
+#
+# A rerun need not repeat what already came back: ONLY="stage1_ffhq256_gpu knn_gpu" runs just those steps
+# (the names of the bench lines below, and "tests" for the GPU tests) after the build.  If the CUDA kernels
+# do not build, the script stops there (log.txt holds the compiler's output) rather than spend the rest of
+# the GPU time timing the reference alone.
 set -uo pipefail
 out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR}
-mkdir -p "$out"
+mkdir -p "$out" && out=$(cd "$out" && pwd)  # before the cd below, so a relative OUT_DIR means the caller's
 cd "$(dirname "$0")/.."
+steps="tests $(sed -n 's/^bench \([a-z0-9_]*\) .*/\1/p' benchmarks/gpu_check.sh | tr '\n' ' ')"
+only=${ONLY:-$steps}
+for name in $only; do
+    case " $steps " in
+        *" $name "*) ;;
+        *) echo "ONLY names $name, which is no step of gpu_check.sh (its steps: $steps)" >&2; exit 2 ;;
+    esac
+done
+selected() { case " $only " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 py=${PYTHON:-python3}
-if [ -d .whl ] && [ "${DRY_RUN:-0}" != 1 ]; then
-    $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MAX_JOBS=16
-# inside the repository, where an ignored build survives between calls to a warm machine: a rerun after a
-# Python-only fix loads the kernels instead of compiling them again
-export INFDIFF_EXTENSION_DIR="$PWD/build/gpu-extensions"
 dry=${DRY_RUN:-0}
 failed=0
 start=$(date +%s)
 log="$out/log.txt"
+if [ "$dry" != 1 ] && ! $py -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
+    echo "no CUDA device here: DRY_RUN=1 bash benchmarks/gpu_check.sh OUT_DIR checks this script without one" \
+        | tee -a "$log"
+    exit 1
+fi
+if [ -d .whl ] && [ "$dry" != 1 ] && ! $py -c "import ml_collections, lmdb" 2>/dev/null; then
+    $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MAX_JOBS=16
+# by default inside the repository, where an ignored build survives between calls to a warm machine: a rerun
+# after a Python-only fix loads the kernels instead of compiling them again
+export INFDIFF_EXTENSION_DIR="${INFDIFF_EXTENSION_DIR:-$PWD/build/gpu-extensions}"
 
 # NAME.json joins results.json under NAME (what a benchmark cut short by its limit had written, too)
 merge() {
@@ -44,8 +63,10 @@ PY
 }
 
 if [ "$dry" = 1 ]; then
-    $py -m pytest -q -p no:cacheprovider --collect-only tests/test_gpu.py tests/test_kernels.py \
-        tests/test_norm_kernels.py 2>&1 | tail -3 | tee -a "$log" || failed=1
+    if selected tests; then
+        $py -m pytest -q -p no:cacheprovider --collect-only tests/test_gpu.py tests/test_kernels.py \
+            tests/test_norm_kernels.py 2>&1 | tail -3 | tee -a "$log" || failed=1
+    fi
 else
 $py - >"$out/environment.json" <<PY
 import json, os, platform, torch
@@ -57,18 +78,29 @@ merge environment
 
 # both kernel libraries build at once (each is one compiler process)
 $py -c "from infdiff.ops.extension import load_kernels; load_kernels('cuda')" >"$out/build_cuda.tmp" 2>&1 &
+cuda_build=$!
 $py -c "from infdiff.ops.extension import load_kernels; load_kernels('cpu')" >>"$log" 2>&1
-wait
+wait $cuda_build
+cuda_built=$?
 cat "$out/build_cuda.tmp" >>"$log" && rm "$out/build_cuda.tmp"
+if [ "$cuda_built" != 0 ]; then
+    tail -60 "$log"
+    echo "the CUDA kernels did not build (log.txt has the compiler's output): stopping here" | tee -a "$log"
+    exit 1
+fi
 echo "kernels built in $(( $(date +%s) - start )) s" | tee -a "$log"
 
-timeout 60 $py -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_kernels.py tests/test_norm_kernels.py 2>&1 | tail -40 | tee -a "$log"
+if selected tests; then
+    timeout 60 $py -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_kernels.py tests/test_norm_kernels.py \
+        2>&1 | tail -40 | tee -a "$log"
+fi
 fi
 
 # one benchmark under its own time limit; its JSON joins results.json and its Markdown table tables.md
 bench() {
     local name=$1 limit=$2
     shift 2
+    selected "$name" || return 0
     if [ "$dry" = 1 ]; then
         $py "$@" --out "$out/$name.json" --dry-run 2>&1 | tail -24 | tee -a "$log"
         [ "${PIPESTATUS[0]}" = 0 ] || { echo "dry run of $name failed" | tee -a "$log"; failed=1; }

@@ -56,7 +56,7 @@ On a GPU (``--device cuda``, the default where there is one) each variant trains
 configuration on the embedded shapes (what ``benchmarks/gpu_check.sh`` runs)::
 
     python benchmarks/stage1_variants.py --config configs/ffhq_256_config.py --config.data.name=shapes \
-        --config.data.num_samples=8 --config.train.batch_size=8 --repeats 5 --breakdown \
+        --config.train.batch_size=8 --repeats 5 --breakdown \
         --out OUT/stage1_ffhq256_gpu.json \
         --variant dense loss.points=65536 loss.encoder_points=65536 \
         --variant quarter loss.points=16384 loss.encoder_points=16384 \

@@ -6,6 +6,11 @@
 #include "norm_ops.h"
 #include "sparse_ops.h"
 
+// An ahead-of-time build (setup.py) defines the hash of the sources it compiles, which the module keeps as
+// source_key: infdiff/ops/extension.py loads it only while csrc/ still holds those sources.
+#define INFDIFF_STRINGIFY(x) #x
+#define INFDIFF_STRING(x) INFDIFF_STRINGIFY(x)
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gather_conv", &infdiff::gather_conv,
         "depthwise gather convolution over a neighbour table (flip: its transpose)");
@@ -19,4 +24,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("modulated_layer_norm", &infdiff::modulated_layer_norm, "layer norm with a per-sample scale and shift");
   m.def("modulated_layer_norm_backward", &infdiff::modulated_layer_norm_backward,
         "gradients of the modulated layer norm in x, scale and shift");
+#ifdef INFDIFF_SOURCE_KEY
+  m.attr("source_key") = INFDIFF_STRING(INFDIFF_SOURCE_KEY);
+#endif
 }

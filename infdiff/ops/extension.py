@@ -1,10 +1,11 @@
 """Building and loading the compiled kernels of ``csrc/``.
 
 A kernel library is found, in this order, as a module built ahead of time
-(``INFDIFF_BUILD_EXT=1 pip install -e .`` makes ``infdiff._sparse_ops_cpu``) or compiled on first
-use with ``torch.utils.cpp_extension.load`` (ninja) into a cache folder keyed by the sources, the
-torch version and the machine, so a changed source, another torch or another CPU builds afresh
-and an unchanged one loads in a fraction of a second.  Nothing here runs at ``import infdiff``;
+(``INFDIFF_BUILD_EXT=1 pip install -e .`` makes ``infdiff._sparse_ops_cpu``), unless the sources it
+records (:func:`source_key`) are not those of ``csrc/`` here, or compiled on first use with
+``torch.utils.cpp_extension.load`` (ninja) into a cache folder keyed by the sources, the torch
+version and the machine, so a changed source, another torch or another CPU builds afresh and an
+unchanged one loads in a fraction of a second.  Nothing here runs at ``import infdiff``;
 a missing compiler or toolkit makes :func:`load_kernels` raise :class:`ExtensionUnavailable`
 with the reason, which the backend switch turns into a fallback.
 """
@@ -16,6 +17,7 @@ import hashlib
 import importlib
 import os
 import platform
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -52,11 +54,19 @@ def _machine_fingerprint() -> str:
     return platform.machine() + flags
 
 
-def build_key(kind: str) -> str:
-    """Hash of everything a build depends on: sources, flags, torch version, machine."""
+def source_key(kind: str) -> str:
+    """Hash of the ``csrc/`` files a ``kind`` build compiles: an ahead-of-time build records it
+    (``setup.py`` defines ``INFDIFF_SOURCE_KEY``, ``bindings.cpp`` exposes it as ``source_key``), so an
+    edit of ``csrc/`` after it is noticed instead of loading kernels older than the sources."""
     digest = hashlib.sha256()
     for name in SOURCES[kind] + HEADERS:
-        digest.update((SOURCE_DIR / name).read_bytes())
+        digest.update(name.encode() + b"\0" + (SOURCE_DIR / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def build_key(kind: str) -> str:
+    """Hash of everything a JIT build depends on: sources, flags, torch version, machine."""
+    digest = hashlib.sha256(source_key(kind).encode())
     digest.update(" ".join(FLAGS[kind] + (CUDA_FLAGS if kind == "cuda" else [])).encode())
     digest.update(torch.__version__.encode())
     digest.update(_machine_fingerprint().encode())
@@ -66,11 +76,19 @@ def build_key(kind: str) -> str:
 @functools.lru_cache(maxsize=None)
 def load_kernels(kind: str) -> ModuleType:
     """The kernel module for ``kind`` (``"cpu"``), built on first use; :class:`ExtensionUnavailable` if impossible."""
-    try:
-        return importlib.import_module(f"infdiff._sparse_ops_{kind}")
-    except ImportError:
-        pass
     missing = [name for name in SOURCES[kind] + HEADERS if not (SOURCE_DIR / name).is_file()]
+    try:
+        prebuilt = importlib.import_module(f"infdiff._sparse_ops_{kind}")
+    except ImportError:  # none, or one built against another torch (its symbols do not resolve)
+        prebuilt = None
+    if prebuilt is not None and (missing or getattr(prebuilt, "source_key", None) == source_key(kind)):
+        return prebuilt  # without csrc/ (an installed copy) the ahead-of-time build is all there is
+    if prebuilt is not None:
+        print(
+            f"infdiff: {prebuilt.__file__} was built from other csrc/ sources than {SOURCE_DIR}; compiling "
+            "them instead (to refresh it: INFDIFF_BUILD_EXT=1 pip install -e . --no-build-isolation)",
+            file=sys.stderr,
+        )
     if missing:
         raise ExtensionUnavailable(
             f"the kernel sources {missing} are not in {SOURCE_DIR} (an installed copy without csrc/)"
@@ -104,7 +122,6 @@ def compile_check(nvcc: str = "nvcc", arch: str = "sm_90", resources: bool = Fal
     ``resources`` prints ptxas's report of every kernel (registers, shared memory, stack frame, spills).
     """
     import subprocess
-    import sys
     import sysconfig
     import tempfile
 
