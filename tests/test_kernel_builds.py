@@ -2,6 +2,7 @@
 :func:`infdiff.ops.extension.load_kernels` takes: the prebuilt module while it matches ``csrc/``, else a JIT
 build, and never a prebuilt module older than the sources."""
 
+import importlib.machinery
 import os
 import subprocess
 import sys
@@ -91,3 +92,16 @@ def test_without_csrc_the_prebuilt_module_is_all_there_is(tmp_path):
         "    raise AssertionError('no kernels and no sources, yet something loaded')\n"
     )
     assert run.returncode == 0 and run.stderr == "", run.stderr[-3000:]
+
+
+def test_a_prebuilt_module_that_does_not_load_is_named_and_compiled_afresh(tmp_path):
+    broken = tmp_path / "infdiff" / f"_sparse_ops_cpu{importlib.machinery.EXTENSION_SUFFIXES[0]}"
+    broken.parent.mkdir()
+    broken.write_text("not a shared object")
+    run = run_python(
+        f"import infdiff\ninfdiff.__path__.append({str(broken.parent)!r})\n"
+        "from infdiff.ops import extension\n"
+        "assert extension.load_kernels('cpu').__file__.startswith(str(extension.cache_root()))\n"
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "infdiff: the ahead-of-time kernels do not load (" in run.stderr and "compiling them instead" in run.stderr

@@ -79,11 +79,14 @@ def load_kernels(kind: str) -> ModuleType:
     missing = [name for name in SOURCES[kind] + HEADERS if not (SOURCE_DIR / name).is_file()]
     try:
         prebuilt = importlib.import_module(f"infdiff._sparse_ops_{kind}")
-    except ImportError:  # none, or one built against another torch (its symbols do not resolve)
+    except ModuleNotFoundError:  # none was built
         prebuilt = None
-    if prebuilt is not None and (missing or getattr(prebuilt, "source_key", None) == source_key(kind)):
-        return prebuilt  # without csrc/ (an installed copy) the ahead-of-time build is all there is
+    except ImportError as why:  # one built against another torch (its symbols do not resolve), or a broken file
+        print(f"infdiff: the ahead-of-time kernels do not load ({why}); compiling them instead", file=sys.stderr)
+        prebuilt = None
     if prebuilt is not None:
+        if missing or getattr(prebuilt, "source_key", None) == source_key(kind):
+            return prebuilt  # without csrc/ (an installed copy) the ahead-of-time build is all there is
         print(
             f"infdiff: {prebuilt.__file__} was built from other csrc/ sources than {SOURCE_DIR}; compiling "
             "them instead (to refresh it: INFDIFF_BUILD_EXT=1 pip install -e . --no-build-isolation)",
