@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The one prepared GPU run (under 8 minutes on an H100/H200: the steps' own time limits add up to 480 s after the
-# build): build the kernels, run the GPU tests and every GPU benchmark, and write into the folder given as argument
+# The one prepared GPU run (under 8 minutes on an H100/H200: the steps' own time limits add up to 510 s after the
+# build; the whole run took 293 s on an H200 at cf39fbb, build included): build the kernels (and the kernel
+# candidates of benchmarks/kernel_candidates.py beside them), run the GPU tests and every GPU benchmark, and
+# write into the folder given as argument
 # three files (a device machine returns at most eight): results.json (the environment and every benchmark's JSON
 # under its name), log.txt, and tables.md with all their Markdown tables.
 #
@@ -76,13 +78,21 @@ print(json.dumps(dict(device=torch.cuda.get_device_name(), torch=torch.__version
 PY
 merge environment
 
-# both kernel libraries build at once (each is one compiler process)
+# both kernel libraries build at once (each is one compiler process), and the kernel candidates beside them
 $py -c "from infdiff.ops.extension import load_kernels; load_kernels('cuda')" >"$out/build_cuda.tmp" 2>&1 &
 cuda_build=$!
+if selected kernel_variants_gpu_bf16; then
+    $py benchmarks/kernel_variants.py --build-only >"$out/build_candidates.tmp" 2>&1 &
+    candidates_build=$!
+fi
 $py -c "from infdiff.ops.extension import load_kernels; load_kernels('cpu')" >>"$log" 2>&1
 wait $cuda_build
 cuda_built=$?
 cat "$out/build_cuda.tmp" >>"$log" && rm "$out/build_cuda.tmp"
+if [ -n "${candidates_build:-}" ]; then
+    wait "$candidates_build" || echo "the kernel candidates did not build (their step will say why)" | tee -a "$log"
+    cat "$out/build_candidates.tmp" >>"$log" && rm "$out/build_candidates.tmp"
+fi
 if [ "$cuda_built" != 0 ]; then
     tail -60 "$log"
     echo "the CUDA kernels did not build (log.txt has the compiler's output): stopping here" | tee -a "$log"
@@ -91,8 +101,9 @@ fi
 echo "kernels built in $(( $(date +%s) - start )) s" | tee -a "$log"
 
 if selected tests; then
-    timeout 60 $py -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_kernels.py tests/test_norm_kernels.py \
-        2>&1 | tail -40 | tee -a "$log"
+    # all of pytest's output into the log (a crash's traceback would push the failures' summary out of a tail)
+    timeout 60 $py -m pytest -q -rfEs -p no:cacheprovider tests/test_gpu.py tests/test_kernels.py \
+        tests/test_norm_kernels.py 2>&1 | tee -a "$log" | tail -40
 fi
 fi
 
@@ -116,6 +127,8 @@ bench() {
 }
 bench sparse_conv_gpu_bf16 110 benchmarks/sparse_conv.py --device cuda --dtype bfloat16 --sizes 64 128 256 512
 bench sparse_kernels_gpu_bf16 20 benchmarks/sparse_kernels.py --device cuda --dtype bfloat16 --sizes 256 512 \
+    --batch 8
+bench kernel_variants_gpu_bf16 30 benchmarks/kernel_variants.py --device cuda --dtype bfloat16 --sizes 256 512 \
     --batch 8
 bench stage1_ffhq256_gpu 120 benchmarks/stage1_variants.py --device cuda --config configs/ffhq_256_config.py \
     --config.data.name=shapes --config.train.batch_size=8 --repeats 5 --breakdown \

@@ -5,7 +5,9 @@ A profiler attributes a forward operator's time to it but scatters a sub-network
 autograd nodes, so the U-Nets are not read off the profile: their forward and backward are timed
 on their own, on copies of the inputs one step passed them, as a fraction of the step's median
 time.  On a GPU the profiled parts are the device time of the kernels launched under each
-operator, over the step's synchronised wall time.
+operator, over the step's synchronised wall time; there ``gpu_busy`` is the time of every kernel the
+step launched over that wall time, apart from the fractions: near 1 the GPU bounds the step, well
+below it the host does (Python and the dispatcher launching kernels faster than the GPU needs them).
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ def _event_seconds(event, device: torch.device) -> float:
     return (device_time if device_time is not None else event.cuda_time_total) / 1e6
 
 
-def profiled_fractions(step: Callable[[], object], device: torch.device) -> Dict[str, float]:
-    """Fractions of one profiled step spent in each :data:`PROFILED_PARTS` part."""
+def profiled_fractions(step: Callable[[], object], device: torch.device) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """Fractions of one profiled step spent in each :data:`PROFILED_PARTS` part, and on a GPU the
+    kernels' busy share of it (:func:`_gpu_busy`)."""
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -58,7 +61,15 @@ def profiled_fractions(step: Callable[[], object], device: torch.device) -> Dict
         for name, keys in PROFILED_PARTS.items():
             if event.key in keys:
                 spent[name] += _event_seconds(event, device)
-    return {name: seconds / total for name, seconds in spent.items()}
+    return {name: seconds / total for name, seconds in spent.items()}, _gpu_busy(profile, device, total)
+
+
+def _gpu_busy(profile, device: torch.device, total: float) -> Dict[str, float]:
+    """``{"gpu_busy": kernel seconds / wall seconds}`` on a GPU, else nothing."""
+    if device.type != "cuda":
+        return {}
+    kernels = [e for e in profile.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return {"gpu_busy": sum(e.time_range.elapsed_us() for e in kernels) / 1e6 / total}
 
 
 def outermost_grid_networks(model: nn.Module) -> List[nn.Module]:
@@ -130,8 +141,9 @@ def step_breakdown(
     repeats: int,
     device: torch.device,
 ) -> Dict[str, float]:
-    """Fractions of a step: :data:`PROFILED_PARTS`, ``grid_unet`` (timed alone) and ``other``."""
-    fractions = profiled_fractions(step, device)
+    """Fractions of a step: :data:`PROFILED_PARTS`, ``grid_unet`` (timed alone) and ``other``; on a GPU
+    also ``gpu_busy`` (not a part of the step: the kernels' share of its wall time)."""
+    fractions, busy = profiled_fractions(step, device)
     fractions["grid_unet"] = grid_network_seconds(model, step, autocast, repeats, device) / step_seconds
     fractions["other"] = max(0.0, 1 - sum(fractions.values()))
-    return fractions
+    return {**fractions, **busy}

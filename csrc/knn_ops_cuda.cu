@@ -78,10 +78,10 @@ __global__ void knn_window_kernel(const int64_t* __restrict__ index_map, const f
 std::vector<at::Tensor> knn_window(const at::Tensor& index_map, const at::Tensor& coords, const at::Tensor& query,
                                    const at::Tensor& base, int64_t height, int64_t width, int64_t radius, int64_t k) {
   for (const auto& t : {index_map, coords, query, base}) {
-    TORCH_CHECK(t.is_cuda(), "the cuda backend needs CUDA tensors");
+    INFDIFF_CHECK(t.is_cuda(), "the cuda backend needs CUDA tensors");
   }
   check_knn_inputs(index_map, coords, query, base, k);
-  TORCH_CHECK(k <= kMaxNeighbours, "the cuda kNN kernel handles k <= ", kMaxNeighbours, ", got ", k);
+  INFDIFF_CHECK(k <= kMaxNeighbours, "the cuda kNN kernel handles k <= ", kMaxNeighbours, ", got ", k);
   const c10::cuda::CUDAGuard guard(index_map.device());
   auto map = index_map.to(at::kLong).contiguous();
   auto pts = coords.to(at::kFloat).contiguous();

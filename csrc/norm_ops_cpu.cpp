@@ -83,7 +83,7 @@ void backward_impl(const scalar_t* grad, const scalar_t* x, const scalar_t* scal
 }
 
 void check_cpu(std::initializer_list<at::Tensor> tensors) {
-  for (const auto& t : tensors) TORCH_CHECK(t.device().is_cpu(), "the cpp backend needs CPU tensors");
+  for (const auto& t : tensors) INFDIFF_CHECK(t.device().is_cpu(), "the cpp backend needs CPU tensors");
 }
 
 }  // namespace

@@ -113,7 +113,7 @@ __global__ void grad_affine_kernel(const scalar_t* __restrict__ grad, const scal
 }
 
 void check_cuda(std::initializer_list<at::Tensor> tensors) {
-  for (const auto& t : tensors) TORCH_CHECK(t.is_cuda(), "the cuda backend needs CUDA tensors");
+  for (const auto& t : tensors) INFDIFF_CHECK(t.is_cuda(), "the cuda backend needs CUDA tensors");
 }
 
 }  // namespace

@@ -85,7 +85,7 @@ at::Tensor padded_rows(const at::Tensor& index_map, int64_t n, int64_t height, i
                        int64_t kernel_w) {
   const int64_t batch = index_map.size(0), rh = kernel_h / 2, rw = kernel_w / 2;
   const int64_t ph = height + 2 * rh, pw = width + 2 * rw;
-  TORCH_CHECK(batch * n < std::numeric_limits<int32_t>::max(), "the window convolution needs B*N < 2^31 points");
+  INFDIFF_CHECK(batch * n < std::numeric_limits<int32_t>::max(), "the window convolution needs B*N < 2^31 points");
   const auto absent = static_cast<int32_t>(batch * n);
   auto padded = at::full({batch, ph, pw}, absent, index_map.options());
   const int32_t* map = index_map.data_ptr<int32_t>();

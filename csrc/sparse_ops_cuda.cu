@@ -285,7 +285,7 @@ at::Tensor conv_weight(const at::Tensor& grad, const at::Tensor& values, const s
 auto window_neighbours(const at::Tensor& index, const at::Tensor& index_map, int64_t height, int64_t width,
                        int64_t kernel_h, int64_t kernel_w, bool flip) {
   const int64_t batch = index.size(0), n = index.size(1), rh = kernel_h / 2, rw = kernel_w / 2;
-  TORCH_CHECK(batch * n < std::numeric_limits<int32_t>::max(), "the window convolution needs B*N < 2^31 points");
+  INFDIFF_CHECK(batch * n < std::numeric_limits<int32_t>::max(), "the window convolution needs B*N < 2^31 points");
   auto map = index_map.contiguous();
   auto padded = at::full({batch, height + 2 * rh, width + 2 * rw}, static_cast<int32_t>(batch * n), map.options());
   if (batch * height * width > 0) {
@@ -301,7 +301,7 @@ auto window_neighbours(const at::Tensor& index, const at::Tensor& index_map, int
 }
 
 void check_cuda(std::initializer_list<at::Tensor> tensors) {
-  for (const auto& t : tensors) TORCH_CHECK(t.is_cuda(), "the cuda backend needs CUDA tensors");
+  for (const auto& t : tensors) INFDIFF_CHECK(t.is_cuda(), "the cuda backend needs CUDA tensors");
 }
 
 }  // namespace

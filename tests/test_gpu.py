@@ -34,13 +34,20 @@ def test_sparse_conv_on_cuda_matches_cpu():
     )
 
 
-def test_knn_interpolation_on_cuda_matches_cpu():
+def test_knn_interpolation_on_cuda_matches_cpu_wherever_the_third_neighbour_is_not_tied():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 4, 64, 64, generator=g)
     index = uniform_subset(2, 64, 1024, generator=g)
-    cpu = interpolate_to_grid(SparseImage.from_dense(x, index), 21)
+    sparse = SparseImage.from_dense(x, index)
+    cpu = interpolate_to_grid(sparse, 21)
     gpu = interpolate_to_grid(SparseImage.from_dense(x.cuda(), index.cuda()), 21)
-    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-4)
+    # A cell whose 3rd and 4th nearest pixels lie at one distance (pixels mirrored about a cell centre on the
+    # grid's diagonal or middle line) may keep either; the devices round the distances differently, so
+    # they may break that tie differently (seen on an H200: 6 cells of 882).
+    dist, _ = knn_grid_search(sparse, 21, 4, backend="torch")
+    tied = (dist[..., 3] - dist[..., 2] <= 1e-5 * dist[..., 3]).view(2, 1, 21, 21).expand_as(cpu)
+    assert tied.float().mean() < 0.05
+    torch.testing.assert_close(gpu.cpu()[~tied], cpu[~tied], rtol=1e-4, atol=1e-4)
 
 
 def test_decoder_sparse_and_dense_on_cuda_under_bf16_autocast():
@@ -68,15 +75,22 @@ def test_the_cuda_kernels_match_the_reference_on_the_gpu(channels):
     from test_kernels import CASES, conv, sparse_image
 
     for case in CASES.values():
-        for dtype, tolerance in ((torch.float32, 1e-4), (torch.float64, 1e-10), (torch.bfloat16, 5e-2)):
+        for dtype, tolerance in ((torch.float32, 1e-4), (torch.float64, 1e-10), (torch.bfloat16, 2e-2)):
             cpu = sparse_image(**case, channels=channels)
             sparse = SparseImage(cpu.values.to("cuda", dtype), cpu.index.cuda(), cpu.size)
             for k in (3, 7, 11):
                 weight = torch.randn(sparse.channels, k, k, device="cuda", dtype=dtype)
-                reference = conv(sparse, weight, "torch")
+                # the reference in float64 from the same (rounded) inputs: a bf16 reference rounds its own
+                # partial sums, and a weight gradient summed over every point cancels (seen on an H200: 0.41
+                # apart at 5.3 between two bf16 computations)
+                exact = SparseImage(sparse.values.double(), sparse.index, sparse.size)
+                reference = conv(exact, weight.double(), "torch")
                 for neighbours in ("table", "window"):
                     for ours, expected in zip(conv(sparse, weight, "cuda", neighbours), reference):
-                        torch.testing.assert_close(ours.float(), expected.float(), rtol=tolerance, atol=tolerance)
+                        size = expected.abs().max().item() if expected.numel() else 1.0
+                        torch.testing.assert_close(
+                            ours.double(), expected, rtol=tolerance, atol=tolerance * max(1.0, size)
+                        )
                 h, w = sparse.size
                 args = (sparse.index, sparse.index_map(), h, w, k, k)
                 assert torch.equal(backends.neighbour_table(*args, "cuda"), backends.neighbour_table(*args, "torch"))

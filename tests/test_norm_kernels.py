@@ -143,4 +143,7 @@ def test_a_sparse_block_computes_the_same_with_the_kernel_and_with_pytorch(spars
         values.square().sum().backward()
         results[name] = [values.detach()] + [p.grad for p in block.parameters()]
     for ours, expected in zip(results["cpp"], results["torch"]):
-        torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
+        # float32 sums in another order: a weight gradient over every pixel differs by ~1e-6 of its size
+        # (1.2e-5 at an entry near 0 on a 16-core AVX-512 machine)
+        size = expected.abs().max().item()
+        torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5 * max(1.0, size))

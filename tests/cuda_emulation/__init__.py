@@ -85,8 +85,11 @@ def translate(source: str, bindings: bool) -> str:
     return f'#include "{"bindings.h" if bindings else "runtime.h"}"\n' + text
 
 
-def build(name: str, sources: Iterable[Path], bindings: str, sanitize: bool = False) -> ModuleType:
-    """Translate ``sources`` (``bindings``: the file name that holds the module's bindings) and compile them.
+def build(
+    name: str, sources: Iterable[Path], bindings: str, sanitize: bool = False, source_dir: Path = SOURCE_DIR
+) -> ModuleType:
+    """Translate ``sources`` (``bindings``: the file name that holds the module's bindings) and compile them
+    against the headers of ``source_dir`` (``csrc/``, or an edited copy: a kernel candidate's).
 
     ``sanitize`` builds with AddressSanitizer, which checks every access the kernels make to heap memory
     (a tensor's storage), and the alignment sanitizer, which stops at the first access of a type (a channel
@@ -98,7 +101,7 @@ def build(name: str, sources: Iterable[Path], bindings: str, sanitize: bool = Fa
     flags = FLAGS + (SANITIZER_FLAGS if sanitize else [])
     digest = hashlib.sha256((HERE / "runtime.h").read_bytes() + (HERE / "bindings.h").read_bytes())
     for header in HEADERS:
-        digest.update((SOURCE_DIR / header).read_bytes())
+        digest.update((source_dir / header).read_bytes())
     for text in texts.values():
         digest.update(text.encode())
     digest.update(" ".join(flags).encode() + torch.__version__.encode())
@@ -119,7 +122,7 @@ def build(name: str, sources: Iterable[Path], bindings: str, sanitize: bool = Fa
             [str(folder / f"{stem}.cpp") for stem in texts],
             extra_cflags=flags,
             extra_ldflags=SANITIZER_FLAGS if sanitize else None,
-            extra_include_paths=[str(HERE), str(SOURCE_DIR)],
+            extra_include_paths=[str(HERE), str(source_dir)],
             build_directory=str(folder),
             verbose=False,
         )

@@ -50,6 +50,7 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
+#define __launch_bounds__(...)  // an occupancy hint to ptxas: nothing for the emulator
 #define __shared__ static
 #define C10_CUDA_KERNEL_LAUNCH_CHECK() \
   do {                                 \

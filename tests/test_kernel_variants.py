@@ -1,0 +1,111 @@
+"""The kernel candidates (``benchmarks/kernel_candidates.py``) and their A/B benchmark
+(``benchmarks/kernel_variants.py``), checked without a GPU: every candidate still applies to ``csrc/``,
+a stale one is refused by name, the edited kernels compute the reference's convolution on the emulated
+GPU, and the benchmark's comparison times what agrees and reports what does not."""
+
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from infdiff.ops import SparseImage, backends
+from infdiff.ops.extension import SOURCE_DIR, SOURCES, ExtensionUnavailable, load_kernels
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import kernel_candidates  # noqa: E402
+import kernel_variants  # noqa: E402
+from kernel_candidates import CANDIDATES, EDITS, candidate_sources  # noqa: E402
+
+
+@pytest.mark.parametrize("name", sorted(CANDIDATES))
+def test_every_candidate_still_applies_to_csrc(name, tmp_path):
+    folder = candidate_sources(name, SOURCE_DIR, tmp_path / name)
+    edited = (folder / kernel_candidates.CUDA_FILE).read_text()
+    assert edited != (SOURCE_DIR / kernel_candidates.CUDA_FILE).read_text()
+    for edit_set in CANDIDATES[name]:
+        assert edit_set in EDITS
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in SOURCE_DIR.iterdir() if p.is_file())
+
+
+def test_a_stale_candidate_is_refused_with_its_name_file_and_edit(tmp_path, monkeypatch):
+    stale = [(kernel_candidates.CUDA_FILE, "a line csrc/ no longer has\n", "anything\n")]
+    monkeypatch.setitem(EDITS, "stale", stale)
+    monkeypatch.setitem(CANDIDATES, "stale_candidate", ("grouped_loads", "stale"))
+    with pytest.raises(ValueError, match=r"'stale_candidate', edit 'stale': sparse_ops_cuda.cu holds 0 copies of "):
+        candidate_sources("stale_candidate", SOURCE_DIR, tmp_path / "x")
+    with pytest.raises(ValueError, match=r"unknown kernel candidate 'nope'; expected one of \['grouped_loads'"):
+        candidate_sources("nope", SOURCE_DIR, tmp_path / "y")
+
+
+def test_the_grouped_loads_compute_the_reference_convolution_on_the_emulated_gpu(tmp_path):
+    """The candidate with every structural edit (the others change constants only): its forward, transposed
+    and weight kernels, by table and by window, in float32 and bfloat16, with a tap count (49) that leaves
+    a partial group, absent neighbours and one batch item almost empty."""
+    from cuda_emulation import build
+    from test_kernels import conv, sparse_image
+
+    folder = candidate_sources("grouped_loads_bounded", SOURCE_DIR, tmp_path / "src")
+    try:
+        module = build(
+            "infdiff_candidate_emulated", [folder / s for s in SOURCES["cuda"]], "bindings.cpp", False, folder
+        )
+    except ExtensionUnavailable as why:
+        pytest.skip(str(why))
+    backends.BACKENDS.register("candidate_emulated", backends.Backend("emulated candidate", ("cpu",), lambda: module))
+    backends.resolve_backend.cache_clear()
+    try:
+        for case in (dict(batch=2, size=(16, 12), points=40, clustered=True), dict(batch=2, size=(9, 7), points=63)):
+            for dtype, tolerance in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
+                cpu = sparse_image(**case, channels=6, dtype=torch.float64)
+                exact_weight = torch.randn(6, 7, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+                sparse = SparseImage(cpu.values.to(dtype), cpu.index, cpu.size)
+                weight = exact_weight.to(dtype)
+                reference = conv(
+                    SparseImage(sparse.values.double(), sparse.index, sparse.size), weight.double(), "torch"
+                )
+                for neighbours in ("table", "window"):
+                    for ours, expected in zip(conv(sparse, weight, "candidate_emulated", neighbours), reference):
+                        size = max(1.0, expected.abs().max().item())
+                        torch.testing.assert_close(ours.double(), expected, rtol=tolerance, atol=tolerance * size)
+    finally:
+        backends.BACKENDS.unregister("candidate_emulated")
+        backends.resolve_backend.cache_clear()
+
+
+class _Doubled:
+    """The C++ kernels with a forward that is twice what it should be: a candidate that does not agree."""
+
+    def __getattr__(self, name):
+        kernel = getattr(load_kernels("cpu"), name)
+        return (lambda *args: 2 * kernel(*args)) if name == "gather_conv" else kernel
+
+
+def test_the_comparison_times_what_agrees_and_reports_what_differs():
+    try:
+        load_kernels("cpu")
+    except ExtensionUnavailable as why:
+        pytest.skip(str(why))
+    registered = {"same": lambda: load_kernels("cpu"), "doubled": _Doubled}
+    for name, load in registered.items():
+        backends.BACKENDS.register(name, backends.Backend(name, ("cpu",), load))
+    backends.resolve_backend.cache_clear()
+    args = argparse.Namespace(density=0.25, batch=2, channels=4, kernel=3, dtype="float32", repeats=2)
+    try:
+        result = kernel_variants.run(12, args, ["cpp", "same", "doubled"], device="cpu")
+    finally:
+        for name in registered:
+            backends.BACKENDS.unregister(name)
+        backends.resolve_backend.cache_clear()
+    rows = result["kernels"]
+    assert set(rows) == set(kernel_variants.TIMED)
+    assert rows["gather_conv"]["doubled"] == {"differs_from_csrc": True}
+    assert rows["gather_conv_transposed"]["doubled"] == {"differs_from_csrc": True}  # the same kernel, flipped
+    assert rows["gather_conv_weight"]["doubled"]["median_ms"] > 0
+    assert all(rows[k]["same"]["median_ms"] > 0 and rows[k]["cpp"]["ratio_to_csrc"] == 1.0 for k in rows)
+    table = kernel_variants.markdown(
+        dict(result, variants=["cpp", "same", "doubled"], runs=[result], device_name="cpu", torch="x", **vars(args))
+    )
+    forward = next(line for line in table.splitlines() if line.startswith("| 12² | gather_conv | "))
+    assert forward.endswith("| differs |") and "(1.00×)" in forward
