@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The one prepared GPU run (under 8 minutes on an H100/H200: the steps' own time limits add up to 510 s after the
-# build; the whole run took 293 s on an H200 at cf39fbb, build included): build the kernels (and the kernel
+# The one prepared GPU run (293 s on an H200 at commit cf39fbb, build included; the steps' own time limits, which
+# only a hang or a much slower machine reaches, add up to 570 s after the build): build the kernels (and the kernel
 # candidates of benchmarks/kernel_candidates.py beside them), run the GPU tests and every GPU benchmark, and
 # write into the folder given as argument
 # three files (a device machine returns at most eight): results.json (the environment and every benchmark's JSON
@@ -101,9 +101,11 @@ fi
 echo "kernels built in $(( $(date +%s) - start )) s" | tee -a "$log"
 
 if selected tests; then
-    # all of pytest's output into the log (a crash's traceback would push the failures' summary out of a tail)
-    timeout 60 $py -m pytest -q -rfEs -p no:cacheprovider tests/test_gpu.py tests/test_kernels.py \
-        tests/test_norm_kernels.py 2>&1 | tee -a "$log" | tail -40
+    # one pytest per file, so a crash (as the H200 run at cf39fbb had) costs only its own file's results; all
+    # of pytest's output goes into the log (a crash's traceback would push the summary out of a tail)
+    for tests in tests/test_gpu.py tests/test_kernels.py tests/test_norm_kernels.py; do
+        timeout 40 $py -m pytest -q -rfEs -p no:cacheprovider "$tests" 2>&1 | tee -a "$log" | tail -15
+    done
 fi
 fi
 
