@@ -105,13 +105,17 @@ _EMPTY_NEW = """      if (v.size(0) == 0) {  // no rows to gather, nor for the c
       }
       out = at::empty({points, channels}, v.options());
       if (points == 0 || channels == 0) return;"""
-_GROUP = "constexpr int kWeightTaps = 8;      // taps one weight-gradient block sums (one register each)\n"
+_WEIGHT_TAPS_LINE = "constexpr int kWeightTaps = 8;      // taps one weight-gradient block sums (one register each)\n"
 
 EDITS: Dict[str, List[Edit]] = {
     # the loads of kTapGroup taps in flight together, in the forward (and transposed) gather and the
     # weight gradient; the window lookup's offsets in 32-bit arithmetic
     "grouped_loads": [
-        (CUDA_FILE, _GROUP, _GROUP + "constexpr int kTapGroup = 8;        // taps whose loads go out together\n"),
+        (
+            CUDA_FILE,
+            _WEIGHT_TAPS_LINE,
+            _WEIGHT_TAPS_LINE + "constexpr int kTapGroup = 8;        // taps whose loads go out together\n",
+        ),
         (CUDA_FILE, _FORWARD_OLD, _FORWARD_NEW),
         (CUDA_FILE, _WEIGHT_OLD, _WEIGHT_NEW),
         (CUDA_FILE, _WINDOW_OLD, _WINDOW_NEW),

@@ -28,7 +28,7 @@ from infdiff.ops.extension import CUDA_FLAGS, SOURCE_DIR, SOURCES, cache_root
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import add_dry_run, dry_run, environment, fraction, interleaved_medians, positive, publish  # noqa: E402
-from kernel_candidates import CANDIDATES, candidate_sources  # noqa: E402
+from kernel_candidates import CANDIDATES, EDITS, candidate_sources  # noqa: E402
 from sparse_kernels import kernels  # noqa: E402
 
 BASELINE = "cuda"  # csrc/'s kernels
@@ -45,15 +45,13 @@ TOLERANCE = {"float32": 1e-5, "float64": 1e-10, "bfloat16": 2e-2, "float16": 4e-
 
 @functools.lru_cache(maxsize=None)
 def candidate_folder(name: str) -> Path:
-    """Where candidate ``name`` is built: its edited sources, keyed by their hash and torch's version."""
-    with tempfile.TemporaryDirectory() as scratch:
-        sources = candidate_sources(name, SOURCE_DIR, Path(scratch))
-        digest = hashlib.sha256(torch.__version__.encode())
-        for path in sorted(sources.iterdir()):
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
-        folder = cache_root() / "candidates" / f"{name}_{digest.hexdigest()[:16]}"
-        if not (folder / "src").is_dir():
-            candidate_sources(name, SOURCE_DIR, folder / "src")
+    """Where candidate ``name`` is built, keyed by csrc/'s files, the candidate's edits and torch's version;
+    its edited sources in ``src/``."""
+    digest = hashlib.sha256(torch.__version__.encode() + repr([EDITS[e] for e in CANDIDATES[name]]).encode())
+    for path in sorted(p for p in SOURCE_DIR.iterdir() if p.is_file()):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    folder = cache_root() / "candidates" / f"{name}_{digest.hexdigest()[:16]}"
+    candidate_sources(name, SOURCE_DIR, folder / "src")
     return folder
 
 

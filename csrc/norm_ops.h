@@ -30,23 +30,23 @@ std::vector<at::Tensor> modulated_layer_norm_backward(const at::Tensor& grad, co
 inline void check_modulated_norm_inputs(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift) {
   INFDIFF_CHECK(x.dim() == 3, "x must be (B, R, C), got ", x.sizes());
   INFDIFF_CHECK(scale.dim() == 2 && scale.size(0) == x.size(0) && scale.size(1) == x.size(2),
-              "scale must be (B, C) = (", x.size(0), ", ", x.size(2), "), got ", scale.sizes());
+                "scale must be (B, C) = (", x.size(0), ", ", x.size(2), "), got ", scale.sizes());
   INFDIFF_CHECK(shift.sizes() == scale.sizes(), "shift must be shaped like scale ", scale.sizes(), ", got ",
-              shift.sizes());
+                shift.sizes());
   INFDIFF_CHECK(scale.scalar_type() == x.scalar_type() && shift.scalar_type() == x.scalar_type(),
-              "x, scale and shift must share a dtype, got ", x.scalar_type(), ", ", scale.scalar_type(), " and ",
-              shift.scalar_type());
+                "x, scale and shift must share a dtype, got ", x.scalar_type(), ", ", scale.scalar_type(), " and ",
+                shift.scalar_type());
 }
 
 inline void check_modulated_norm_backward_inputs(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& scale,
                                                  const at::Tensor& mean, const at::Tensor& rstd) {
   check_modulated_norm_inputs(x, scale, scale);
   INFDIFF_CHECK(grad.sizes() == x.sizes() && grad.scalar_type() == x.scalar_type(),
-              "grad must be shaped and typed like x ", x.sizes(), ", got ", grad.sizes());
+                "grad must be shaped and typed like x ", x.sizes(), ", got ", grad.sizes());
   INFDIFF_CHECK(mean.numel() == x.size(0) * x.size(1) && rstd.numel() == mean.numel(),
-              "mean and rstd must hold one value per row of x (", x.size(0) * x.size(1), ")");
+                "mean and rstd must hold one value per row of x (", x.size(0) * x.size(1), ")");
   INFDIFF_CHECK(mean.scalar_type() == opmath_dtype(x) && rstd.scalar_type() == opmath_dtype(x),
-              "mean and rstd must be ", opmath_dtype(x));
+                "mean and rstd must be ", opmath_dtype(x));
 }
 
 // The forward's contiguous inputs and freshly allocated outputs, alike on either device.

@@ -72,7 +72,7 @@ def test_decoder_sparse_and_dense_on_cuda_under_bf16_autocast():
 
 @pytest.mark.parametrize("channels", [5, 64])  # odd: one channel per lane; even: aligned channel pairs
 def test_the_cuda_kernels_match_the_reference_on_the_gpu(channels):
-    from test_kernels import CASES, conv, sparse_image
+    from test_kernels import CASES, assert_close_to_size, conv, sparse_image
 
     for case in CASES.values():
         for dtype, tolerance in ((torch.float32, 1e-4), (torch.float64, 1e-10), (torch.bfloat16, 2e-2)):
@@ -87,10 +87,7 @@ def test_the_cuda_kernels_match_the_reference_on_the_gpu(channels):
                 reference = conv(exact, weight.double(), "torch")
                 for neighbours in ("table", "window"):
                     for ours, expected in zip(conv(sparse, weight, "cuda", neighbours), reference):
-                        size = expected.abs().max().item() if expected.numel() else 1.0
-                        torch.testing.assert_close(
-                            ours.double(), expected, rtol=tolerance, atol=tolerance * max(1.0, size)
-                        )
+                        assert_close_to_size(ours, expected, tolerance)
                 h, w = sparse.size
                 args = (sparse.index, sparse.index_map(), h, w, k, k)
                 assert torch.equal(backends.neighbour_table(*args, "cuda"), backends.neighbour_table(*args, "torch"))
@@ -134,6 +131,7 @@ def test_every_operator_passes_opcheck_on_the_gpu():
 
 
 def test_the_cuda_modulated_layer_norm_matches_pytorch_in_every_dtype():
+    from test_kernels import assert_close_to_size
     from test_norm_kernels import SHAPES, composed, inputs, run
 
     from infdiff.ops.modulated_norm import modulated_layer_norm
@@ -144,9 +142,7 @@ def test_the_cuda_modulated_layer_norm_matches_pytorch_in_every_dtype():
             expected = run(composed, *(t.double() for t in (x, scale, shift)))
             ours = run(lambda *a: modulated_layer_norm(*a, backend="cuda"), x, scale, shift)
             for got, want in zip(ours, expected):
-                # bf16 gradients summed over many rows: relative to their size
-                scale_of = want.abs().max().item() if want.numel() else 1.0
-                torch.testing.assert_close(got.double(), want, rtol=tolerance, atol=tolerance * max(1.0, scale_of))
+                assert_close_to_size(got, want, tolerance)  # bf16 gradients summed over many rows
 
 
 def test_the_cuda_modulated_layer_norm_passes_opcheck_and_gradcheck():

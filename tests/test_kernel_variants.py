@@ -43,8 +43,8 @@ def test_the_grouped_loads_compute_the_reference_convolution_on_the_emulated_gpu
     """The candidate with every structural edit (the others change constants only): its forward, transposed
     and weight kernels, by table and by window, in float32 and bfloat16, with a tap count (49) that leaves
     a partial group, absent neighbours and one batch item almost empty."""
-    from cuda_emulation import build
-    from test_kernels import conv, sparse_image
+    from cuda_emulation import build, compiler_at_hand
+    from test_kernels import assert_close_to_size, conv, sparse_image
 
     folder = candidate_sources("grouped_loads_bounded", SOURCE_DIR, tmp_path / "src")
     try:
@@ -52,6 +52,8 @@ def test_the_grouped_loads_compute_the_reference_convolution_on_the_emulated_gpu
             "infdiff_candidate_emulated", [folder / s for s in SOURCES["cuda"]], "bindings.cpp", False, folder
         )
     except ExtensionUnavailable as why:
+        if compiler_at_hand():
+            raise  # the candidate's sources do not build: its fault, not the machine's
         pytest.skip(str(why))
     backends.BACKENDS.register("candidate_emulated", backends.Backend("emulated candidate", ("cpu",), lambda: module))
     backends.resolve_backend.cache_clear()
@@ -67,8 +69,7 @@ def test_the_grouped_loads_compute_the_reference_convolution_on_the_emulated_gpu
                 )
                 for neighbours in ("table", "window"):
                     for ours, expected in zip(conv(sparse, weight, "candidate_emulated", neighbours), reference):
-                        size = max(1.0, expected.abs().max().item())
-                        torch.testing.assert_close(ours.double(), expected, rtol=tolerance, atol=tolerance * size)
+                        assert_close_to_size(ours, expected, tolerance)
     finally:
         backends.BACKENDS.unregister("candidate_emulated")
         backends.resolve_backend.cache_clear()

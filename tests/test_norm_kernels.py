@@ -14,7 +14,7 @@ from infdiff.ops.modulated_norm import (
     modulated_layer_norm_backward_op,
     modulated_layer_norm_op,
 )
-from test_kernels import cpp_available
+from test_kernels import assert_close_to_size, cpp_available
 
 pytestmark = pytest.mark.skipif(not cpp_available(), reason="the C++ kernels do not build here")
 
@@ -145,5 +145,4 @@ def test_a_sparse_block_computes_the_same_with_the_kernel_and_with_pytorch(spars
     for ours, expected in zip(results["cpp"], results["torch"]):
         # float32 sums in another order: a weight gradient over every pixel differs by ~1e-6 of its size
         # (1.2e-5 at an entry near 0 on a 16-core AVX-512 machine)
-        size = expected.abs().max().item()
-        torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5 * max(1.0, size))
+        assert_close_to_size(ours, expected, 1e-5)

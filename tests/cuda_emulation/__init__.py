@@ -14,6 +14,7 @@ import functools
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from types import ModuleType
@@ -129,6 +130,14 @@ def build(
     except Exception as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ExtensionUnavailable(f"building the emulated CUDA kernels failed: {first}") from error
+
+
+def compiler_at_hand() -> bool:
+    """A C++ compiler and ninja are here: an emulated build that fails is then the sources' fault (a
+    CUDA-only construct the emulator lacks, say, which nvcc's compile check passes), not the machine's."""
+    from torch.utils import cpp_extension
+
+    return shutil.which(os.environ.get("CXX", "c++")) is not None and cpp_extension.is_ninja_available()
 
 
 @functools.lru_cache(maxsize=None)
