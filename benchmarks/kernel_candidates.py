@@ -123,8 +123,8 @@ EDITS: Dict[str, List[Edit]] = {
         (CUDA_FILE, _EMPTY_OLD, _EMPTY_NEW),
         (
             CUDA_FILE,
-            "  if (points > 0 && channels > 0 && taps > 0) {",
-            "  if (points > 0 && channels > 0 && taps > 0 && v.size(0) > 0) {",
+            "  if (points == 0 || channels == 0 || taps == 0) return",
+            "  if (points == 0 || channels == 0 || taps == 0 || v.size(0) == 0) return",
         ),
     ],
     # ptxas held to 64 registers in the gather (4 blocks of 256 threads per SM) and 85 in the weight

@@ -25,7 +25,9 @@ and the bytes autograd keeps for backward (counted with saved-tensor hooks: dete
 device-independent), in all and beyond the neighbour table, which a network builds once per
 batch and shares between all its convolutions; on a GPU also peak allocated memory and, for the sparse kernels, the
 achieved bandwidth of their compulsory traffic (values, output, gradients and table, each once)
-as a fraction of the device's peak.  A Markdown table is written next to the JSON.
+as a fraction of the device's peak, and from one profiled call each the kernels it launched
+(``gpu_kernels``) and the share of its wall time they ran (``gpu_busy``: well below 1, the host's
+launches bound the call).  A Markdown table is written next to the JSON.
 
     python benchmarks/sparse_conv.py --sizes 64 128 256 --densities 1 0.5 0.25 0.125 \
         --out benchmarks/results/sparse_conv_cpu.json
@@ -61,6 +63,7 @@ from bench_common import (  # noqa: E402  (sibling modules)
     peak_bytes,
     publish,
 )
+from step_breakdown import profiled_fractions  # noqa: E402
 
 
 def saved_bytes(fn, shared=()) -> int:
@@ -162,6 +165,10 @@ def run(size, batch, channels, kernel, density, repeats, device, backends, naive
     steps = {name: step(fn) for name, fn in variants.items()}
     seconds = interleaved_medians(steps, repeats, device)
     peaks = {name: peak_bytes(fn, device) for name, fn in steps.items()} if device == "cuda" else {}
+    # what one call launches and how much of its wall time the GPU computes (one profiled call each)
+    launches = {
+        name: profiled_fractions(fn, torch.device(device))[1] if device == "cuda" else {} for name, fn in steps.items()
+    }
     baseline, bare = seconds["dense_masked"], seconds["dense_conv_only"]
     peak = peak_bandwidth(device)
     traffic = compulsory_bytes(batch * n, channels, kernel, x.element_size())
@@ -186,6 +193,7 @@ def run(size, batch, channels, kernel, density, repeats, device, backends, naive
                 "autograd_saved_bytes": saved_bytes(variants[name]),
                 "autograd_saved_bytes_beyond_the_shared_table": saved_bytes(variants[name], shared=[table]),
                 **({"peak_cuda_bytes": peaks[name]} if name in peaks else {}),
+                **launches[name],
                 **bandwidth(name, t),
             }
             for name, t in seconds.items()
@@ -208,6 +216,15 @@ def markdown(results: dict) -> str:
     for run_ in results["runs"]:
         cells = [f"{v['median_ms']:.2f} ({v['ratio_to_dense_conv_only']:.2f}×)" for v in run_["variants"].values()]
         lines.append(f"| {run_['size']}² | {run_['density']:.3g} | " + " | ".join(cells) + " |")
+    if "gpu_kernels" in results["runs"][0]["variants"][names[0]]:
+        lines += ["", "Kernels one call launches (the GPU's busy share of that call's wall time)", ""]
+        lines += [
+            "| size | density | " + " | ".join(names) + " |",
+            "| --- | --- | " + " | ".join("---" for _ in names) + " |",
+        ]
+        for run_ in results["runs"]:
+            cells = [f"{v['gpu_kernels']} ({v['gpu_busy']:.2f})" for v in run_["variants"].values()]
+            lines.append(f"| {run_['size']}² | {run_['density']:.3g} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

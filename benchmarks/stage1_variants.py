@@ -64,13 +64,14 @@ configuration on the embedded shapes (what ``benchmarks/gpu_check.sh`` runs)::
 
 Reported per variant: its overrides, pixel counts, process steps, parameter count, median seconds
 per step, the ratio to the baseline, the peak bytes a step allocates above what lies between steps
-(``peak_step_bytes``: the CUDA allocator's, or on the CPU the tensors' own) and what lies there
-(``resident_bytes``: parameters and optimiser state); with ``--breakdown``, the fractions of the
-step spent in the sparse convolution kernels, the neighbour tables, the kNN search, the compiled
-modulated layer norms, the optimiser
-(from a profile of one step) and the coarse-grid U-Nets (timed alone, :mod:`step_breakdown`), the
-rest under ``other`` (point-wise MLPs, norms, interpolation, the dense path's convolutions).  A
-Markdown table is written beside the JSON.  On these shared 2-core machines only the ratios mean
+(``peak_step_bytes``: the CUDA allocator's, or on the CPU the tensors' own, ``null`` there for a
+compiled variant) and what lies there (``resident_bytes``: parameters and optimiser state); with ``--breakdown``, under ``fractions`` those
+of the step spent in the sparse convolution kernels, the neighbour tables, the kNN search, the
+compiled modulated layer norms, the optimiser (from a profile of one step) and the coarse-grid
+U-Nets (timed alone, :mod:`step_breakdown`), the rest under ``other`` (point-wise MLPs, norms,
+interpolation, the dense path's convolutions), and on a GPU ``gpu_busy``; under ``counts`` the
+operators one step dispatches and on a GPU the kernels it launches.  A Markdown table is written
+beside the JSON.  On these shared 2-core machines only the ratios mean
 something.
 """
 
@@ -89,6 +90,7 @@ from infdiff.pipeline.build import build_loss, build_process
 from infdiff.pipeline.cli import parse_command_line
 from infdiff.pipeline.legacy_keys import LEGACY_KEYS
 from infdiff.pipeline.schema import validate_config
+from infdiff.train.compile import compile_static_parts
 from infdiff.train.config import ConfigError, override
 from infdiff.train.loop import make_optimizer
 from infdiff.train.settings import OptimizerSettings, from_section
@@ -127,6 +129,10 @@ def resident_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> 
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def _number(value, unit=1) -> str:
+    return "–" if value is None else f"{value / unit:.3f}"
+
+
 def markdown(result: dict) -> str:
     lines = [
         f"Stage-1 step, {result['img_size']}², batch {result['batch_size']}, on {result['device_name']} "
@@ -138,15 +144,20 @@ def markdown(result: dict) -> str:
     for name, v in result["variants"].items():
         lines.append(
             f"| {name} | {v['points']} | {v['encoder_points']} | {v['median_step_s']:.3f} | "
-            f"{v['ratio_to_baseline']:.3f} | {v['peak_step_bytes'] / 2**30:.3f} | {v['peak_ratio_to_baseline']:.3f} | "
+            f"{v['ratio_to_baseline']:.3f} | {_number(v['peak_step_bytes'], 2**30)} | "
+            f"{_number(v['peak_ratio_to_baseline'])} | "
             f"{v['resident_bytes'] / 2**30:.3f} |"
         )
-    parts = {name: v["breakdown"] for name, v in result["variants"].items() if "breakdown" in v}
-    if parts:
-        columns = list(next(iter(parts.values())))
-        lines += ["", "Fractions of the step", "", "| variant | " + " | ".join(columns) + " |"]
-        lines.append("| --- " * (len(columns) + 1) + "|")
-        lines += [f"| {name} | " + " | ".join(f"{f[c]:.3f}" for c in columns) + " |" for name, f in parts.items()]
+    for title, key, cell in (("Fractions of the step", "fractions", "{:.3f}"), ("Counts per step", "counts", "{}")):
+        parts = {name: v["breakdown"][key] for name, v in result["variants"].items() if "breakdown" in v}
+        columns = list(dict.fromkeys(c for f in parts.values() for c in f))  # a compiled variant counts nothing
+        if columns:
+            lines += ["", title, "", "| variant | " + " | ".join(columns) + " |"]
+            lines.append("| --- " * (len(columns) + 1) + "|")
+            lines += [
+                f"| {name} | " + " | ".join(cell.format(f[c]) if c in f else "–" for c in columns) + " |"
+                for name, f in parts.items()
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -185,6 +196,7 @@ def main(argv=None):
         torch.manual_seed(0)
         model = build_autoencoder(variant).to(device)
         optimizer = make_optimizer(model, from_section(OptimizerSettings, variant.optimizer, "optimizer"))
+        compile_static_parts(model, variant.train.compile)  # as the training loop does (train.compile)
         loss = build_loss(variant, build_process(variant))
         autocast = autocast_for(variant.train.mixed_precision, device)
         steps[name] = (model, optimizer, loss, torch.Generator(device=device).manual_seed(0), autocast)
@@ -200,12 +212,18 @@ def main(argv=None):
 
     runs = {name: (lambda members=members: step(*members)) for name, members in steps.items()}
     seconds = interleaved_medians(runs, args.repeats, device.type)
-    peaks = {name: peak_bytes(run, device.type) for name, run in runs.items()}
+    # a dispatch mode (the CPU's tensor-byte count, the operator count) cannot run under torch.compile
+    eager = {name: variant.train.compile == "none" for name, variant in variants.items()}
+    peaks = {
+        name: peak_bytes(run, device.type) if eager[name] or device.type == "cuda" else None
+        for name, run in runs.items()
+    }
     parts = {}
     if args.breakdown:
         for name, run in runs.items():
             model, *_, autocast = steps[name]
-            parts[name] = step_breakdown(model, run, seconds[name], autocast, max(3, args.repeats // 2), device)
+            repeats = max(3, args.repeats // 2)
+            parts[name] = step_breakdown(model, run, seconds[name], autocast, repeats, device, eager[name])
     baseline = seconds[baseline_name]
     result = {
         **environment("stage1_variants", device.type),
@@ -225,7 +243,9 @@ def main(argv=None):
                 "ratio_to_baseline": seconds[name] / baseline,
                 "peak_step_bytes": peaks[name],
                 "resident_bytes": resident_bytes(model, optimizer),
-                "peak_ratio_to_baseline": peaks[name] / peaks[baseline_name],
+                "peak_ratio_to_baseline": peaks[name] / peaks[baseline_name]
+                if None not in (peaks[name], peaks[baseline_name])
+                else None,
                 **({"breakdown": parts[name]} if name in parts else {}),
             }
             for name, (model, optimizer, *_) in steps.items()

@@ -8,6 +8,8 @@ time.  On a GPU the profiled parts are the device time of the kernels launched u
 operator, over the step's synchronised wall time; there ``gpu_busy`` is the time of every kernel the
 step launched over that wall time, apart from the fractions: near 1 the GPU bounds the step, well
 below it the host does (Python and the dispatcher launching kernels faster than the GPU needs them).
+Beside the fractions: the operators one step dispatches (:func:`dispatched_operators`, any device),
+and on a GPU the kernels it launches, the counts a host-bound step's time follows.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from typing import Callable, Dict, List, Tuple
 import torch
 from torch import nn
 
+from torch.utils._python_dispatch import TorchDispatchMode
+
 from bench_common import interleaved_medians, synchronizer
-from infdiff.nn.uno import UNO, UNOEncoder
+from infdiff.train.compile import static_shape_parts
 
 PROFILED_PARTS = {
     "sparse_conv": (
@@ -33,7 +37,6 @@ PROFILED_PARTS = {
     "modulated_norm": ("infdiff::modulated_layer_norm", "infdiff::modulated_layer_norm_backward"),
     "optimiser": ("optimiser",),
 }
-GRID_NETWORKS = (UNO, UNOEncoder)
 
 
 def _event_seconds(event, device: torch.device) -> float:
@@ -45,7 +48,7 @@ def _event_seconds(event, device: torch.device) -> float:
 
 def profiled_fractions(step: Callable[[], object], device: torch.device) -> Tuple[Dict[str, float], Dict[str, float]]:
     """Fractions of one profiled step spent in each :data:`PROFILED_PARTS` part, and on a GPU the
-    kernels' busy share of it (:func:`_gpu_busy`)."""
+    kernels' busy share of it and their number (:func:`_gpu_busy`)."""
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -65,31 +68,47 @@ def profiled_fractions(step: Callable[[], object], device: torch.device) -> Tupl
 
 
 def _gpu_busy(profile, device: torch.device, total: float) -> Dict[str, float]:
-    """``{"gpu_busy": kernel seconds / wall seconds}`` on a GPU, else nothing."""
+    """``{"gpu_busy": kernel seconds / wall seconds, "gpu_kernels": kernels launched}`` on a GPU, else nothing."""
     if device.type != "cuda":
         return {}
     kernels = [e for e in profile.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    return {"gpu_busy": sum(e.time_range.elapsed_us() for e in kernels) / 1e6 / total}
+    return {"gpu_busy": sum(e.time_range.elapsed_us() for e in kernels) / 1e6 / total, "gpu_kernels": len(kernels)}
 
 
-def outermost_grid_networks(model: nn.Module) -> List[nn.Module]:
-    """The :data:`GRID_NETWORKS` of ``model`` not inside another one (a U-Net holds its encoder)."""
-    found = []
-    for name, module in model.named_modules():
-        if isinstance(module, GRID_NETWORKS) and not any(name.startswith(outer + ".") for outer, _ in found):
-            found.append((name, module))
-    return [module for _, module in found]
+class _OperatorCount(TorchDispatchMode):
+    """Counts the operators dispatched under it: those returning a view of an input apart (no kernel runs
+    for them) from those that compute (each one launch or more on a GPU)."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts = {"computing": 0, "views": 0}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        view = any(r.alias_info is not None and not r.alias_info.is_write for r in func._schema.returns)
+        self.counts["views" if view else "computing"] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def dispatched_operators(step: Callable[[], object]) -> Dict[str, int]:
+    """``{"computing": n, "views": m}``: the ATen and custom operators one run of ``step`` dispatches,
+    forward, backward and optimiser (a host that launches each in tens of microseconds spends
+    ``n`` times that per step whatever the GPU does)."""
+    with _OperatorCount() as count:
+        step()
+    return count.counts
 
 
 def _captured_calls(model: nn.Module, step: Callable[[], object]) -> List[Tuple[nn.Module, tuple, dict]]:
-    """Each grid network's call during one step, with detached copies of its tensor arguments."""
+    """Each coarse-grid network's call during one step (the model's static-shape parts,
+    :func:`~infdiff.train.compile.static_shape_parts`), with detached copies of its tensor arguments."""
     calls = []
 
     def record(module, args, kwargs):
         keep = lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v  # noqa: E731
         calls.append((module, tuple(keep(a) for a in args), {k: keep(v) for k, v in kwargs.items()}))
 
-    hooks = [m.register_forward_pre_hook(record, with_kwargs=True) for m in outermost_grid_networks(model)]
+    modules = dict(model.named_modules())
+    hooks = [modules[name].register_forward_pre_hook(record, with_kwargs=True) for name in static_shape_parts(model)]
     try:
         step()
     finally:
@@ -140,10 +159,16 @@ def step_breakdown(
     autocast: Callable[[], object],
     repeats: int,
     device: torch.device,
-) -> Dict[str, float]:
-    """Fractions of a step: :data:`PROFILED_PARTS`, ``grid_unet`` (timed alone) and ``other``; on a GPU
-    also ``gpu_busy`` (not a part of the step: the kernels' share of its wall time)."""
+    count_operators: bool = True,
+) -> Dict[str, Dict[str, float]]:
+    """Where a step goes: ``fractions`` of it (:data:`PROFILED_PARTS`, ``grid_unet`` timed alone, ``other``;
+    on a GPU also ``gpu_busy``, the kernels' share of its wall time, which is not a part of the step) and
+    ``counts`` (with ``count_operators``, :func:`dispatched_operators`, which means little for a compiled
+    model, whose fused kernels it does not see; on a GPU also ``gpu_kernels``, the kernels it launched)."""
     fractions, busy = profiled_fractions(step, device)
     fractions["grid_unet"] = grid_network_seconds(model, step, autocast, repeats, device) / step_seconds
     fractions["other"] = max(0.0, 1 - sum(fractions.values()))
-    return {**fractions, **busy}
+    counts = {f"operators_{kind}": n for kind, n in dispatched_operators(step).items()} if count_operators else {}
+    if "gpu_kernels" in busy:
+        counts["gpu_kernels"] = busy.pop("gpu_kernels")
+    return {"fractions": {**fractions, **busy}, "counts": counts}

@@ -6,9 +6,9 @@
 // channels contiguously (coalesced; every conv kernel takes aligned channel pairs where the row length
 // is even) and the table entry it needs is one broadcast load.  Half and bfloat16 inputs accumulate in
 // float, float64 in double (at::opmath_type).  The weight gradient writes one partial sum per block, in
-// that type, and reduces them with a deterministic sum instead of atomics.  The optional row scale s
-// (the Monte-Carlo normaliser's inverse, in the accumulation type) multiplies the output rows, or with
-// flip the gathered ones (sparse_ops_checks.h), inside the kernels.
+// that type, and reduces them in a fixed order (reduce_weight_partials_kernel) instead of with atomics.
+// The optional row scale s (the Monte-Carlo normaliser's inverse, in the accumulation type) multiplies
+// the output rows, or with flip the gathered ones (sparse_ops_checks.h), inside the kernels.
 
 #include "sparse_ops.h"
 
@@ -32,6 +32,7 @@ constexpr int kLanes = 32;
 constexpr int kPointsPerBlock = 8;
 constexpr int kWeightPoints = 256;  // points one weight-gradient block sums
 constexpr int kWeightTaps = 8;      // taps one weight-gradient block sums (one register each)
+constexpr int kReduceWarps = 8;     // warps that split the chunks of one group of weight-gradient entries
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -176,6 +177,29 @@ __global__ void gather_conv_weight_kernel(const scalar_t* __restrict__ grad, con
   }
 }
 
+// The weight gradient's last pass: dw[c, j] = sum over the chunks b of partials[b, j, c] in one fixed order
+// (warp w sums the chunks w, w + kReduceWarps, ..., then lane c of warp 0 adds the warps' sums in warp order),
+// written transposed into the (C, K) gradient in the values' dtype: one kernel where a zero fill, a sum, a
+// transpose and a cast were four.  blockIdx.x: kLanes consecutive (j, c) entries, one per lane.
+template <typename scalar_t, typename acc_t>
+__global__ void reduce_weight_partials_kernel(const acc_t* __restrict__ partials, scalar_t* __restrict__ grad_weight,
+                                              int64_t chunks, int64_t taps, int64_t channels) {
+  __shared__ acc_t sums[kReduceWarps][kLanes];
+  const int64_t entries = taps * channels;
+  const int64_t entry = blockIdx.x * static_cast<int64_t>(kLanes) + threadIdx.x;  // j * channels + c: coalesced
+  acc_t total = 0;
+  if (entry < entries) {
+    for (int64_t b = threadIdx.y; b < chunks; b += kReduceWarps) total += partials[b * entries + entry];
+  }
+  sums[threadIdx.y][threadIdx.x] = total;
+  __syncthreads();
+  if (threadIdx.y == 0 && entry < entries) {
+    acc_t sum = 0;
+    for (int w = 0; w < kReduceWarps; ++w) sum += sums[w][threadIdx.x];
+    grad_weight[(entry % channels) * taps + entry / channels] = static_cast<scalar_t>(sum);
+  }
+}
+
 __global__ void padded_rows_kernel(const int32_t* __restrict__ index_map, int32_t* __restrict__ padded, int64_t batch,
                                    int64_t n, int64_t height, int64_t width, int64_t rh, int64_t rw) {
   const int64_t task = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
@@ -258,28 +282,33 @@ at::Tensor conv_weight(const at::Tensor& grad, const at::Tensor& values, const s
   auto g = grad.contiguous();
   auto v = values.contiguous();
   const int64_t points = g.size(0), channels = v.size(1);
-  const int64_t chunks = std::max<int64_t>(1, ceil_div(points, kWeightPoints));
-  auto partials = at::zeros({chunks, taps, channels}, v.options().dtype(infdiff::opmath_dtype(v)));
-  if (points > 0 && channels > 0 && taps > 0) {
-    const dim3 block(kLanes, kPointsPerBlock);
-    auto stream = c10::cuda::getCurrentCUDAStream();
-    at::Tensor s;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.scalar_type(), "infdiff_gather_conv_weight_cuda", [&] {
-      using acc_t = at::opmath_type<scalar_t>;
-      const auto* scale_data = infdiff::row_scale_data<acc_t>(scale, s);
-      with_neighbours([&](const auto& neighbours, int64_t) {
-        with_run_width<scalar_t>(channels, {g, v}, [&](auto width) {
-          constexpr int kWidth = decltype(width)::value;
-          const dim3 grid(chunks, ceil_div(taps, kWeightTaps), ceil_div(channels, kLanes * kWidth));
-          gather_conv_weight_kernel<kWidth><<<grid, block, 0, stream>>>(
-              g.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), scale_data, neighbours, partials.data_ptr<acc_t>(),
-              v.size(0), points, channels, taps);
-        });
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (points == 0 || channels == 0 || taps == 0) return at::zeros({channels, taps}, v.options());  // empty sums
+  const int64_t chunks = ceil_div(points, kWeightPoints);
+  // the weight kernel writes every (chunk, tap, channel) entry, so the partials need no zero fill
+  auto partials = at::empty({chunks, taps, channels}, v.options().dtype(infdiff::opmath_dtype(v)));
+  auto grad_weight = at::empty({channels, taps}, v.options());
+  const dim3 block(kLanes, kPointsPerBlock), reduce_grid(ceil_div(taps * channels, kLanes)),
+      reduce_block(kLanes, kReduceWarps);
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  at::Tensor s;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.scalar_type(), "infdiff_gather_conv_weight_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto* scale_data = infdiff::row_scale_data<acc_t>(scale, s);
+    with_neighbours([&](const auto& neighbours, int64_t) {
+      with_run_width<scalar_t>(channels, {g, v}, [&](auto width) {
+        constexpr int kWidth = decltype(width)::value;
+        const dim3 grid(chunks, ceil_div(taps, kWeightTaps), ceil_div(channels, kLanes * kWidth));
+        gather_conv_weight_kernel<kWidth><<<grid, block, 0, stream>>>(
+            g.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), scale_data, neighbours, partials.data_ptr<acc_t>(),
+            v.size(0), points, channels, taps);
       });
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
-  }
-  return partials.sum(0).t().contiguous().to(v.scalar_type());  // (C, K), reduced in a fixed order
+    reduce_weight_partials_kernel<<<reduce_grid, reduce_block, 0, stream>>>(
+        partials.data_ptr<acc_t>(), grad_weight.data_ptr<scalar_t>(), chunks, taps, channels);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return grad_weight;
 }
 
 auto window_neighbours(const at::Tensor& index, const at::Tensor& index_map, int64_t height, int64_t width,

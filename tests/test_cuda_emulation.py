@@ -83,6 +83,20 @@ def test_the_convolution_and_both_gradients_match_the_reference(case, dtype, ker
         assert_close(got, expected, dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("neighbours", ["table", "window"])
+def test_a_weight_gradient_over_more_chunks_than_reducing_warps_sums_them_all(dtype, neighbours):
+    """2,800 points make 11 chunks of 256 for the weight kernel, so the reducing warps wrap around (warp 0
+    sums chunks 0 and 8) and the last chunk is partial."""
+    sparse = sparse_image(batch=2, size=(48, 40), points=1400, channels=6)
+    weight = torch.randn(6, 3, 5, generator=torch.Generator().manual_seed(4))
+    ours = conv(SparseImage(sparse.values.to(dtype), sparse.index, sparse.size), weight.to(dtype), EMULATED, neighbours)
+    exact = SparseImage(sparse.values.to(dtype).double(), sparse.index, sparse.size)
+    expected = conv(exact, weight.to(dtype).double(), "torch")
+    assert ours[2].shape == (6, 3, 5) and ours[2].dtype == dtype
+    assert_close(ours[2], expected[2], dtype)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_neighbour_table_equals_the_reference_and_an_int64_table_gathers_alike(case):
     sparse = sparse_image(**CASES[case])

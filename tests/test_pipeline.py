@@ -439,7 +439,9 @@ def test_variant_benchmark_writes_its_json(tmp_path):
     assert variants["quarter"]["ratio_to_baseline"] == 1.0
     assert all(v["median_step_s"] > 0 for v in variants.values())
     for v in variants.values():
-        parts = v["breakdown"]
+        parts, counts = v["breakdown"]["fractions"], v["breakdown"]["counts"]
+        assert set(counts) == {"operators_computing", "operators_views"}
+        assert counts["operators_computing"] > 100 and counts["operators_views"] > 0
         assert set(parts) == {
             "sparse_conv",
             "neighbour_table",
@@ -451,10 +453,11 @@ def test_variant_benchmark_writes_its_json(tmp_path):
         }
         assert 0 < parts["grid_unet"] < 1 and parts["knn"] > 0 and parts["optimiser"] > 0 < parts["modulated_norm"]
         assert v["resident_bytes"] > 4 * v["parameters"], "fp32 parameters and Adam's two moments"
-    assert variants["all"]["breakdown"]["sparse_conv"] == 0 < variants["quarter"]["breakdown"]["sparse_conv"], (
+    fractions = {name: v["breakdown"]["fractions"] for name, v in variants.items()}
+    assert fractions["all"]["sparse_conv"] == 0 < fractions["quarter"]["sparse_conv"], (
         "all pixels run the dense path, a subset the sparse kernels"
     )
-    assert out.with_suffix(".md").read_text().count("| quarter |") == 2, "a row in each table"
+    assert out.with_suffix(".md").read_text().count("| quarter |") == 3, "a row in each table"
 
 
 def test_variant_benchmark_trains_each_variant_with_its_own_process(tmp_path):

@@ -210,6 +210,8 @@ class UNOEncoder(nn.Module):
     Arguments are those of :class:`UNO` (without ``out_channels``).
     """
 
+    static_shapes = True  # the coarse grid's size is the config's: infdiff.train.compile may compile it
+
     def __init__(
         self,
         in_channels: int,
@@ -313,6 +315,8 @@ class UNO(nn.Module):
     ``forward(x (B, in, H, W), t_emb (B, time_dim), z (B, z_dim)) -> (B, out, H, W)``.
     The head is ``conv(GELU(GN(h)))`` with the path's convolution.
     """
+
+    static_shapes = True  # the coarse grid's size is the config's: infdiff.train.compile may compile it
 
     def __init__(self, in_channels: int, out_channels: int, **kwargs):
         super().__init__()

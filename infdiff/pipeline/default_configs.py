@@ -67,9 +67,11 @@ def _data_section(dataset: str, img_size: FieldReference) -> ConfigDict:
 
 
 def _train_section(**specific) -> ConfigDict:
-    """Loop settings shared by both stages (clip 1.0, EMA 0.995 every 10 steps), plus ``specific``."""
+    """Loop settings shared by both stages (clip 1.0, EMA 0.995 every 10 steps, nothing compiled), plus
+    ``specific``."""
     return ConfigDict(
         dict(
+            compile="none",
             grad_clip=1.0,
             ema_decay=0.995,
             ema_update_every=10,

@@ -36,6 +36,7 @@ from infdiff.train.fields import (
     Text,
     validate,
 )
+from infdiff.train.compile import COMPILE_MODES
 from infdiff.train.settings import MIXED_PRECISIONS
 
 COUNT = Integer(minimum=1)  # sizes, widths, steps, periods
@@ -87,6 +88,7 @@ TRAIN = {
     "train.eval_steps": COUNT,
     "train.plot_samples_steps": COUNT,
     "train.sample_size": COUNT,
+    "train.compile": Text(COMPILE_MODES),
 }
 OPTIMIZER = {
     "optimizer.learning_rate": POSITIVE,

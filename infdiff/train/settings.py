@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Optional
 
+from infdiff.train.compile import check_compile_mode
+
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 
 
@@ -34,7 +36,8 @@ class TrainSettings:
     ``ema_update_every`` steps; metrics are logged every ``log_steps``, checkpoints written every
     ``checkpoint_steps`` (the last ``keep_checkpoints`` kept), the stage's evaluation hook runs
     every ``eval_steps`` and its picture hook every ``plot_samples_steps`` on ``sample_size``
-    examples.
+    examples.  ``compile`` names the ``torch.compile`` mode of the network's static-shape parts
+    (:mod:`infdiff.train.compile`; ``"none"``: all eager).
     """
 
     batch_size: int = 32
@@ -49,8 +52,10 @@ class TrainSettings:
     eval_steps: int = 1000
     plot_samples_steps: int = 5000
     sample_size: int = 8
+    compile: str = "none"
 
     def __post_init__(self):
+        check_compile_mode(self.compile)
         if self.mixed_precision not in MIXED_PRECISIONS:
             raise ValueError(
                 f"train.mixed_precision={self.mixed_precision!r}; expected one of {list(MIXED_PRECISIONS)}"

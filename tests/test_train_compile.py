@@ -1,0 +1,121 @@
+"""``train.compile``: the static-shape parts of a network (the coarse-grid U-Nets) compiled in place,
+computing what the eager network computes, after the EMA's copy and without touching checkpoints.
+
+The compiler here is ``aot_eager`` (dynamo's trace and AOTAutograd's joint graph, run eagerly): the
+compile step that can break on our modules, without inductor's minute of C++ code generation per
+network on this CPU."""
+
+import copy
+
+import pytest
+import torch
+
+from infdiff.train import compile as train_compile
+from infdiff.train.compile import COMPILE_MODES, compile_static_parts, static_shape_parts
+from infdiff.train.settings import TrainSettings
+from test_pipeline import TINY_AE, tiny_configs
+
+
+def tiny_autoencoder(tmp_path):
+    from infdiff.pipeline.autoencoder import build_autoencoder
+
+    config, _ = tiny_configs(tmp_path)
+    torch.manual_seed(0)
+    return config, build_autoencoder(config)
+
+
+def test_the_coarse_grid_networks_are_the_static_shape_parts(tmp_path):
+    _, model = tiny_autoencoder(tmp_path)
+    assert static_shape_parts(model) == ["encoder.contract", "decoder.uno"], "outermost only: UNO holds a UNOEncoder"
+    assert static_shape_parts(model.decoder.uno) == [""]
+
+
+def test_compiled_parts_compute_the_eager_loss_and_gradients(tmp_path, monkeypatch):
+    from infdiff.pipeline.build import build_loss, build_process
+
+    monkeypatch.setattr(train_compile, "COMPILER_BACKEND", "aot_eager")
+    config, model = tiny_autoencoder(tmp_path)
+    model.eval()  # no dropout, so both runs draw the same numbers
+    compiled = copy.deepcopy(model)
+    assert compile_static_parts(compiled, "default") == ["encoder.contract", "decoder.uno"]
+    assert compiled.decoder.uno._compiled_call_impl is not None and model.decoder.uno._compiled_call_impl is None
+    assert list(compiled.state_dict()) == list(model.state_dict()), "checkpoints keep their keys"
+    loss = build_loss(config, build_process(config))
+    batch = torch.rand(2, 3, 16, 16) * 2 - 1
+    values = []
+    for net in (model, compiled):
+        value = loss(net, batch, torch.Generator().manual_seed(1))["loss"].mean()
+        value.backward()
+        values.append((value.detach(), [p.grad.clone() for p in net.parameters()]))
+    (eager, eager_grads), (ours, our_grads) = values
+    torch.testing.assert_close(ours, eager, rtol=1e-5, atol=1e-6)
+    for a, b in zip(our_grads, eager_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_a_copy_of_a_compiled_module_is_eager_and_its_own(monkeypatch):
+    """The EMA's deep copy of a compiled model: torch drops the compiled call from the copy, which then runs
+    its own parameters eagerly (no second compilation, no call into the original)."""
+    from infdiff.nn.uno import UNO
+
+    monkeypatch.setattr(train_compile, "COMPILER_BACKEND", "aot_eager")
+    torch.manual_seed(0)
+    uno = UNO(
+        4, 4, base_channels=8, channel_mults=(1, 2), blocks_per_level=1, attn_resolutions=(), resolution=8, num_groups=4
+    )
+    uno.eval()
+    compile_static_parts(uno, "default")
+    copied = copy.deepcopy(uno)
+    assert copied._compiled_call_impl is None and uno._compiled_call_impl is not None
+    x = torch.randn(1, 4, 8, 8)
+    torch.testing.assert_close(copied(x), uno(x))
+    with torch.no_grad():
+        for p in copied.parameters():
+            p.zero_()
+    assert copied(x).abs().sum() == 0 < uno(x).abs().sum()
+
+
+def test_the_training_loop_compiles_the_grid_networks_after_its_ema_copy(tmp_path, monkeypatch, capsys):
+    from test_pipeline import flags, script
+
+    from infdiff.train import ema
+
+    calls = []
+    copy_model = ema.EMA.__init__
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda module, **kw: calls.append((type(module).__name__, kw)))
+
+    def copy_and_record(*args, **kwargs):
+        calls.append(("EMA", {}))
+        copy_model(*args, **kwargs)
+
+    monkeypatch.setattr(ema.EMA, "__init__", copy_and_record)
+    argv = TINY_AE + [f"run.output_dir={tmp_path}", "train.max_steps=1", "train.compile=reduce-overhead"]
+    script("train_inf_ae_diffusion.py").main(flags("config", "shapes_32_config.py", argv))
+    assert [name for name, _ in calls] == ["EMA", "UNOEncoder", "UNO"]
+    assert all(kw["mode"] == "reduce-overhead" and kw["fullgraph"] for _, kw in calls[1:])
+    assert "compiled (reduce-overhead): encoder.contract, decoder.uno" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", ["fast", "None", ""])
+def test_an_unknown_compile_mode_names_the_key_and_the_modes(bad):
+    with pytest.raises(ValueError, match=rf"train.compile={bad!r}; expected one of \['none', 'default'"):
+        TrainSettings(compile=bad)
+    assert COMPILE_MODES[0] == "none"
+
+
+def test_the_step_benchmark_compiles_a_variant_as_training_does(tmp_path, monkeypatch):
+    import json
+
+    from test_pipeline import flags, script
+
+    monkeypatch.setattr(train_compile, "COMPILER_BACKEND", "aot_eager")
+    out = tmp_path / "bench.json"
+    script("benchmarks/stage1_variants.py").main(
+        ["--out", str(out), "--repeats", "1", "--breakdown", "--variant", "eager", "--variant", "compiled"]
+        + ["train.compile=default"]
+        + flags("config", "shapes_32_config.py", TINY_AE)
+    )
+    variants = json.loads(out.read_text())["variants"]
+    assert variants["eager"]["breakdown"]["counts"]["operators_computing"] > 0
+    assert variants["compiled"]["breakdown"]["counts"] == {}, "a compiled step's operators are not what runs"
+    assert 0 < variants["compiled"]["breakdown"]["fractions"]["grid_unet"]
