@@ -14,11 +14,17 @@ of their dependent loads does.  Each tap loads a neighbour id (table or index ma
 names, behind a branch on whether the neighbour exists; the warp waits for each tap's row before it
 can issue the next.  Loading a group of taps' ids, then all of their rows unconditionally (row 0 for an
 absent neighbour, masked after), then summing, puts a group's loads in flight together.
+
+Once a GPU has timed a winner, ``python benchmarks/kernel_candidates.py --promote NAME`` writes its edits
+into ``csrc/`` (then delete its entries here, or rewrite the candidates built on it).
 """
 
 from __future__ import annotations
 
+import argparse
+import filecmp
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -178,3 +184,30 @@ def candidate_sources(name: str, source_dir: Path, folder: Path) -> Path:
                 )
             (folder / file).write_text(text.replace(old, new))
     return folder
+
+
+def promote(name: str, source_dir: Path) -> list:
+    """Write candidate ``name``'s edits into ``source_dir`` itself; returns the names of the files changed."""
+    with tempfile.TemporaryDirectory() as scratch:
+        edited = candidate_sources(name, source_dir, Path(scratch))
+        changed = [f.name for f in sorted(edited.iterdir()) if not filecmp.cmp(f, source_dir / f.name, shallow=False)]
+        for file in changed:
+            shutil.copyfile(edited / file, source_dir / file)
+    return changed
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--promote", required=True, choices=sorted(CANDIDATES), help="the candidate to write into csrc/"
+    )
+    args = parser.parse_args(argv)
+    source_dir = Path(__file__).resolve().parents[1] / "csrc"
+    changed = promote(args.promote, source_dir)
+    print(
+        f"{args.promote}: wrote {', '.join(changed)} in {source_dir}; now remove its edits from {Path(__file__).name}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -4,6 +4,7 @@ a stale one is refused by name, the edited kernels compute the reference's convo
 GPU, and the benchmark's comparison times what agrees and reports what does not."""
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -27,6 +28,20 @@ def test_every_candidate_still_applies_to_csrc(name, tmp_path):
     for edit_set in CANDIDATES[name]:
         assert edit_set in EDITS
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in SOURCE_DIR.iterdir() if p.is_file())
+
+
+def test_promoting_a_candidate_writes_its_edits_into_the_sources_and_nothing_else(tmp_path):
+    sources = tmp_path / "csrc"
+    shutil.copytree(SOURCE_DIR, sources)
+    expected = candidate_sources("grouped_loads", SOURCE_DIR, tmp_path / "expected")
+    assert kernel_candidates.promote("grouped_loads", sources) == [kernel_candidates.CUDA_FILE]
+    for file in sources.iterdir():
+        assert file.read_bytes() == (expected / file.name).read_bytes()
+    with pytest.raises(ValueError, match="holds 0 copies"):
+        kernel_candidates.promote("grouped_loads", sources)  # applied already: its old text is gone
+    for file in sources.iterdir():
+        assert file.read_bytes() == (expected / file.name).read_bytes(), "a refused promotion writes nothing"
+    assert (sources / "sparse_ops_cpu.cpp").read_bytes() == (SOURCE_DIR / "sparse_ops_cpu.cpp").read_bytes()
 
 
 def test_a_stale_candidate_is_refused_with_its_name_file_and_edit(tmp_path, monkeypatch):
