@@ -5,7 +5,9 @@ Front and back: lift, the sparse residual blocks before and after the grid, the 
 grid, the bilinear return and the projection.  The U-Net in between is replaced by a pass-through
 (its cost does not depend on the pixels kept), so what is timed is exactly the part that training
 on a subset should make cheaper.  Forward + backward, interleaved in one process, median after a
-warm-up; peak tensor bytes of one step.
+warm-up; peak tensor bytes of one step; the computing operators one step dispatches, and on a GPU the
+kernels it launches and their busy share of its wall time (from one profiled step): a step whose time
+does not follow its pixels, with the GPU idle most of it, is bound by the host launching its operators.
 
 Sampling throughput at large sides, with a config's whole decoder, is ``decode_step.py``.
 
@@ -26,6 +28,7 @@ from infdiff.ops import SparseImage, uniform_subset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import add_dry_run, dry_run, backends_for, environment, interleaved_medians, peak_bytes, publish  # noqa: E402  (sibling modules)
+from step_breakdown import dispatched_operators, profiled_fractions  # noqa: E402
 
 
 class PassThrough(nn.Module):
@@ -75,12 +78,17 @@ def front_back(args, backends) -> dict:
         fns.update({f"sparse_{name}_{fraction:g}": sparse(name, fraction) for name in backends})
     seconds = interleaved_medians(fns, args.repeats, args.device)
     peaks = {name: peak_bytes(fn, args.device) for name, fn in fns.items()}
+    operators = {name: dispatched_operators(fn)["computing"] for name, fn in fns.items()}
+    device = torch.device(args.device)
+    launches = {name: profiled_fractions(fn, device)[1] if device.type == "cuda" else {} for name, fn in fns.items()}
     return {
         name: {
             "median_ms": 1e3 * s,
             "ratio_to_dense": s / seconds["dense_all_pixels"],
             "peak_bytes": peaks[name],
             "peak_ratio_to_dense": peaks[name] / peaks["dense_all_pixels"],
+            "operators_computing": operators[name],
+            **launches[name],
         }
         for name, s in seconds.items()
     }
@@ -91,11 +99,15 @@ def markdown(results: dict) -> str:
         f"Decoder front and back (U-Net skipped), {results['size']}², B={results['batch']}, nf {results['nf']}, "
         f"{results['blocks']} blocks, fwd+bwd, on {results['device_name']} (torch {results['torch']})",
         "",
-        "| variant | ms | ratio to dense | peak memory ratio |",
-        "| --- | --- | --- | --- |",
+        "| variant | ms | ratio to dense | peak memory ratio | operators | GPU kernels (busy) |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, v in results["front_back"].items():
-        lines.append(f"| {name} | {v['median_ms']:.1f} | {v['ratio_to_dense']:.3f} | {v['peak_ratio_to_dense']:.3f} |")
+        kernels = f"{v['gpu_kernels']} ({v['gpu_busy']:.2f})" if "gpu_kernels" in v else "–"
+        lines.append(
+            f"| {name} | {v['median_ms']:.1f} | {v['ratio_to_dense']:.3f} | {v['peak_ratio_to_dense']:.3f} | "
+            f"{v['operators_computing']} | {kernels} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -29,7 +29,10 @@ from test_pipeline import ROOT, TINY_AE, flags
         (
             "decoder_front_back.py",
             ["--size", "16", "--batch", "2", "--nf", "8", "--blocks", "1", "--repeats", "1"],
-            lambda r: r["front_back"]["dense_all_pixels"]["ratio_to_dense"] == 1,
+            lambda r: (
+                r["front_back"]["dense_all_pixels"]["ratio_to_dense"] == 1
+                and all(v["operators_computing"] > 20 for v in r["front_back"].values())
+            ),
         ),
         (
             "decode_step.py",
