@@ -6,10 +6,10 @@ Compiled in place (``nn.Module.compile``), a part keeps its parameters, its ``st
 its checkpoints; dynamo traces it once per input shape, so the sparse parts around it, whose point
 counts and neighbour lookups are data-dependent, stay eager.
 
-Why: a step of the paper's FFHQ-256 configuration dispatches about 5,100 computing operators
-(counted on the CPU, ``benchmarks/step_breakdown.py``), so a host that launches each in a few tens
-of microseconds spends ~0.15 s per step whatever the GPU does; inductor fuses the U-Net's
-element-wise chains into fewer kernels, and ``reduce-overhead`` replays them as CUDA graphs.
+Why: a step of the paper's FFHQ-256 configuration dispatches about 2,900 computing operators
+(``benchmarks/results/stage1_ffhq256_operators_cpu.json``, counted on the CPU), so a host that launches
+each in a few tens of microseconds spends ~0.15 s per step whatever the GPU does; inductor fuses
+the U-Nets' element-wise chains into fewer kernels, and ``reduce-overhead`` replays them as CUDA graphs.
 """
 
 from __future__ import annotations
