@@ -90,7 +90,7 @@ from infdiff.pipeline.build import build_loss, build_process
 from infdiff.pipeline.cli import parse_command_line
 from infdiff.pipeline.legacy_keys import LEGACY_KEYS
 from infdiff.pipeline.schema import validate_config
-from infdiff.train.compile import compile_static_parts
+from infdiff.train.compile import begin_step, compile_static_parts
 from infdiff.train.config import ConfigError, override
 from infdiff.train.loop import make_optimizer
 from infdiff.train.settings import OptimizerSettings, from_section
@@ -199,10 +199,12 @@ def main(argv=None):
         compile_static_parts(model, variant.train.compile)  # as the training loop does (train.compile)
         loss = build_loss(variant, build_process(variant))
         autocast = autocast_for(variant.train.mixed_precision, device)
-        steps[name] = (model, optimizer, loss, torch.Generator(device=device).manual_seed(0), autocast)
+        generator = torch.Generator(device=device).manual_seed(0)
+        steps[name] = (model, optimizer, loss, generator, autocast, variant.train.compile)
         settings[name] = variant.loss.to_dict(), variant.process.steps
 
-    def step(model, optimizer, loss, generator, autocast):
+    def step(model, optimizer, loss, generator, autocast, compile_mode):
+        begin_step(compile_mode)
         with autocast():
             value = loss(model, batch, generator)["loss"].mean()
         value.backward()
@@ -221,7 +223,7 @@ def main(argv=None):
     parts = {}
     if args.breakdown:
         for name, run in runs.items():
-            model, *_, autocast = steps[name]
+            model, *_, autocast, _ = steps[name]
             repeats = max(3, args.repeats // 2)
             parts[name] = step_breakdown(model, run, seconds[name], autocast, repeats, device, eager[name])
     baseline = seconds[baseline_name]

@@ -89,10 +89,11 @@ def test_the_training_loop_compiles_the_grid_networks_after_its_ema_copy(tmp_pat
         copy_model(*args, **kwargs)
 
     monkeypatch.setattr(ema.EMA, "__init__", copy_and_record)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: calls.append(("step begins", {})))
     argv = TINY_AE + [f"run.output_dir={tmp_path}", "train.max_steps=1", "train.compile=reduce-overhead"]
     script("train_inf_ae_diffusion.py").main(flags("config", "shapes_32_config.py", argv))
-    assert [name for name, _ in calls] == ["EMA", "UNOEncoder", "UNO"]
-    assert all(kw["mode"] == "reduce-overhead" and kw["fullgraph"] for _, kw in calls[1:])
+    assert [name for name, _ in calls] == ["EMA", "UNOEncoder", "UNO", "step begins"], "one step, its graphs marked"
+    assert all(kw["mode"] == "reduce-overhead" and kw["fullgraph"] for _, kw in calls[1:3])
     assert "compiled (reduce-overhead): encoder.contract, decoder.uno" in capsys.readouterr().out
 
 
@@ -119,3 +120,11 @@ def test_the_step_benchmark_compiles_a_variant_as_training_does(tmp_path, monkey
     assert variants["eager"]["breakdown"]["counts"]["operators_computing"] > 0
     assert variants["compiled"]["breakdown"]["counts"] == {}, "a compiled step's operators are not what runs"
     assert 0 < variants["compiled"]["breakdown"]["fractions"]["grid_unet"]
+
+
+def test_only_the_cuda_graph_modes_mark_the_steps(monkeypatch):
+    marks = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    for mode in COMPILE_MODES:
+        train_compile.begin_step(mode)
+    assert len(marks) == len(train_compile.CUDA_GRAPH_MODES) == 2

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 from typing import List
 
+import torch
 from torch import nn
 
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 """``train.compile``: ``none``, or the ``torch.compile`` mode the static-shape parts are compiled with."""
+
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the modes that replay CUDA graphs
 
 COMPILER_BACKEND = "inductor"
 
@@ -58,3 +61,10 @@ def compile_static_parts(model: nn.Module, mode: str, backend: str | None = None
             backend=backend or COMPILER_BACKEND, mode=None if mode == "default" else mode, fullgraph=True
         )
     return names
+
+
+def begin_step(mode: str) -> None:
+    """Tell the CUDA-graph modes a new training step begins (``torch.compiler.cudagraph_mark_step_begin``),
+    so a replay may reuse the memory of the last step's outputs; nothing for the other modes."""
+    if mode in CUDA_GRAPH_MODES:
+        torch.compiler.cudagraph_mark_step_begin()

@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from infdiff.train.checkpoint import CheckpointManager
-from infdiff.train.compile import compile_static_parts
+from infdiff.train.compile import begin_step, compile_static_parts
 from infdiff.train.ema import EMA
 from infdiff.train.rng import capture_rng_state, mixed_seed, restore_rng_state
 from infdiff.train.run_logger import RunLogger
@@ -204,6 +204,7 @@ class Trainer:
         return bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
 
     def train_step(self, batch: torch.Tensor) -> Dict[str, float]:
+        begin_step(self.settings.compile)
         with self.accelerator.autocast():
             out = self.loss(self.model, batch, self.generator)
         loss = out["loss"].mean()
