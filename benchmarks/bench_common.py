@@ -14,7 +14,7 @@ import statistics
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Iterable, Optional
 
 import torch
 
@@ -39,6 +39,14 @@ def fraction(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text}")
+    return value
+
+
+def odd_side(text: str) -> int:
+    """An argparse type: an odd kernel side of at least 1."""
+    value = int(text)
+    if value < 1 or value % 2 == 0:
+        raise argparse.ArgumentTypeError(f"expected an odd kernel side, got {text}")
     return value
 
 
@@ -172,3 +180,13 @@ def publish(results: dict, table: Callable[[dict], str], out: Optional[Path], ec
     if out:
         atomic_write_text(json.dumps(results, indent=2) + "\n", out, fsync=False)
         atomic_write_text(text, out.with_suffix(".md"), fsync=False)
+
+
+def publish_each(results: dict, runs: Iterable[dict], table: Callable[[dict], str], out: Optional[Path]) -> None:
+    """Append each of ``runs`` (computed one at a time) to ``results["runs"]`` and rewrite the JSON and table
+    after each, so a benchmark cut short by a time limit keeps what it measured; the table is echoed at the end."""
+    results["runs"] = []
+    for run in runs:
+        results["runs"].append(run)
+        publish(results, table, out, echo=False)
+    publish(results, table, out)

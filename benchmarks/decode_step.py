@@ -127,4 +127,5 @@ def run(config, args) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors("decode_step.py"):  # a bad config value or override: one line
+        main()

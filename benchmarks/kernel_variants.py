@@ -27,9 +27,9 @@ from infdiff.ops import SparseImage, backends, uniform_subset
 from infdiff.ops.extension import CUDA_FLAGS, SOURCE_DIR, SOURCES, cache_root
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import add_dry_run, dry_run, environment, fraction, interleaved_medians, positive, publish  # noqa: E402
+from bench_common import dry_run, environment, interleaved_medians, publish_each  # noqa: E402
 from kernel_candidates import CANDIDATES, EDITS, candidate_sources  # noqa: E402
-from sparse_kernels import kernels  # noqa: E402
+from sparse_kernels import add_kernel_options, kernels  # noqa: E402
 
 BASELINE = "cuda"  # csrc/'s kernels
 TIMED = (
@@ -134,20 +134,11 @@ def markdown(results: dict) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--candidates", nargs="+", default=sorted(CANDIDATES), choices=sorted(CANDIDATES))
-    parser.add_argument("--sizes", type=positive(int), nargs="+", default=[256, 512])
-    parser.add_argument("--density", type=fraction, default=0.25)
-    parser.add_argument("--batch", type=positive(int), default=8)
-    parser.add_argument("--channels", type=positive(int), default=64)
-    parser.add_argument("--kernel", type=positive(int), default=7, help="odd kernel side")
-    parser.add_argument("--repeats", type=positive(int), default=25)
+    add_kernel_options(parser, sizes=[256, 512], batch=8, repeats=25)
     parser.add_argument("--dtype", choices=sorted(TOLERANCE), default="bfloat16")
     parser.add_argument("--device", default="cuda", choices=["cuda"], help="the candidates are CUDA kernels")
     parser.add_argument("--build-only", action="store_true", help="build the candidates, time nothing")
-    parser.add_argument("--out", type=Path, default=None, help="JSON to write (and a .md table beside it)")
-    add_dry_run(parser)
     args = parser.parse_args()
-    if args.kernel % 2 == 0:
-        parser.error(f"--kernel must be odd, got {args.kernel}")
     try:  # every candidate must still apply to csrc/, also in a dry run
         with tempfile.TemporaryDirectory() as scratch:
             for name in args.candidates:
@@ -170,12 +161,8 @@ def main():
         **environment("kernel_variants", "cuda"),
         **{key: getattr(args, key) for key in ("batch", "channels", "kernel", "density", "dtype")},
         "variants": names,
-        "runs": [],
     }
-    for size in args.sizes:
-        results["runs"].append(run(size, args, names))
-        publish(results, markdown, args.out, echo=False)  # a run cut short keeps what it measured
-    publish(results, markdown, args.out)
+    publish_each(results, (run(size, args, names) for size in args.sizes), markdown, args.out)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ from bench_common import (  # noqa: E402  (sibling modules)
     interleaved_medians,
     peak_bandwidth,
     peak_bytes,
-    publish,
+    publish_each,
 )
 from step_breakdown import profiled_fractions  # noqa: E402
 
@@ -247,32 +247,18 @@ def main():
     ):
         return
     backends = backends_for(args.device)
+
+    def runs():
+        for size in args.sizes:
+            for density in args.densities:
+                options = (args.batch, args.channels, args.kernel, density, args.repeats, args.device, backends)
+                result = run(size, *options, args.naive, getattr(torch, args.dtype))
+                times = ", ".join(f"{k} {v['median_ms']:.2f} ms" for k, v in result["variants"].items())
+                print(f"{size}² at {density:.3g}: {times}")
+                yield result
+
     header = {**environment("sparse_depthwise_conv_fwd_bwd", args.device), "dtype": args.dtype}
-    runs = []
-    for size in args.sizes:
-        for density in args.densities:
-            runs.append(
-                run(
-                    size,
-                    args.batch,
-                    args.channels,
-                    args.kernel,
-                    density,
-                    args.repeats,
-                    args.device,
-                    backends,
-                    args.naive,
-                    getattr(torch, args.dtype),
-                )
-            )
-            print(
-                f"{size}² at {density:.3g}: "
-                + ", ".join(f"{k} {v['median_ms']:.2f} ms" for k, v in runs[-1]["variants"].items())
-            )
-            # rewritten after every run, so a run cut short by a time limit keeps what it measured
-            results = {**header, "runs": runs}
-            publish(results, markdown, args.out, echo=False)
-    publish(results, markdown, args.out)
+    publish_each(header, runs(), markdown, args.out)
 
 
 if __name__ == "__main__":

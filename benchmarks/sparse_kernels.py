@@ -39,8 +39,9 @@ from bench_common import (  # noqa: E402  (sibling modules)
     fraction,
     interleaved_medians,
     peak_bandwidth,
+    odd_side,
     positive,
-    publish,
+    publish_each,
 )
 
 
@@ -129,23 +130,26 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def add_kernel_options(parser: argparse.ArgumentParser, sizes, batch: int, repeats: int) -> None:
+    """The options of a kernel-by-kernel benchmark (this one and ``kernel_variants.py``)."""
+    parser.add_argument("--sizes", type=positive(int), nargs="+", default=sizes)
+    parser.add_argument("--density", type=fraction, default=0.25)
+    parser.add_argument("--batch", type=positive(int), default=batch)
+    parser.add_argument("--channels", type=positive(int), default=64)
+    parser.add_argument("--kernel", type=odd_side, default=7, help="odd kernel side")
+    parser.add_argument("--repeats", type=positive(int), default=repeats)
+    parser.add_argument("--out", type=Path, default=None, help="JSON to write (and a .md table beside it)")
+    add_dry_run(parser)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=positive(int), nargs="+", default=[128, 256])
-    parser.add_argument("--density", type=fraction, default=0.25)
-    parser.add_argument("--batch", type=positive(int), default=4)
-    parser.add_argument("--channels", type=positive(int), default=64)
-    parser.add_argument("--kernel", type=positive(int), default=7, help="odd kernel side")
-    parser.add_argument("--repeats", type=positive(int), default=21)
+    add_kernel_options(parser, sizes=[128, 256], batch=4, repeats=21)
     parser.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=sorted(COMPILED_FOR)
     )
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
-    parser.add_argument("--out", type=Path, default=None, help="JSON to write (and a .md table beside it)")
-    add_dry_run(parser)
     args = parser.parse_args()
-    if args.kernel % 2 == 0:
-        parser.error(f"--kernel must be odd, got {args.kernel}")
     if dry_run(args, "sparse_kernels.py", device=args.device, dtype=args.dtype, sizes=args.sizes, batch=args.batch):
         return
     try:
@@ -156,12 +160,8 @@ def main():
         **environment("sparse_kernels", args.device),
         **{key: getattr(args, key) for key in ("batch", "channels", "kernel", "density", "dtype")},
         "backend": backend,
-        "runs": [],
     }
-    for size in args.sizes:
-        results["runs"].append(run(size, args, backend))
-        publish(results, markdown, args.out, echo=False)  # a run cut short keeps what it measured
-    publish(results, markdown, args.out)
+    publish_each(results, (run(size, args, backend) for size in args.sizes), markdown, args.out)
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ import torch
 from infdiff.data import build_dataset
 from infdiff.pipeline.autoencoder import build_autoencoder
 from infdiff.pipeline.build import build_loss, build_process
-from infdiff.pipeline.cli import parse_command_line
+from infdiff.pipeline.cli import one_line_errors, parse_command_line
 from infdiff.pipeline.legacy_keys import LEGACY_KEYS
 from infdiff.pipeline.schema import validate_config
 from infdiff.train.compile import begin_step, compile_static_parts
@@ -257,4 +257,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors("stage1_variants.py"):  # a bad config value or override: one line
+        main()

@@ -19,7 +19,6 @@ from typing import Callable, Dict, List, Tuple
 
 import torch
 from torch import nn
-
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from bench_common import interleaved_medians, synchronizer

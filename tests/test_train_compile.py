@@ -128,3 +128,30 @@ def test_only_the_cuda_graph_modes_mark_the_steps(monkeypatch):
     for mode in COMPILE_MODES:
         train_compile.begin_step(mode)
     assert len(marks) == len(train_compile.CUDA_GRAPH_MODES) == 2
+
+
+def test_a_model_without_static_shape_parts_compiles_nothing():
+    from infdiff.nn.latent_mlp import LatentMLP
+
+    assert compile_static_parts(LatentMLP(8, hidden=16, num_layers=2, time_dim=8), "default") == []
+
+
+def test_a_bad_compile_mode_of_a_benchmark_variant_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from test_pipeline import ROOT, flags
+
+    argv = ["--out", str(tmp_path / "b.json"), "--variant", "x", "train.compile=fast"]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "stage1_variants.py"), *argv]
+        + flags("config", "shapes_32_config.py", TINY_AE),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "stage1_variants.py: error: --variant.train.compile='fast': expected one of 'none', 'default', "
+        "'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs'"
+    )
