@@ -9,6 +9,13 @@ warm-up; peak tensor bytes of one step; the computing operators one step dispatc
 kernels it launches and their busy share of its wall time (from one profiled step): a step whose time
 does not follow its pixels, with the GPU idle most of it, is bound by the host launching its operators.
 
+With ``--compile MODE`` every variant also runs compiled whole (``train.compile_scope=network``, as
+training compiles it), named with a ``_compiled`` suffix, interleaved with the eager ones: its
+``ratio_to_dense`` is to the compiled dense path and ``ratio_to_eager`` to its eager twin.
+``reduce-overhead`` replays each forward and backward as CUDA graphs, which removes the host's
+per-operator cost.  Operator counts and (on the CPU) peak bytes are left out for compiled variants,
+whose fused kernels a dispatch mode does not see.
+
 Sampling throughput at large sides, with a config's whole decoder, is ``decode_step.py``.
 
     python benchmarks/decoder_front_back.py --out benchmarks/results/decoder_front_back_cpu.json
@@ -25,6 +32,7 @@ from torch import nn
 
 from infdiff.nn import SparseUNet
 from infdiff.ops import SparseImage, uniform_subset
+from infdiff.train.compile import COMPILE_MODES, begin_step, compile_parts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import add_dry_run, dry_run, backends_for, environment, interleaved_medians, peak_bytes, publish  # noqa: E402  (sibling modules)
@@ -61,52 +69,83 @@ def front_back(args, backends) -> dict:
     g = torch.Generator(device=args.device).manual_seed(0)
     x = torch.randn(batch, 3, size, size, generator=g, device=args.device)
     t, z = torch.randint(0, 1000, (batch,), device=args.device), torch.randn(batch, 64, device=args.device)
-    nets = {name: decoder(size, args.nf, args.blocks, args.device, name) for name in backends}
-    for net in nets.values():
+
+    def network(backend, mode):
+        net = decoder(size, args.nf, args.blocks, args.device, backend)
         net.uno = PassThrough()
+        compile_parts(net, mode, "network")  # one network per variant: each compiles for its own shapes
+        return net
 
-    def dense():
-        nets[backends[0]](x, t, z).square().mean().backward()
+    def dense(mode):
+        net = network(backends[0], mode)
 
-    def sparse(name, fraction):
+        def run():
+            begin_step(mode)
+            net(x, t, z).square().mean().backward()
+
+        return run
+
+    def sparse(name, fraction, mode):
+        net = network(name, mode)
         index = uniform_subset(batch, size, int(size * size * fraction), generator=g, device=args.device)
-        # a fresh image per call: its neighbour tables and kNN plan are built every step, as in training
-        return lambda: nets[name](SparseImage.from_dense(x, index), t, z).values.square().mean().backward()
 
-    fns = {"dense_all_pixels": dense}
-    for fraction in args.fractions:
-        fns.update({f"sparse_{name}_{fraction:g}": sparse(name, fraction) for name in backends})
+        def run():
+            begin_step(mode)
+            # a fresh image per call: its neighbour tables and kNN plan are built every step, as in training
+            net(SparseImage.from_dense(x, index), t, z).values.square().mean().backward()
+
+        return run
+
+    modes = {"": "none", **({"_compiled": args.compile} if args.compile != "none" else {})}  # suffix -> mode
+    fns, mode_of = {}, {}
+    for suffix, mode in modes.items():
+        fns[f"dense_all_pixels{suffix}"] = dense(mode)
+        for fraction in args.fractions:
+            fns.update({f"sparse_{name}_{fraction:g}{suffix}": sparse(name, fraction, mode) for name in backends})
+        mode_of.update({name: (suffix, mode) for name in fns if name not in mode_of})
     seconds = interleaved_medians(fns, args.repeats, args.device)
-    peaks = {name: peak_bytes(fn, args.device) for name, fn in fns.items()}
-    operators = {name: dispatched_operators(fn)["computing"] for name, fn in fns.items()}
+    eager = {name: mode == "none" for name, (_, mode) in mode_of.items()}  # a dispatch mode sees no compiled kernel
+    peaks = {
+        name: peak_bytes(fn, args.device) if eager[name] or args.device == "cuda" else None for name, fn in fns.items()
+    }
+    operators = {name: dispatched_operators(fn)["computing"] if eager[name] else None for name, fn in fns.items()}
     device = torch.device(args.device)
     launches = {name: profiled_fractions(fn, device)[1] if device.type == "cuda" else {} for name, fn in fns.items()}
-    return {
-        name: {
+
+    def ratio(values, name, to):
+        return None if values[name] is None or values[to] is None else values[name] / values[to]
+
+    results = {}
+    for name, s in seconds.items():
+        suffix, _ = mode_of[name]
+        dense_name = f"dense_all_pixels{suffix}"
+        results[name] = {
             "median_ms": 1e3 * s,
-            "ratio_to_dense": s / seconds["dense_all_pixels"],
+            "ratio_to_dense": ratio(seconds, name, dense_name),
             "peak_bytes": peaks[name],
-            "peak_ratio_to_dense": peaks[name] / peaks["dense_all_pixels"],
+            "peak_ratio_to_dense": ratio(peaks, name, dense_name),
             "operators_computing": operators[name],
+            **({"ratio_to_eager": ratio(seconds, name, name[: -len(suffix)])} if suffix else {}),
             **launches[name],
         }
-        for name, s in seconds.items()
-    }
+    return results
 
 
 def markdown(results: dict) -> str:
     lines = [
         f"Decoder front and back (U-Net skipped), {results['size']}², B={results['batch']}, nf {results['nf']}, "
-        f"{results['blocks']} blocks, fwd+bwd, on {results['device_name']} (torch {results['torch']})",
+        f"{results['blocks']} blocks, fwd+bwd, `_compiled`: {results['compile']}, on {results['device_name']} "
+        f"(torch {results['torch']})",
         "",
-        "| variant | ms | ratio to dense | peak memory ratio | operators | GPU kernels (busy) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| variant | ms | ratio to dense | ratio to eager | peak memory ratio | operators | GPU kernels (busy) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+    shown = lambda value, form="{:.3f}": "–" if value is None else form.format(value)  # noqa: E731
     for name, v in results["front_back"].items():
         kernels = f"{v['gpu_kernels']} ({v['gpu_busy']:.2f})" if "gpu_kernels" in v else "–"
         lines.append(
-            f"| {name} | {v['median_ms']:.1f} | {v['ratio_to_dense']:.3f} | {v['peak_ratio_to_dense']:.3f} | "
-            f"{v['operators_computing']} | {kernels} |"
+            f"| {name} | {v['median_ms']:.1f} | {v['ratio_to_dense']:.3f} | {shown(v.get('ratio_to_eager'))} | "
+            f"{shown(v['peak_ratio_to_dense'])} | {shown(v['operators_computing'], '{}')} | {kernels} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -120,6 +159,9 @@ def main():
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.125])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--compile", choices=COMPILE_MODES, default="none", help="also run every variant compiled whole in this mode"
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (and a .md table beside it)")
     add_dry_run(parser)
     args = parser.parse_args()
@@ -128,7 +170,7 @@ def main():
     backends = backends_for(args.device)
     results = {
         **environment("decoder_front_back", args.device),
-        **{key: getattr(args, key) for key in ("size", "batch", "nf", "blocks")},
+        **{key: getattr(args, key) for key in ("size", "batch", "nf", "blocks", "compile")},
         "front_back": front_back(args, backends),
     }
     publish(results, markdown, args.out)

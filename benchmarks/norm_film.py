@@ -9,6 +9,12 @@ Two shapes of the networks: a LayerNorm over the channels of ``(B, N, C)`` point
 sparse residual blocks, N pixels kept of each image) and a GroupNorm of ``(B, C, H, W)`` grid
 features (the U-Net's residual blocks).
 
+And the conditioning alone (``conditioning``): the folded ``(scale, shift)`` of ``--films`` (FiLM,
+LayerNorm) pairs, as a decoder's sparse blocks need them (12 in the paper's: 3 blocks before and 3 after
+the grid, two each), each pair projecting ``e_t`` and ``z`` on its own (:meth:`FiLM.folded_affine`)
+against all of them at once (:func:`infdiff.nn.film.folded_affines`, what the decoder runs): forward +
+backward time and the operators each dispatches, the host's cost on a GPU.
+
     python benchmarks/norm_film.py --out benchmarks/results/norm_film_cpu.json
 """
 
@@ -21,11 +27,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from infdiff.nn.film import FiLM
+from infdiff.nn.film import FiLM, folded_affines
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import add_dry_run, dry_run, backends_for, environment, interleaved_medians, publish  # noqa: E402  (sibling modules)
 from sparse_conv import saved_bytes  # noqa: E402
+from step_breakdown import dispatched_operators  # noqa: E402
 
 
 def one_after_the_other(norm: nn.Module, film: FiLM, h, t_emb, z):
@@ -79,6 +86,39 @@ def case(kind: str, shape, device: str, dtype: torch.dtype, repeats: int, kernel
     }
 
 
+def conditioning(films: int, batch: int, channels: int, device: str, dtype: torch.dtype, repeats: int) -> dict:
+    torch.manual_seed(0)
+    pairs = [
+        (FiLM(channels, 256, 1024).to(device, dtype), nn.LayerNorm(channels).to(device, dtype)) for _ in range(films)
+    ]
+    t_emb = torch.randn(batch, 256, device=device, dtype=dtype, requires_grad=True)
+    z = torch.randn(batch, 1024, device=device, dtype=dtype, requires_grad=True)
+
+    def step(affines):
+        def run():
+            total = sum(scale.sum() + shift.sum() for scale, shift in affines())
+            total.backward()
+
+        return run
+
+    fns = {
+        "each_own": step(lambda: [film.folded_affine(norm, t_emb, z) for film, norm in pairs]),
+        "together": step(lambda: folded_affines(pairs, t_emb, z)),
+    }
+    seconds = interleaved_medians(fns, repeats, device)
+    return {
+        "films": films,
+        "variants": {
+            name: {
+                "median_ms": 1e3 * s,
+                "ratio": s / seconds["each_own"],
+                "operators_computing": dispatched_operators(fns[name])["computing"],
+            }
+            for name, s in seconds.items()
+        },
+    }
+
+
 def markdown(results: dict) -> str:
     lines = [
         f"Norm + FiLM, forward + backward, {results['dtype']}, on {results['device_name']} (torch {results['torch']})",
@@ -92,6 +132,16 @@ def markdown(results: dict) -> str:
             lines.append(
                 f"| {run['kind']} | {shape} | {name} | {v['median_ms']:.2f} | {v['ratio']:.3f} | {v['saved_ratio']:.3f} |"
             )
+    films = results["conditioning"]
+    lines += [
+        "",
+        f"The folded FiLM of {films['films']} (FiLM, LayerNorm) pairs alone, B={results['batch']}, forward + backward",
+        "",
+        "| variant | ms | ratio | operators |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, v in films["variants"].items():
+        lines.append(f"| {name} | {v['median_ms']:.3f} | {v['ratio']:.3f} | {v['operators_computing']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -101,6 +151,7 @@ def main():
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--points", type=int, nargs="+", default=[1024, 4096, 16384], help="N of (B, N, C)")
     parser.add_argument("--grids", type=int, nargs="+", default=[32, 64], help="sides of (B, 2C, H, W)")
+    parser.add_argument("--films", type=int, default=12, help="(FiLM, LayerNorm) pairs of the conditioning run")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -116,7 +167,9 @@ def main():
     results = {
         **environment("norm_film", args.device),
         "dtype": args.dtype,
+        "batch": args.batch,
         "runs": [case(kind, shape, args.device, dtype, args.repeats, compiled) for kind, shape in shapes],
+        "conditioning": conditioning(args.films, args.batch, args.channels, args.device, dtype, args.repeats),
     }
     publish(results, markdown, args.out)
 

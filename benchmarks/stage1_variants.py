@@ -90,7 +90,7 @@ from infdiff.pipeline.build import build_loss, build_process
 from infdiff.pipeline.cli import one_line_errors, parse_command_line
 from infdiff.pipeline.legacy_keys import LEGACY_KEYS
 from infdiff.pipeline.schema import validate_config
-from infdiff.train.compile import begin_step, compile_static_parts
+from infdiff.train.compile import begin_step, compile_parts
 from infdiff.train.config import ConfigError, override
 from infdiff.train.loop import make_optimizer
 from infdiff.train.settings import OptimizerSettings, from_section
@@ -196,7 +196,7 @@ def main(argv=None):
         torch.manual_seed(0)
         model = build_autoencoder(variant).to(device)
         optimizer = make_optimizer(model, from_section(OptimizerSettings, variant.optimizer, "optimizer"))
-        compile_static_parts(model, variant.train.compile)  # as the training loop does (train.compile)
+        compile_parts(model, variant.train.compile, variant.train.compile_scope)  # as the training loop does
         loss = build_loss(variant, build_process(variant))
         autocast = autocast_for(variant.train.mixed_precision, device)
         generator = torch.Generator(device=device).manual_seed(0)

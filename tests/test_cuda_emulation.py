@@ -54,11 +54,11 @@ TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12, torch.bfloat16: 2e-2, to
 def emulated_backend():
     emulated = backends.Backend("csrc's CUDA kernels, emulated", ("cpu",), lambda: load_emulated_kernels(SANITIZED))
     backends.BACKENDS.register(EMULATED, emulated)
-    backends.resolve_backend.cache_clear()
+    backends.forget_resolved()
     load_emulated_kernels(SANITIZED).set_seed(0)
     yield
     backends.BACKENDS.unregister(EMULATED)
-    backends.resolve_backend.cache_clear()
+    backends.forget_resolved()
 
 
 def assert_close(ours, expected, dtype):

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from infdiff.nn.embeddings import TimeEmbedding, timestep_embedding
-from infdiff.nn.film import FiLM
+from infdiff.nn.film import FiLM, folded_affines
 
 
 def test_timestep_embedding_shape_and_odd_padding():
@@ -150,3 +150,49 @@ def test_the_folded_norm_rejects_a_norm_it_cannot_fold(norm, channels_last, mess
     h = torch.randn(2, 6, 6)
     with pytest.raises(ValueError, match=message):
         film.normalised(norm, h, torch.randn(2, 4))
+
+
+@pytest.mark.parametrize("time_dim, z_dim", [(4, 5), (4, None), (None, 5), (None, None)])
+def test_the_affines_computed_together_equal_each_pairs_own(time_dim, z_dim):
+    """Pairs of several kinds at once (three alike, norms without their affine maps or bias, GroupNorms of
+    other widths): the stacked projections give each pair's own values and gradients."""
+    torch.manual_seed(0)
+    kinds = [(6, lambda: nn.LayerNorm(6), True)] * 3 + [
+        (6, lambda: nn.LayerNorm(6, elementwise_affine=False), True),
+        (6, lambda: nn.LayerNorm(6, bias=False), True),
+        (8, lambda: nn.GroupNorm(4, 8), False),
+        (8, lambda: nn.GroupNorm(4, 8), False),
+    ]
+    pairs = []
+    for channels, make_norm, channels_last in kinds:
+        film, norm = FiLM(channels, time_dim, z_dim, channels_last=channels_last).double(), make_norm().double()
+        with torch.no_grad():
+            for p in norm.parameters():
+                p.copy_(torch.randn_like(p))
+        pairs.append((film, norm))
+    t_emb = torch.randn(3, 4, dtype=torch.double, requires_grad=True) if time_dim else None
+    z = torch.randn(3, 5, dtype=torch.double, requires_grad=True) if z_dim else None
+    leaves = [v for v in (t_emb, z) if v is not None]
+    leaves += [p for film, norm in pairs for p in (*film.parameters(), *norm.parameters())]
+    own = [film.folded_affine(norm, t_emb, z) for film, norm in pairs]
+    together = folded_affines(pairs, t_emb, z)
+    if time_dim is None and z_dim is None:
+        assert own == together == [None] * len(pairs)
+        return
+    flat = lambda affines: [part for affine in affines for part in affine]  # noqa: E731
+    for got, want in zip(flat(together), flat(own)):
+        assert got.shape == want.shape and got.is_contiguous()
+        assert torch.allclose(got, want, atol=1e-12)
+    weights = [torch.randn_like(part) for part in flat(own)]
+    objective = lambda affines: sum((w * part).sum() for w, part in zip(weights, flat(affines)))  # noqa: E731
+    grads_own = torch.autograd.grad(objective(own), leaves)
+    for got, want in zip(torch.autograd.grad(objective(together), leaves), grads_own):
+        assert torch.allclose(got, want, atol=1e-10)
+
+
+def test_affines_computed_together_check_each_film_against_its_inputs():
+    pairs = [(FiLM(6, 4, 5), nn.LayerNorm(6)), (FiLM(6, 4), nn.LayerNorm(6))]
+    with pytest.raises(ValueError, match="built without z conditioning"):
+        folded_affines(pairs, torch.randn(2, 4), torch.randn(2, 5))
+    with pytest.raises(ValueError, match="LayerNorm over the 6 channels"):
+        folded_affines([(FiLM(6, 4), nn.LayerNorm(5))], torch.randn(2, 4))

@@ -49,10 +49,12 @@ from test_pipeline import ROOT, TINY_AE, flags
         ),
         (
             "norm_film.py",
-            ["--batch", "2", "--channels", "8", "--points", "16", "--grids", "4", "--repeats", "1"],
+            ["--batch", "2", "--channels", "8", "--points", "16", "--grids", "4", "--repeats", "1", "--films", "3"],
             lambda r: (
                 [run["kind"] for run in r["runs"]] == ["layer_norm", "group_norm"]
                 and all(run["variants"]["folded"]["saved_ratio"] < 1 for run in r["runs"])
+                and r["conditioning"]["variants"]["together"]["operators_computing"]
+                < r["conditioning"]["variants"]["each_own"]["operators_computing"]
             ),
         ),
         (

@@ -71,7 +71,7 @@ def test_the_grouped_loads_compute_the_reference_convolution_on_the_emulated_gpu
             raise  # the candidate's sources do not build: its fault, not the machine's
         pytest.skip(str(why))
     backends.BACKENDS.register("candidate_emulated", backends.Backend("emulated candidate", ("cpu",), lambda: module))
-    backends.resolve_backend.cache_clear()
+    backends.forget_resolved()
     try:
         for case in (dict(batch=2, size=(16, 12), points=40, clustered=True), dict(batch=2, size=(9, 7), points=63)):
             for dtype, tolerance in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
@@ -87,7 +87,7 @@ def test_the_grouped_loads_compute_the_reference_convolution_on_the_emulated_gpu
                         assert_close_to_size(ours, expected, tolerance)
     finally:
         backends.BACKENDS.unregister("candidate_emulated")
-        backends.resolve_backend.cache_clear()
+        backends.forget_resolved()
 
 
 class _Doubled:
@@ -106,14 +106,14 @@ def test_the_comparison_times_what_agrees_and_reports_what_differs():
     registered = {"same": lambda: load_kernels("cpu"), "doubled": _Doubled}
     for name, load in registered.items():
         backends.BACKENDS.register(name, backends.Backend(name, ("cpu",), load))
-    backends.resolve_backend.cache_clear()
+    backends.forget_resolved()
     args = argparse.Namespace(density=0.25, batch=2, channels=4, kernel=3, dtype="float32", repeats=2)
     try:
         result = kernel_variants.run(12, args, ["cpp", "same", "doubled"], device="cpu")
     finally:
         for name in registered:
             backends.BACKENDS.unregister(name)
-        backends.resolve_backend.cache_clear()
+        backends.forget_resolved()
     rows = result["kernels"]
     assert set(rows) == set(kernel_variants.TIMED)
     assert rows["gather_conv"]["doubled"] == {"differs_from_csrc": True}

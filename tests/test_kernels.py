@@ -202,7 +202,7 @@ def test_auto_falls_back_to_the_reference_with_one_line_when_the_build_fails(cap
 
     working = backends.BACKENDS.unregister("cpp")
     backends.BACKENDS.register("cpp", backends.Backend("unbuildable", ("cpu",), lambda: broken("cpu")))
-    backends.resolve_backend.cache_clear()
+    backends.forget_resolved()
     try:
         assert backends.resolve_backend("auto", "cpu") == "torch"
         assert capsys.readouterr().err == (
@@ -214,7 +214,7 @@ def test_auto_falls_back_to_the_reference_with_one_line_when_the_build_fails(cap
     finally:
         backends.BACKENDS.unregister("cpp")
         backends.BACKENDS.register("cpp", working)
-        backends.resolve_backend.cache_clear()
+        backends.forget_resolved()
 
 
 def test_the_window_kernels_refuse_wrong_inputs_in_one_line():

@@ -65,6 +65,41 @@ def test_both_neighbour_lookups_give_the_same_decoder_and_gradients():
         torch.testing.assert_close(window, table)
 
 
+def test_the_decoders_films_computed_together_equal_each_blocks_own(monkeypatch):
+    """The decoder projects every block's FiLM at once (``block_affines``); given per block instead, the
+    output and every gradient are the same, and one step dispatches fewer operators."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import infdiff.nn.decoder as decoder_module
+
+    class Count(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    sparse = SparseImage.from_dense(x, uniform_subset(2, 16, 64))
+    t, z = torch.tensor([1, 700]), torch.randn(2, 8, dtype=torch.float64)
+    results = []
+    for together in (True, False):
+        if not together:
+            monkeypatch.setattr(decoder_module, "block_affines", lambda blocks, t_emb, z: [None] * len(blocks))
+        decoder = tiny_decoder(num_conv_blocks=2).double().eval()
+        Count.calls = 0
+        with Count():
+            out = decoder(SparseImage(sparse.values, sparse.index, sparse.size), t, z).values
+            out.square().sum().backward()
+        results.append((out.detach(), [p.grad for p in decoder.parameters()], Count.calls))
+    (out, grads, calls), (own_out, own_grads, own_calls) = results
+    torch.testing.assert_close(out, own_out)
+    for got, want in zip(grads, own_grads):
+        torch.testing.assert_close(got, want)
+    films = 2 * 2 * 2  # blocks before and after the grid, two FiLMs each
+    assert own_calls - calls > 20 * films, (calls, own_calls)  # each FiLM alone: ~36 operators, forward and backward
+
+
 def test_sparse_forward_on_a_subset_and_gradients_reach_every_parameter():
     decoder = tiny_decoder()
     x = torch.randn(2, 3, 16, 16)

@@ -1,5 +1,6 @@
-"""``train.compile``: the static-shape parts of a network (the coarse-grid U-Nets) compiled in place,
-computing what the eager network computes, after the EMA's copy and without touching checkpoints.
+"""``train.compile``: the static-shape parts of a network (the coarse-grid U-Nets), or with
+``train.compile_scope=network`` all of it, compiled in place, computing what the eager network computes,
+after the EMA's copy and without touching checkpoints.
 
 The compiler here is ``aot_eager`` (dynamo's trace and AOTAutograd's joint graph, run eagerly): the
 compile step that can break on our modules, without inductor's minute of C++ code generation per
@@ -9,9 +10,10 @@ import copy
 
 import pytest
 import torch
+from torch._dynamo.testing import CompileCounterWithBackend
 
 from infdiff.train import compile as train_compile
-from infdiff.train.compile import COMPILE_MODES, compile_static_parts, static_shape_parts
+from infdiff.train.compile import COMPILE_MODES, compile_parts, static_shape_parts
 from infdiff.train.settings import TrainSettings
 from test_pipeline import TINY_AE, tiny_configs
 
@@ -30,27 +32,49 @@ def test_the_coarse_grid_networks_are_the_static_shape_parts(tmp_path):
     assert static_shape_parts(model.decoder.uno) == [""]
 
 
-def test_compiled_parts_compute_the_eager_loss_and_gradients(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "scope, parts, compiled_module",
+    [
+        ("grid", ["encoder.contract", "decoder.uno"], lambda m: m.decoder.uno),
+        ("network", [""], lambda m: m),
+    ],
+)
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
+def test_compiled_parts_compute_the_eager_loss_and_gradients(
+    tmp_path, monkeypatch, scope, parts, compiled_module, backend
+):
+    """Over two steps on fresh pixel subsets: the whole network's graph (scope ``network``: the sparse
+    kernels, the neighbour tables and the kNN inside it) is traced once and holds for the next subset."""
+    from infdiff.pipeline.autoencoder import build_autoencoder
     from infdiff.pipeline.build import build_loss, build_process
 
-    monkeypatch.setattr(train_compile, "COMPILER_BACKEND", "aot_eager")
-    config, model = tiny_autoencoder(tmp_path)
+    counter = CompileCounterWithBackend("aot_eager")
+    monkeypatch.setattr(train_compile, "COMPILER_BACKEND", counter)
+    config, _ = tiny_configs(tmp_path, f"model.backend={backend}")
+    torch.manual_seed(0)
+    model = build_autoencoder(config)
     model.eval()  # no dropout, so both runs draw the same numbers
     compiled = copy.deepcopy(model)
-    assert compile_static_parts(compiled, "default") == ["encoder.contract", "decoder.uno"]
-    assert compiled.decoder.uno._compiled_call_impl is not None and model.decoder.uno._compiled_call_impl is None
+    assert compile_parts(compiled, "default", scope) == parts
+    assert (
+        compiled_module(compiled)._compiled_call_impl is not None and compiled_module(model)._compiled_call_impl is None
+    )
     assert list(compiled.state_dict()) == list(model.state_dict()), "checkpoints keep their keys"
     loss = build_loss(config, build_process(config))
+    assert loss.points < 16 * 16, "the loss keeps a subset of the pixels"
     batch = torch.rand(2, 3, 16, 16) * 2 - 1
-    values = []
-    for net in (model, compiled):
-        value = loss(net, batch, torch.Generator().manual_seed(1))["loss"].mean()
-        value.backward()
-        values.append((value.detach(), [p.grad.clone() for p in net.parameters()]))
-    (eager, eager_grads), (ours, our_grads) = values
-    torch.testing.assert_close(ours, eager, rtol=1e-5, atol=1e-6)
-    for a, b in zip(our_grads, eager_grads):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    for seed in (1, 2):
+        values = []
+        for net in (model, compiled):
+            net.zero_grad()
+            value = loss(net, batch, torch.Generator().manual_seed(seed))["loss"].mean()
+            value.backward()
+            values.append((value.detach(), [p.grad.clone() for p in net.parameters()]))
+        (eager, eager_grads), (ours, our_grads) = values
+        torch.testing.assert_close(ours, eager, rtol=1e-5, atol=1e-6)
+        for a, b in zip(our_grads, eager_grads):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert counter.frame_count == len(parts), "one graph per compiled part, not recompiled for the second subset"
 
 
 def test_a_copy_of_a_compiled_module_is_eager_and_its_own(monkeypatch):
@@ -64,7 +88,7 @@ def test_a_copy_of_a_compiled_module_is_eager_and_its_own(monkeypatch):
         4, 4, base_channels=8, channel_mults=(1, 2), blocks_per_level=1, attn_resolutions=(), resolution=8, num_groups=4
     )
     uno.eval()
-    compile_static_parts(uno, "default")
+    compile_parts(uno, "default")
     copied = copy.deepcopy(uno)
     assert copied._compiled_call_impl is None and uno._compiled_call_impl is not None
     x = torch.randn(1, 4, 8, 8)
@@ -75,7 +99,14 @@ def test_a_copy_of_a_compiled_module_is_eager_and_its_own(monkeypatch):
     assert copied(x).abs().sum() == 0 < uno(x).abs().sum()
 
 
-def test_the_training_loop_compiles_the_grid_networks_after_its_ema_copy(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "scope, compiled, said",
+    [
+        ("grid", ["UNOEncoder", "UNO"], "encoder.contract, decoder.uno"),
+        ("network", ["DiffusionAutoencoder"], "the whole network"),
+    ],
+)
+def test_the_training_loop_compiles_its_scope_after_its_ema_copy(tmp_path, monkeypatch, capsys, scope, compiled, said):
     from test_pipeline import flags, script
 
     from infdiff.train import ema
@@ -91,10 +122,32 @@ def test_the_training_loop_compiles_the_grid_networks_after_its_ema_copy(tmp_pat
     monkeypatch.setattr(ema.EMA, "__init__", copy_and_record)
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: calls.append(("step begins", {})))
     argv = TINY_AE + [f"run.output_dir={tmp_path}", "train.max_steps=1", "train.compile=reduce-overhead"]
+    argv.append(f"train.compile_scope={scope}")
     script("train_inf_ae_diffusion.py").main(flags("config", "shapes_32_config.py", argv))
-    assert [name for name, _ in calls] == ["EMA", "UNOEncoder", "UNO", "step begins"], "one step, its graphs marked"
-    assert all(kw["mode"] == "reduce-overhead" and kw["fullgraph"] for _, kw in calls[1:3])
-    assert "compiled (reduce-overhead): encoder.contract, decoder.uno" in capsys.readouterr().out
+    assert [name for name, _ in calls] == ["EMA", *compiled, "step begins"], "one step, its graphs marked"
+    assert all(kw["mode"] == "reduce-overhead" and kw["fullgraph"] and kw["dynamic"] is False for _, kw in calls[1:-1])
+    assert f"compiled (reduce-overhead): {said}" in capsys.readouterr().out
+
+
+def test_a_run_compiled_whole_trains_checkpoints_and_resumes(tmp_path, monkeypatch):
+    """Two real compiled steps (``aot_eager``), a checkpoint of the compiled model's own keys, and a resume."""
+    from test_pipeline import flags, script
+
+    from infdiff.train.checkpoint import CheckpointManager
+
+    monkeypatch.setattr(train_compile, "COMPILER_BACKEND", "aot_eager")
+    argv = TINY_AE + [f"run.output_dir={tmp_path}", "train.compile=default", "train.compile_scope=network"]
+    run = flags("config", "shapes_32_config.py", argv + ["train.max_steps=2", "train.checkpoint_steps=2"])
+    script("train_inf_ae_diffusion.py").main(run)
+    (folder,) = list(tmp_path.rglob("checkpoints"))
+    _, state = CheckpointManager(folder).newest_loadable("cpu")
+    assert state["step"] == 2
+    assert not any("_orig_mod" in key for key in state["model"]), "the compiled model's keys are the eager ones"
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    resumed = flags("config", "shapes_32_config.py", argv + ["train.max_steps=3", "train.checkpoint_steps=3"])
+    with pytest.warns(UserWarning, match="differs from the checkpoint's: train.checkpoint_steps"):
+        script("train_inf_ae_diffusion.py").main(resumed)
+    assert CheckpointManager(folder).newest_loadable("cpu")[1]["step"] == 3, "resumed at 2, one more compiled step"
 
 
 @pytest.mark.parametrize("bad", ["fast", "None", ""])
@@ -102,6 +155,39 @@ def test_an_unknown_compile_mode_names_the_key_and_the_modes(bad):
     with pytest.raises(ValueError, match=rf"train.compile={bad!r}; expected one of \['none', 'default'"):
         TrainSettings(compile=bad)
     assert COMPILE_MODES[0] == "none"
+
+
+@pytest.mark.parametrize("bad", ["all", "Grid", ""])
+def test_an_unknown_compile_scope_names_the_key_and_the_scopes(bad):
+    with pytest.raises(ValueError, match=rf"train.compile_scope={bad!r}; expected one of \['grid', 'network'\]"):
+        TrainSettings(compile_scope=bad)
+
+
+def test_the_front_and_back_benchmark_runs_compiled_twins_beside_the_eager_variants(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    from test_pipeline import script
+
+    monkeypatch.setattr(train_compile, "COMPILER_BACKEND", "aot_eager")
+    out = tmp_path / "fb.json"
+    argv = ["--size", "16", "--batch", "2", "--nf", "8", "--blocks", "1", "--repeats", "1", "--fractions", "0.25"]
+    monkeypatch.setattr(sys, "argv", ["decoder_front_back.py", *argv, "--compile", "default", "--out", str(out)])
+    script("benchmarks/decoder_front_back.py").main()
+    variants = json.loads(out.read_text())["front_back"]
+    assert set(variants) == {
+        f"{name}{suffix}"
+        for name in ("dense_all_pixels", "sparse_cpp_0.25", "sparse_torch_0.25")
+        for suffix in ("", "_compiled")
+    }
+    compiled = variants["sparse_cpp_0.25_compiled"]
+    assert compiled["operators_computing"] is None and compiled["peak_ratio_to_dense"] is None
+    assert compiled["ratio_to_eager"] == compiled["median_ms"] / variants["sparse_cpp_0.25"]["median_ms"]
+    assert variants["dense_all_pixels_compiled"]["ratio_to_dense"] == 1
+    assert (
+        variants["sparse_cpp_0.25"]["operators_computing"] > 20 and "ratio_to_eager" not in variants["sparse_cpp_0.25"]
+    )
+    assert "| sparse_cpp_0.25_compiled |" in out.with_suffix(".md").read_text()
 
 
 def test_the_step_benchmark_compiles_a_variant_as_training_does(tmp_path, monkeypatch):
@@ -133,7 +219,7 @@ def test_only_the_cuda_graph_modes_mark_the_steps(monkeypatch):
 def test_a_model_without_static_shape_parts_compiles_nothing():
     from infdiff.nn.latent_mlp import LatentMLP
 
-    assert compile_static_parts(LatentMLP(8, hidden=16, num_layers=2, time_dim=8), "default") == []
+    assert compile_parts(LatentMLP(8, hidden=16, num_layers=2, time_dim=8), "default") == []
 
 
 def test_a_bad_compile_mode_of_a_benchmark_variant_is_one_line(tmp_path):

@@ -29,7 +29,7 @@ from torch import nn
 
 from infdiff.nn.embeddings import TimeEmbedding
 from infdiff.nn.fields import Field, field_from_input, field_to_output, from_coarse_grid, map_values, to_coarse_grid
-from infdiff.nn.sparse_block import SparseResBlock
+from infdiff.nn.sparse_block import SparseResBlock, block_affines
 from infdiff.nn.uno import UNO
 
 
@@ -106,10 +106,11 @@ class SparseUNet(nn.Module):
     def forward(self, x: Field, t: torch.Tensor, z: Optional[torch.Tensor] = None) -> Field:
         """Predict the diffusion target at the pixels of ``x`` (same kind and size as ``x``)."""
         t_emb = self.time_embedding(t)
+        affines = block_affines([*self.down, *self.up], t_emb, z)  # every block's FiLM at once
         h = map_values(field_from_input(x), self.lift)
         skips = []
-        for block in self.down:
-            h = block(h, t_emb, z)
+        for block, block_affine in zip(self.down, affines):
+            h = block(h, t_emb, z, affines=block_affine)
             skips.append(h)
         grid = self.to_grid(to_coarse_grid(h, self.uno_res, self.knn_neighbours, self.backend))
         if self.z_to_grid is not None:
@@ -117,6 +118,6 @@ class SparseUNet(nn.Module):
             grid = grid + F.interpolate(latent, size=grid.shape[-2:], mode="bilinear", align_corners=False)
         grid = self.uno(grid, t_emb, z)
         h = map_values(from_coarse_grid(grid, h), self.from_grid)
-        for block in self.up:
-            h = block(h, t_emb, z, skip=skips.pop())
+        for block, block_affine in zip(self.up, affines[len(self.down) :]):
+            h = block(h, t_emb, z, skip=skips.pop(), affines=block_affine)
         return field_to_output(map_values(h, self.project))

@@ -16,13 +16,13 @@ a linear layer first.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from infdiff.nn.fields import Field, field_values, grid_size, map_values, with_values
-from infdiff.nn.film import FiLM
+from infdiff.nn.film import FiLM, folded_affines
 from infdiff.ops import (
     SparseImage,
     as_size,
@@ -101,18 +101,37 @@ class SparseResBlock(nn.Module):
             nn.Linear(channels, mlp_mult * channels), nn.GELU(), nn.Linear(mlp_mult * channels, channels)
         )
 
+    def modulated_norms(self) -> List[Tuple[FiLM, nn.LayerNorm]]:
+        """The block's two (FiLM, norm) pairs, in the order :meth:`forward` takes their ``affines``."""
+        return [(self.film1, self.norm1), (self.film2, self.norm2)]
+
     def forward(
         self,
         x: Field,
         t_emb: Optional[torch.Tensor] = None,
         z: Optional[torch.Tensor] = None,
         skip: Optional[Field] = None,
+        affines: Optional[Sequence[Optional[Tuple[torch.Tensor, torch.Tensor]]]] = None,
     ) -> Field:
+        """``affines``: the two pairs' folded ``(scale, shift)`` for this ``t_emb`` and ``z`` when the caller
+        computed them (:func:`block_affines`, one projection for all of a network's blocks); else the
+        block computes its own."""
         if (skip is None) != (self.skip is None):
             raise ValueError("skip input must be given exactly when the block was built with skip_channels")
+        if affines is None:
+            affines = [film.folded_affine(norm, t_emb, z) for film, norm in self.modulated_norms()]
         if skip is not None:
             x = map_values(x, lambda v: self.skip(torch.cat((v, field_values(skip)), -1)))
-        h = self.conv(map_values(x, lambda v: self.film1.normalised(self.norm1, v, t_emb, z, self.backend)))
+        h = self.conv(map_values(x, lambda v: self.film1.apply_folded(self.norm1, v, affines[0], self.backend)))
         v = field_values(x) + field_values(h)
-        v = v + self.mlp(self.film2.normalised(self.norm2, v, t_emb, z, self.backend))
+        v = v + self.mlp(self.film2.apply_folded(self.norm2, v, affines[1], self.backend))
         return with_values(x, v)
+
+
+def block_affines(
+    blocks: Sequence[SparseResBlock], t_emb: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None
+) -> List[List[Optional[Tuple[torch.Tensor, torch.Tensor]]]]:
+    """Each block's ``affines`` for :meth:`SparseResBlock.forward`, computed together
+    (:func:`~infdiff.nn.film.folded_affines`): the blocks of a network share ``e_t`` and ``z``."""
+    flat = folded_affines([pair for block in blocks for pair in block.modulated_norms()], t_emb, z)
+    return [flat[i : i + 2] for i in range(0, len(flat), 2)]

@@ -50,13 +50,25 @@ def backend_names() -> List[str]:
     return [AUTO, *BACKENDS.names()]
 
 
-@functools.lru_cache(maxsize=None)
+@torch.compiler.assume_constant_result
 def resolve_backend(name: str, device_type: str) -> str:
     """The backend that runs for ``model.backend=name`` on ``device_type`` tensors.
 
     ``auto`` is the compiled backend of the device when it builds, else ``torch`` (said once on
     stderr).  A backend named explicitly must work: a wrong device or a failed build is an error.
+    Decided once per pair (:func:`forget_resolved` starts afresh); ``torch.compile`` takes the
+    answer as a constant instead of tracing the build.
     """
+    return _resolved(name, device_type)
+
+
+def forget_resolved() -> None:
+    """Decide every backend afresh at its next use (after the kernels' availability changed)."""
+    _resolved.cache_clear()
+
+
+@functools.lru_cache(maxsize=None)
+def _resolved(name: str, device_type: str) -> str:
     if name == AUTO:
         compiled = COMPILED_FOR.get(device_type)
         if compiled is None:

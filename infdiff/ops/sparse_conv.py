@@ -219,7 +219,9 @@ def dense_depthwise_conv(
     else:
         x = x.contiguous(memory_format=torch.channels_last)
         out = F.conv2d(x, weight.unsqueeze(1).to(x.dtype), padding=(kh // 2, kw // 2), groups=c)
-    norm = _dense_normaliser(as_size(tuple(x.shape[-2:])), (kh, kw), train_kernel_size, x.device, x.dtype)
+    # remembered per shape when eager; a compiled graph computes it inside (a constant there, folded once)
+    normaliser = _dense_normaliser.__wrapped__ if torch.compiler.is_compiling() else _dense_normaliser
+    norm = normaliser(as_size(tuple(x.shape[-2:])), (kh, kw), train_kernel_size, x.device, x.dtype)
     return out / norm
 
 

@@ -67,11 +67,12 @@ def _data_section(dataset: str, img_size: FieldReference) -> ConfigDict:
 
 
 def _train_section(**specific) -> ConfigDict:
-    """Loop settings shared by both stages (clip 1.0, EMA 0.995 every 10 steps, nothing compiled), plus
+    """Loop settings shared by both stages (clip 1.0, EMA 0.995 every 10 steps, nothing compiled; when compiled, the coarse-grid U-Nets only), plus
     ``specific``."""
     return ConfigDict(
         dict(
             compile="none",
+            compile_scope="grid",
             grad_clip=1.0,
             ema_decay=0.995,
             ema_update_every=10,

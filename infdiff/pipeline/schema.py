@@ -36,7 +36,7 @@ from infdiff.train.fields import (
     Text,
     validate,
 )
-from infdiff.train.compile import COMPILE_MODES
+from infdiff.train.compile import COMPILE_MODES, COMPILE_SCOPES
 from infdiff.train.settings import MIXED_PRECISIONS
 
 COUNT = Integer(minimum=1)  # sizes, widths, steps, periods
@@ -89,6 +89,7 @@ TRAIN = {
     "train.plot_samples_steps": COUNT,
     "train.sample_size": COUNT,
     "train.compile": Text(COMPILE_MODES),
+    "train.compile_scope": Text(COMPILE_SCOPES.names),
 }
 OPTIMIZER = {
     "optimizer.learning_rate": POSITIVE,

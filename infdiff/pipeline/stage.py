@@ -92,8 +92,8 @@ def _summary(config: ConfigDict, stage: Stage, trainer: Trainer, accelerator: Ac
     precision = "fp32" if accelerator.mixed_precision == "no" else accelerator.mixed_precision
     kernels = ", deterministic kernels" if config.run.deterministic else ""
     if settings.compile != "none":
-        parts = ", ".join(trainer.compiled) or "nothing (no part of this model has static shapes)"
-        kernels += f", compiled ({settings.compile}): {parts}"
+        parts = ", ".join(name or "the whole network" for name in trainer.compiled)
+        kernels += f", compiled ({settings.compile}): {parts or 'nothing (no part of this model has static shapes)'}"
     lines = [
         f"run {trainer.run_dir}: " + (f"resuming at step {trainer.step}" if resumed else "fresh"),
         *(f"  {name}: {text}" for name, text in stage.summary.items()),

@@ -1,15 +1,25 @@
 """``torch.compile`` of the parts of a network whose input shapes do not change from step to step.
 
-A network marks such a part by a class attribute ``static_shapes = True`` (∞-Diff's coarse-grid
-U-Nets: the grid's size is fixed by the config, whatever the number of pixels the step keeps).
+``train.compile_scope`` says which parts (:data:`COMPILE_SCOPES`):
+
+* ``grid`` (the default): the submodules whose class has ``static_shapes = True``, ∞-Diff's
+  coarse-grid U-Nets, whose grid's size is the config's whatever the number of pixels a step
+  keeps; the sparse parts around them stay eager.
+* ``network``: the whole network, sparse parts and kNN included, traced as one graph.  A training
+  step keeps the same number of pixels (``loss.points``) of the same batch every time, so its
+  shapes are static too; the sparse kernels are custom operators with fake kernels
+  (:mod:`infdiff.ops.backends`), which the graph calls as they are, and with ``reduce-overhead``
+  the whole forward and backward replay as CUDA graphs: one launch per graph instead of one per
+  operator.  A call with other shapes (another batch size, sampling at another resolution) compiles
+  again for those shapes.
+
 Compiled in place (``nn.Module.compile``), a part keeps its parameters, its ``state_dict`` keys and
-its checkpoints; dynamo traces it once per input shape, so the sparse parts around it, whose point
-counts and neighbour lookups are data-dependent, stay eager.
+its checkpoints; ``dynamic=False``, since the shapes are meant to repeat.
 
 Why: a step of the paper's FFHQ-256 configuration dispatches about 2,900 computing operators
 (``benchmarks/results/stage1_ffhq256_operators_cpu.json``, counted on the CPU), so a host that launches
 each in a few tens of microseconds spends ~0.15 s per step whatever the GPU does; inductor fuses
-the U-Nets' element-wise chains into fewer kernels, and ``reduce-overhead`` replays them as CUDA graphs.
+element-wise chains into fewer kernels, and ``reduce-overhead`` replays them as CUDA graphs.
 """
 
 from __future__ import annotations
@@ -18,6 +28,8 @@ from typing import List
 
 import torch
 from torch import nn
+
+from infdiff.registry import Registry
 
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 """``train.compile``: ``none``, or the ``torch.compile`` mode the static-shape parts are compiled with."""
@@ -43,22 +55,38 @@ def static_shape_parts(model: nn.Module) -> List[str]:
     return found
 
 
-def compile_static_parts(model: nn.Module, mode: str, backend: str | None = None) -> List[str]:
-    """Compile every :func:`static_shape_parts` part of ``model`` in place with ``mode``
-    (:data:`COMPILE_MODES`; ``none`` compiles nothing) and return their names.
+COMPILE_SCOPES = Registry("compile scope")
+"""``train.compile_scope``: what of a network is compiled, as a function of the model giving the names of
+the submodules to compile (``""``: the model itself)."""
+COMPILE_SCOPES.register("grid", static_shape_parts)
+COMPILE_SCOPES.register("network", lambda model: [""])
+
+
+def check_compile_scope(scope: str, key: str = "train.compile_scope") -> None:
+    if scope not in COMPILE_SCOPES:
+        raise ValueError(f"{key}={scope!r}; expected one of {COMPILE_SCOPES.names()}")
+
+
+def compile_parts(model: nn.Module, mode: str, scope: str = "grid", backend: str | None = None) -> List[str]:
+    """Compile the parts of ``model`` that ``scope`` names (:data:`COMPILE_SCOPES`) in place with ``mode``
+    (:data:`COMPILE_MODES`; ``none`` compiles nothing) and return their names (``""``: the whole model).
 
     ``fullgraph``: a part that dynamo cannot trace in one graph is an error at its first call, not a
     silent half-compiled network.  A deep copy of a compiled part (the EMA's) is eager: torch leaves
     the compiled call out of the copy.
     """
     check_compile_mode(mode)
+    check_compile_scope(scope)
     if mode == "none":
         return []
-    names = static_shape_parts(model)
+    names = COMPILE_SCOPES[scope](model)
     modules = dict(model.named_modules())
     for name in names:
         modules[name].compile(
-            backend=backend or COMPILER_BACKEND, mode=None if mode == "default" else mode, fullgraph=True
+            backend=backend or COMPILER_BACKEND,
+            mode=None if mode == "default" else mode,
+            fullgraph=True,
+            dynamic=False,
         )
     return names
 

@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from infdiff.train.checkpoint import CheckpointManager
-from infdiff.train.compile import begin_step, compile_static_parts
+from infdiff.train.compile import begin_step, compile_parts
 from infdiff.train.ema import EMA
 from infdiff.train.rng import capture_rng_state, mixed_seed, restore_rng_state
 from infdiff.train.run_logger import RunLogger
@@ -121,7 +121,9 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
         self.model, self.optimizer = accelerator.prepare(model, optimiser)
         self.ema = EMA(accelerator.unwrap_model(self.model), settings.ema_decay, settings.ema_update_every)
-        self.compiled = compile_static_parts(self.model, settings.compile)  # the EMA's copy stays eager
+        # after the EMA's copy, which stays eager; inside any DDP wrapper, which then calls the compiled network
+        unwrapped = accelerator.unwrap_model(self.model)
+        self.compiled = compile_parts(unwrapped, settings.compile, settings.compile_scope)
         self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", keep=settings.keep_checkpoints)
         self.guard = GradientGuard(
             settings.grad_clip or None, optimizer.skip_threshold, skip_nonfinite=accelerator.mixed_precision != "fp16"

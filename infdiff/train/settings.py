@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Optional
 
-from infdiff.train.compile import check_compile_mode
+from infdiff.train.compile import check_compile_mode, check_compile_scope
 
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 
@@ -36,8 +36,9 @@ class TrainSettings:
     ``ema_update_every`` steps; metrics are logged every ``log_steps``, checkpoints written every
     ``checkpoint_steps`` (the last ``keep_checkpoints`` kept), the stage's evaluation hook runs
     every ``eval_steps`` and its picture hook every ``plot_samples_steps`` on ``sample_size``
-    examples.  ``compile`` names the ``torch.compile`` mode of the network's static-shape parts
-    (:mod:`infdiff.train.compile`; ``"none"``: all eager).
+    examples.  ``compile`` names the ``torch.compile`` mode (``"none"``: all eager) of the parts of the
+    network ``compile_scope`` names (:mod:`infdiff.train.compile`: ``"grid"``, the coarse-grid U-Nets, or
+    ``"network"``, all of it).
     """
 
     batch_size: int = 32
@@ -53,9 +54,11 @@ class TrainSettings:
     plot_samples_steps: int = 5000
     sample_size: int = 8
     compile: str = "none"
+    compile_scope: str = "grid"
 
     def __post_init__(self):
         check_compile_mode(self.compile)
+        check_compile_scope(self.compile_scope)
         if self.mixed_precision not in MIXED_PRECISIONS:
             raise ValueError(
                 f"train.mixed_precision={self.mixed_precision!r}; expected one of {list(MIXED_PRECISIONS)}"
