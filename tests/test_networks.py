@@ -85,7 +85,7 @@ def test_the_decoders_films_computed_together_equal_each_blocks_own(monkeypatch)
     results = []
     for together in (True, False):
         if not together:
-            monkeypatch.setattr(decoder_module, "block_affines", lambda blocks, t_emb, z: [None] * len(blocks))
+            monkeypatch.setattr(decoder_module, "block_affines", lambda blocks, t_emb, z: None)
         decoder = tiny_decoder(num_conv_blocks=2).double().eval()
         Count.calls = 0
         with Count():

@@ -173,3 +173,29 @@ def test_attention_block_matches_naive_attention():
     attended = (weights @ v).transpose(1, 2).reshape(2, 15, 64)
     expected = x + block.proj(attended).transpose(1, 2).reshape(2, 64, 5, 3)
     assert torch.allclose(block(x), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("network", ["unet", "contracting_half"])
+def test_the_films_computed_together_equal_each_blocks_own(monkeypatch, network):
+    """Every residual block's FiLM projected at once (one projection per channel width): the same output
+    and gradients as each block projecting its own, for the U-Net and for its contracting half alone."""
+    import infdiff.nn.uno as uno_module
+
+    torch.manual_seed(0)
+    model = make_uno(dropout=0.0).double()
+    if network == "contracting_half":
+        model = model.contracting
+    x = torch.randn(2, 3, 16, 16, dtype=torch.double)
+    t_emb, z = (v.double() for v in conditioning())
+    results = []
+    for together in (True, False):
+        if not together:
+            monkeypatch.setattr(uno_module, "res_block_affines", lambda network, t_emb, z: None)
+        model.zero_grad()
+        out = model(x, t_emb, z)
+        out.square().sum().backward()
+        results.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
+    (out, grads), (own_out, own_grads) = results
+    torch.testing.assert_close(out, own_out)
+    for got, want in zip(grads, own_grads):
+        torch.testing.assert_close(got, want)

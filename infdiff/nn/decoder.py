@@ -29,7 +29,8 @@ from torch import nn
 
 from infdiff.nn.embeddings import TimeEmbedding
 from infdiff.nn.fields import Field, field_from_input, field_to_output, from_coarse_grid, map_values, to_coarse_grid
-from infdiff.nn.sparse_block import SparseResBlock, block_affines
+from infdiff.nn.film import block_affines
+from infdiff.nn.sparse_block import SparseResBlock
 from infdiff.nn.uno import UNO
 
 
@@ -109,8 +110,8 @@ class SparseUNet(nn.Module):
         affines = block_affines([*self.down, *self.up], t_emb, z)  # every block's FiLM at once
         h = map_values(field_from_input(x), self.lift)
         skips = []
-        for block, block_affine in zip(self.down, affines):
-            h = block(h, t_emb, z, affines=block_affine)
+        for block in self.down:
+            h = block(h, t_emb, z, affines=affines)
             skips.append(h)
         grid = self.to_grid(to_coarse_grid(h, self.uno_res, self.knn_neighbours, self.backend))
         if self.z_to_grid is not None:
@@ -118,6 +119,6 @@ class SparseUNet(nn.Module):
             grid = grid + F.interpolate(latent, size=grid.shape[-2:], mode="bilinear", align_corners=False)
         grid = self.uno(grid, t_emb, z)
         h = map_values(from_coarse_grid(grid, h), self.from_grid)
-        for block, block_affine in zip(self.up, affines[len(self.down) :]):
-            h = block(h, t_emb, z, skip=skips.pop(), affines=block_affine)
+        for block in self.up:
+            h = block(h, t_emb, z, skip=skips.pop(), affines=affines)
         return field_to_output(map_values(h, self.project))

@@ -14,7 +14,7 @@ each per sample and per channel, broadcast over every position of ``h``.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -231,3 +231,23 @@ def folded_affines(
         for i, (scale, shift) in zip(members, stacked):
             out[i] = scale, shift
     return out
+
+
+def block_affines(
+    blocks: Sequence[nn.Module], t_emb: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None
+) -> Dict[nn.Module, List[Optional[Tuple[torch.Tensor, torch.Tensor]]]]:
+    """``{block: the folded (scale, shift) of each pair of block.modulated_norms()}`` for a network's blocks,
+    computed together (:func:`folded_affines`): they all condition on the same ``e_t`` and ``z``.  A block
+    given this mapping reads its own entry instead of projecting ``e_t`` and ``z`` itself."""
+    owners = [(block, pair) for block in blocks for pair in block.modulated_norms()]
+    out: Dict[nn.Module, List[Optional[Tuple[torch.Tensor, torch.Tensor]]]] = {block: [] for block in blocks}
+    for (block, _), affine in zip(owners, folded_affines([pair for _, pair in owners], t_emb, z)):
+        out[block].append(affine)
+    return out
+
+
+def own_affines(block: nn.Module, t_emb: Optional[torch.Tensor], z: Optional[torch.Tensor], affines=None) -> list:
+    """``block``'s entry of ``affines`` (:func:`block_affines`), or its pairs' folded affines computed alone."""
+    if affines is not None:
+        return affines[block]
+    return [film.folded_affine(norm, t_emb, z) for film, norm in block.modulated_norms()]

@@ -16,13 +16,13 @@ a linear layer first.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
 
 from infdiff.nn.fields import Field, field_values, grid_size, map_values, with_values
-from infdiff.nn.film import FiLM, folded_affines
+from infdiff.nn.film import FiLM, own_affines
 from infdiff.ops import (
     SparseImage,
     as_size,
@@ -102,7 +102,7 @@ class SparseResBlock(nn.Module):
         )
 
     def modulated_norms(self) -> List[Tuple[FiLM, nn.LayerNorm]]:
-        """The block's two (FiLM, norm) pairs, in the order :meth:`forward` takes their ``affines``."""
+        """The block's two (FiLM, norm) pairs (:func:`~infdiff.nn.film.block_affines`)."""
         return [(self.film1, self.norm1), (self.film2, self.norm2)]
 
     def forward(
@@ -111,27 +111,16 @@ class SparseResBlock(nn.Module):
         t_emb: Optional[torch.Tensor] = None,
         z: Optional[torch.Tensor] = None,
         skip: Optional[Field] = None,
-        affines: Optional[Sequence[Optional[Tuple[torch.Tensor, torch.Tensor]]]] = None,
+        affines: Optional[Mapping[nn.Module, list]] = None,
     ) -> Field:
-        """``affines``: the two pairs' folded ``(scale, shift)`` for this ``t_emb`` and ``z`` when the caller
-        computed them (:func:`block_affines`, one projection for all of a network's blocks); else the
-        block computes its own."""
+        """``affines``: the folded FiLMs of a network's blocks for this ``t_emb`` and ``z``, when the caller
+        computed them together (:func:`~infdiff.nn.film.block_affines`); else the block computes its own."""
         if (skip is None) != (self.skip is None):
             raise ValueError("skip input must be given exactly when the block was built with skip_channels")
-        if affines is None:
-            affines = [film.folded_affine(norm, t_emb, z) for film, norm in self.modulated_norms()]
+        first, second = own_affines(self, t_emb, z, affines)
         if skip is not None:
             x = map_values(x, lambda v: self.skip(torch.cat((v, field_values(skip)), -1)))
-        h = self.conv(map_values(x, lambda v: self.film1.apply_folded(self.norm1, v, affines[0], self.backend)))
+        h = self.conv(map_values(x, lambda v: self.film1.apply_folded(self.norm1, v, first, self.backend)))
         v = field_values(x) + field_values(h)
-        v = v + self.mlp(self.film2.apply_folded(self.norm2, v, affines[1], self.backend))
+        v = v + self.mlp(self.film2.apply_folded(self.norm2, v, second, self.backend))
         return with_values(x, v)
-
-
-def block_affines(
-    blocks: Sequence[SparseResBlock], t_emb: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None
-) -> List[List[Optional[Tuple[torch.Tensor, torch.Tensor]]]]:
-    """Each block's ``affines`` for :meth:`SparseResBlock.forward`, computed together
-    (:func:`~infdiff.nn.film.folded_affines`): the blocks of a network share ``e_t`` and ``z``."""
-    flat = folded_affines([pair for block in blocks for pair in block.modulated_norms()], t_emb, z)
-    return [flat[i : i + 2] for i in range(0, len(flat), 2)]

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from infdiff.nn.film import FiLM
+from infdiff.nn.film import FiLM, block_affines, own_affines
 from infdiff.nn.uno_plan import BlockSettings, GridOps, LevelSpec, plan_levels
 from infdiff.ops.grid import grid_coords
 
@@ -99,11 +99,24 @@ class ResBlock(nn.Module):
             nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else nn.Identity()
         )
 
-    def forward(self, x: torch.Tensor, t_emb: Optional[torch.Tensor], z: Optional[torch.Tensor]) -> torch.Tensor:
-        h = F.gelu(self.film.normalised(self.norm1, x, t_emb, z))
+    def modulated_norms(self) -> List[Tuple[FiLM, nn.GroupNorm]]:
+        """The block's (FiLM, norm) pair (:func:`~infdiff.nn.film.block_affines`)."""
+        return [(self.film, self.norm1)]
+
+    def forward(self, x: torch.Tensor, t_emb: Optional[torch.Tensor], z: Optional[torch.Tensor], affines=None):
+        """``affines``: the U-Net's folded FiLMs computed together (:func:`~infdiff.nn.film.block_affines`),
+        or ``None`` to compute this block's own."""
+        (affine,) = own_affines(self, t_emb, z, affines)
+        h = F.gelu(self.film.apply_folded(self.norm1, x, affine))
         h = self.conv1(self.dropout(h))
         h = self.conv2(F.gelu(self.norm2(h)))
         return self.skip(x) + h
+
+
+def res_block_affines(network: nn.Module, t_emb: Optional[torch.Tensor], z: Optional[torch.Tensor]) -> dict:
+    """The folded FiLM of every :class:`ResBlock` in ``network``, computed together (one projection of
+    ``e_t`` and ``z`` per channel width instead of one per block)."""
+    return block_affines([m for m in network.modules() if isinstance(m, ResBlock)], t_emb, z)
 
 
 class LevelBlock(nn.Module):
@@ -117,8 +130,8 @@ class LevelBlock(nn.Module):
             AttentionBlock(out_channels, settings.num_groups, settings.head_dim) if level.attention else nn.Identity()
         )
 
-    def forward(self, x: torch.Tensor, t_emb: Optional[torch.Tensor], z: Optional[torch.Tensor]) -> torch.Tensor:
-        return self.attn(self.res(x, t_emb, z))
+    def forward(self, x: torch.Tensor, t_emb: Optional[torch.Tensor], z: Optional[torch.Tensor], affines=None):
+        return self.attn(self.res(x, t_emb, z, affines))
 
 
 class DownPath(nn.Module):
@@ -140,12 +153,12 @@ class DownPath(nn.Module):
             self.resamples.append(nn.Identity() if is_last else settings.ops.downsample(channels, level.resolution))
 
     def forward(
-        self, x: torch.Tensor, t_emb: Optional[torch.Tensor], z: Optional[torch.Tensor]
+        self, x: torch.Tensor, t_emb: Optional[torch.Tensor], z: Optional[torch.Tensor], affines=None
     ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         skips = []
         for blocks, resample in zip(self.levels, self.resamples):
             for block in blocks:
-                x = block(x, t_emb, z)
+                x = block(x, t_emb, z, affines)
                 skips.append(x)
             x = resample(x)
         return x, skips
@@ -161,8 +174,8 @@ class MiddleBlock(nn.Module):
         )
         self.second = ResBlock(level.channels, level.channels, level.resolution, level.dropout, settings)
 
-    def forward(self, x: torch.Tensor, t_emb: Optional[torch.Tensor], z: Optional[torch.Tensor]) -> torch.Tensor:
-        return self.second(self.first(x, t_emb, z), t_emb, z)
+    def forward(self, x: torch.Tensor, t_emb: Optional[torch.Tensor], z: Optional[torch.Tensor], affines=None):
+        return self.second(self.first(x, t_emb, z, affines), t_emb, z, affines)
 
 
 class UpPath(nn.Module):
@@ -190,11 +203,12 @@ class UpPath(nn.Module):
         skips: List[torch.Tensor],
         t_emb: Optional[torch.Tensor],
         z: Optional[torch.Tensor],
+        affines=None,
     ) -> torch.Tensor:
         skips = list(skips)
         for blocks, resample in zip(self.levels, self.resamples):
             for block in blocks:
-                x = block(torch.cat((x, skips.pop()), dim=1), t_emb, z)
+                x = block(torch.cat((x, skips.pop()), dim=1), t_emb, z, affines)
             x = resample(x)
         return x
 
@@ -270,12 +284,15 @@ class UNOEncoder(nn.Module):
         x: torch.Tensor,
         t_emb: Optional[torch.Tensor] = None,
         z: Optional[torch.Tensor] = None,
+        affines=None,
     ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        """Bottleneck features and the per-block skips of the contracting path."""
+        """Bottleneck features and the per-block skips of the contracting path; ``affines``: those of
+        :func:`res_block_affines` for an enclosing network (``None``: this path's own, computed together)."""
         self._check_input(x)
+        affines = res_block_affines(self, t_emb, z) if affines is None else affines
         h = self.stem(self.coordinates(x))
-        h, skips = self.down(h, t_emb, z)
-        return self.middle(h, t_emb, z), skips
+        h, skips = self.down(h, t_emb, z, affines)
+        return self.middle(h, t_emb, z, affines), skips
 
     def forward(
         self,
@@ -336,5 +353,6 @@ class UNO(nn.Module):
         t_emb: Optional[torch.Tensor] = None,
         z: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        h, skips = self.contracting.features(x, t_emb, z)
-        return self.head(self.expanding(h, skips, t_emb, z))
+        affines = res_block_affines(self, t_emb, z)  # both paths' FiLMs at once
+        h, skips = self.contracting.features(x, t_emb, z, affines)
+        return self.head(self.expanding(h, skips, t_emb, z, affines))
