@@ -16,9 +16,9 @@
 Compiled in place (``nn.Module.compile``), a part keeps its parameters, its ``state_dict`` keys and
 its checkpoints; ``dynamic=False``, since the shapes are meant to repeat.
 
-Why: a step of the paper's FFHQ-256 configuration dispatches about 2,900 computing operators
+Why: a step of the paper's FFHQ-256 configuration dispatches about 2,200 computing operators
 (``benchmarks/results/stage1_ffhq256_operators_cpu.json``, counted on the CPU), so a host that launches
-each in a few tens of microseconds spends ~0.15 s per step whatever the GPU does; inductor fuses
+each in a few tens of microseconds spends ~0.1 s per step whatever the GPU does; inductor fuses
 element-wise chains into fewer kernels, and ``reduce-overhead`` replays them as CUDA graphs.
 """
 
