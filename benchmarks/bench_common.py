@@ -134,6 +134,20 @@ def peak_bytes(fn: Callable[[], object], device: str) -> int:
     return peak.peak
 
 
+def cudagraph_skips(fns: Dict[str, Callable[[], object]]) -> Dict[str, int]:
+    """Call each of ``fns`` once (a warm-up, which compiles a compiled one) and count the graphs inductor
+    then declined to replay as CUDA graphs (``counters["inductor"]["cudagraph_skips"]``; its log says
+    why): 0 for a variant in a CUDA-graph mode means all of it replays, so its time is the graphs'."""
+    from torch._dynamo.utils import counters
+
+    skips = {}
+    for name, fn in fns.items():
+        before = counters["inductor"]["cudagraph_skips"]
+        fn()
+        skips[name] = counters["inductor"]["cudagraph_skips"] - before
+    return skips
+
+
 def source_commit() -> str:
     """The commit measured: ``$COMMIT`` when set (a copy of the tree without its git directory, as on a
     device machine), else this checkout's ``HEAD``, marked ``+changes`` when tracked files differ from it."""

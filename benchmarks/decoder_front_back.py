@@ -14,7 +14,8 @@ training compiles it), named with a ``_compiled`` suffix, interleaved with the e
 ``ratio_to_dense`` is to the compiled dense path and ``ratio_to_eager`` to its eager twin.
 ``reduce-overhead`` replays each forward and backward as CUDA graphs, which removes the host's
 per-operator cost.  Operator counts and (on the CPU) peak bytes are left out for compiled variants,
-whose fused kernels a dispatch mode does not see.
+whose fused kernels a dispatch mode does not see.  On a GPU in a CUDA-graph mode each compiled variant
+reports ``cudagraph_skips``, the graphs inductor declined to replay as CUDA graphs (0: all of them replay).
 
 Sampling throughput at large sides, with a config's whole decoder, is ``decode_step.py``.
 
@@ -32,10 +33,19 @@ from torch import nn
 
 from infdiff.nn import SparseUNet
 from infdiff.ops import SparseImage, uniform_subset
-from infdiff.train.compile import COMPILE_MODES, begin_step, compile_parts
+from infdiff.train.compile import COMPILE_MODES, CUDA_GRAPH_MODES, begin_step, compile_parts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import add_dry_run, dry_run, backends_for, environment, interleaved_medians, peak_bytes, publish  # noqa: E402  (sibling modules)
+from bench_common import (
+    add_dry_run,
+    dry_run,
+    backends_for,
+    cudagraph_skips,
+    environment,
+    interleaved_medians,
+    peak_bytes,
+    publish,
+)  # noqa: E402  (sibling modules)
 from step_breakdown import dispatched_operators, profiled_fractions  # noqa: E402
 
 
@@ -103,8 +113,10 @@ def front_back(args, backends) -> dict:
         for fraction in args.fractions:
             fns.update({f"sparse_{name}_{fraction:g}{suffix}": sparse(name, fraction, mode) for name in backends})
         mode_of.update({name: (suffix, mode) for name in fns if name not in mode_of})
-    seconds = interleaved_medians(fns, args.repeats, args.device)
     eager = {name: mode == "none" for name, (_, mode) in mode_of.items()}  # a dispatch mode sees no compiled kernel
+    graphs = args.device == "cuda" and args.compile in CUDA_GRAPH_MODES
+    skips = cudagraph_skips({name: fn for name, fn in fns.items() if not eager[name]}) if graphs else {}
+    seconds = interleaved_medians(fns, args.repeats, args.device)
     peaks = {
         name: peak_bytes(fn, args.device) if eager[name] or args.device == "cuda" else None for name, fn in fns.items()
     }
@@ -126,6 +138,7 @@ def front_back(args, backends) -> dict:
             "peak_ratio_to_dense": ratio(peaks, name, dense_name),
             "operators_computing": operators[name],
             **({"ratio_to_eager": ratio(seconds, name, name[: -len(suffix)])} if suffix else {}),
+            **({"cudagraph_skips": skips[name]} if name in skips else {}),
             **launches[name],
         }
     return results

@@ -71,7 +71,7 @@ PY
 if [ "$dry" = 1 ]; then
     if selected tests; then
         $py -m pytest -q -p no:cacheprovider --collect-only tests/test_gpu.py tests/test_kernels.py \
-            tests/test_norm_kernels.py 2>&1 | tail -3 | tee -a "$log" || failed=1
+            tests/test_norm_kernels.py tests/test_gpu_compile.py 2>&1 | tail -3 | tee -a "$log" || failed=1
     fi
 else
 $py - >"$out/environment.json" <<PY
@@ -110,6 +110,8 @@ if selected tests; then
     for tests in tests/test_gpu.py tests/test_kernels.py tests/test_norm_kernels.py; do
         timeout 40 $py -m pytest -q -rfEs -p no:cacheprovider "$tests" 2>&1 | tee -a "$log" | tail -15
     done
+    # inductor's code generation for the network compiled whole into CUDA graphs: its own, longer limit
+    timeout 120 $py -m pytest -q -rfEs -p no:cacheprovider tests/test_gpu_compile.py 2>&1 | tee -a "$log" | tail -15
 fi
 fi
 

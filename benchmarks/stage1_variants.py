@@ -70,7 +70,9 @@ of the step spent in the sparse convolution kernels, the neighbour tables, the k
 compiled modulated layer norms, the optimiser (from a profile of one step) and the coarse-grid
 U-Nets (timed alone, :mod:`step_breakdown`), the rest under ``other`` (point-wise MLPs, norms,
 interpolation, the dense path's convolutions), and on a GPU ``gpu_busy``; under ``counts`` the
-operators one step dispatches and on a GPU the kernels it launches.  A Markdown table is written
+operators one step dispatches and on a GPU the kernels it launches; for a variant compiled in a
+CUDA-graph mode on a GPU, ``cudagraph_skips``, the graphs inductor declined to replay as CUDA graphs
+(0: the whole compiled part replays).  A Markdown table is written
 beside the JSON.  On these shared 2-core machines only the ratios mean
 something.
 """
@@ -90,13 +92,13 @@ from infdiff.pipeline.build import build_loss, build_process
 from infdiff.pipeline.cli import one_line_errors, parse_command_line
 from infdiff.pipeline.legacy_keys import LEGACY_KEYS
 from infdiff.pipeline.schema import validate_config
-from infdiff.train.compile import begin_step, compile_parts
+from infdiff.train.compile import CUDA_GRAPH_MODES, begin_step, compile_parts
 from infdiff.train.config import ConfigError, override
 from infdiff.train.loop import make_optimizer
 from infdiff.train.settings import OptimizerSettings, from_section
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import add_dry_run, dry_run, environment, interleaved_medians, peak_bytes, publish  # noqa: E402  (sibling modules)
+from bench_common import add_dry_run, cudagraph_skips, dry_run, environment, interleaved_medians, peak_bytes, publish  # noqa: E402  (sibling modules)
 from step_breakdown import step_breakdown  # noqa: E402
 
 
@@ -213,9 +215,11 @@ def main(argv=None):
         optimizer.zero_grad(set_to_none=True)
 
     runs = {name: (lambda members=members: step(*members)) for name, members in steps.items()}
-    seconds = interleaved_medians(runs, args.repeats, device.type)
     # a dispatch mode (the CPU's tensor-byte count, the operator count) cannot run under torch.compile
     eager = {name: variant.train.compile == "none" for name, variant in variants.items()}
+    graphed = [name for name, v in variants.items() if v.train.compile in CUDA_GRAPH_MODES and device.type == "cuda"]
+    skips = cudagraph_skips({name: runs[name] for name in graphed})
+    seconds = interleaved_medians(runs, args.repeats, device.type)
     peaks = {
         name: peak_bytes(run, device.type) if eager[name] or device.type == "cuda" else None
         for name, run in runs.items()
@@ -249,6 +253,7 @@ def main(argv=None):
                 if None not in (peaks[name], peaks[baseline_name])
                 else None,
                 **({"breakdown": parts[name]} if name in parts else {}),
+                **({"cudagraph_skips": skips[name]} if name in skips else {}),
             }
             for name, (model, optimizer, *_) in steps.items()
         },

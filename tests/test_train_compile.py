@@ -7,6 +7,11 @@ compile step that can break on our modules, without inductor's minute of C++ cod
 network on this CPU."""
 
 import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -144,6 +149,7 @@ def test_a_run_compiled_whole_trains_checkpoints_and_resumes(tmp_path, monkeypat
     assert state["step"] == 2
     assert not any("_orig_mod" in key for key in state["model"]), "the compiled model's keys are the eager ones"
     assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert not any("_orig_mod" in key or key.startswith("module.") for key in state["model"])
     resumed = flags("config", "shapes_32_config.py", argv + ["train.max_steps=3", "train.checkpoint_steps=3"])
     with pytest.warns(UserWarning, match="differs from the checkpoint's: train.checkpoint_steps"):
         script("train_inf_ae_diffusion.py").main(resumed)
@@ -165,7 +171,6 @@ def test_an_unknown_compile_scope_names_the_key_and_the_scopes(bad):
 
 def test_the_front_and_back_benchmark_runs_compiled_twins_beside_the_eager_variants(tmp_path, monkeypatch):
     import json
-    import sys
 
     from test_pipeline import script
 
@@ -223,9 +228,6 @@ def test_a_model_without_static_shape_parts_compiles_nothing():
 
 
 def test_a_bad_compile_mode_of_a_benchmark_variant_is_one_line(tmp_path):
-    import subprocess
-    import sys
-
     from test_pipeline import ROOT, flags
 
     argv = ["--out", str(tmp_path / "b.json"), "--variant", "x", "train.compile=fast"]
@@ -241,3 +243,33 @@ def test_a_bad_compile_mode_of_a_benchmark_variant_is_one_line(tmp_path):
         "stage1_variants.py: error: --variant.train.compile='fast': expected one of 'none', 'default', "
         "'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs'"
     )
+
+
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+    reason="torchrun not installed",
+)
+def test_two_processes_train_a_network_compiled_whole_inside_ddp(tmp_path):
+    """DDP wraps the network, which is compiled in place inside it (``$INFDIFF_COMPILE_BACKEND=aot_eager``:
+    the trace inductor would take): both processes train compiled, and rank 0 checkpoints the eager keys."""
+    from test_pipeline import ROOT, flags, newest_state
+
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    argv = TINY_AE + [f"run.output_dir={tmp_path}", "train.max_steps=2", "train.checkpoint_steps=2"]
+    argv += ["train.compile=default", "train.compile_scope=network"]
+    command = [torchrun, "--nproc_per_node", "2", "--master_port", "29519", str(ROOT / "train_inf_ae_diffusion.py")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", INFDIFF_COMPILE_BACKEND="aot_eager")
+    done = subprocess.run(
+        command + flags("config", "shapes_32_config.py", argv),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("compiled (default): the whole network") == 1, "rank 0 reports it"
+    state = newest_state(tmp_path / "shapes_32")
+    assert state["step"] == 2 and len(state["rng"]) == 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert not any("_orig_mod" in key or key.startswith("module.") for key in state["model"])

@@ -24,6 +24,7 @@ element-wise chains into fewer kernels, and ``reduce-overhead`` replays them as 
 
 from __future__ import annotations
 
+import os
 from typing import List
 
 import torch
@@ -36,7 +37,9 @@ COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-auto
 
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the modes that replay CUDA graphs
 
-COMPILER_BACKEND = "inductor"
+COMPILER_BACKEND = os.environ.get("INFDIFF_COMPILE_BACKEND", "inductor")
+"""The ``torch.compile`` backend: inductor, unless ``$INFDIFF_COMPILE_BACKEND`` names another (``aot_eager``
+traces as inductor would without generating code: for finding what breaks a trace, and for tests)."""
 
 
 def check_compile_mode(mode: str, key: str = "train.compile") -> None:
