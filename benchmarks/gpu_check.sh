@@ -7,8 +7,8 @@
 # It took 293 s on an H200 at commit cf39fbb, build included, before the two stage-1 steps at the paper's batch of
 # 32 and the compiled ones (U-Nets, or whole networks, as CUDA graphs) were added: their time is not known yet;
 # compiling comes last, so a device call that ends first loses only it.  The steps' own time limits, which only a
-# hang or a slower machine reaches, add up to 1,100 s after the build, more than one device call's 600 s: give the
-# call a timeout and rerun what is missing with ONLY=... (below).
+# hang or a slower machine reaches, add up to 1,240 s after the build and the tests, more than one device call's
+# 600 s: give the call a timeout and rerun what is missing with ONLY=... (below).
 #
 #   COMMIT=$(git rev-parse HEAD) bash benchmarks/gpu_check.sh "$OUT"
 #
@@ -153,17 +153,21 @@ bench decode_step_ffhq256_gpu 60 benchmarks/decode_step.py --device cuda --confi
     --sides 256 512 1024 --batch 4 --precision fp32 bf16
 bench knn_gpu 30 benchmarks/knn.py --device cuda --sizes 128 256 512
 bench norm_film_gpu_bf16 30 benchmarks/norm_film.py --device cuda --dtype bfloat16 --points 16384 65536 --batch 32
-# last, since compiling is the one step whose time this script cannot foresee (inductor on that host): the
-# U-Nets alone as CUDA graphs (train.compile_scope=grid), then every sparse part too (network)
-bench stage1_ffhq256_compiled_gpu 300 benchmarks/stage1_variants.py --device cuda --config configs/ffhq_256_config.py \
-    --config.data.name=shapes --config.train.batch_size=8 --repeats 5 \
+# last, since compiling is the steps' time this script cannot foresee (inductor on that host), each step publishing
+# on its own: the whole network as CUDA graphs (train.compile_scope=network: the sparse parts too), then the U-Nets
+# alone (grid), then the decoder's front and back compiled whole
+bench stage1_ffhq256_network_graphs_gpu 240 benchmarks/stage1_variants.py --device cuda \
+    --config configs/ffhq_256_config.py --config.data.name=shapes --config.train.batch_size=8 --repeats 5 \
     --variant quarter loss.points=16384 loss.encoder_points=16384 \
-    --variant quarter_graphs loss.points=16384 loss.encoder_points=16384 train.compile=reduce-overhead \
-    --variant dense_graphs loss.points=65536 loss.encoder_points=65536 train.compile=reduce-overhead \
     --variant quarter_network_graphs loss.points=16384 loss.encoder_points=16384 train.compile=reduce-overhead \
     train.compile_scope=network \
     --variant dense_network_graphs loss.points=65536 loss.encoder_points=65536 train.compile=reduce-overhead \
     train.compile_scope=network
+bench stage1_ffhq256_compiled_gpu 200 benchmarks/stage1_variants.py --device cuda --config configs/ffhq_256_config.py \
+    --config.data.name=shapes --config.train.batch_size=8 --repeats 5 \
+    --variant quarter loss.points=16384 loss.encoder_points=16384 \
+    --variant quarter_graphs loss.points=16384 loss.encoder_points=16384 train.compile=reduce-overhead \
+    --variant dense_graphs loss.points=65536 loss.encoder_points=65536 train.compile=reduce-overhead
 bench decoder_front_back_graphs_gpu 200 benchmarks/decoder_front_back.py --device cuda --size 256 --batch 8 \
     --fractions 0.25 --compile reduce-overhead
 echo "gpu_check done in $(( $(date +%s) - start )) s" | tee -a "$log"
