@@ -91,6 +91,7 @@ def front_back(args, backends) -> dict:
 
         def run():
             begin_step(mode)
+            net.zero_grad(set_to_none=True)  # as a training step: gradients assigned, not accumulated
             net(x, t, z).square().mean().backward()
 
         return run
@@ -101,6 +102,7 @@ def front_back(args, backends) -> dict:
 
         def run():
             begin_step(mode)
+            net.zero_grad(set_to_none=True)
             # a fresh image per call: its neighbour tables and kNN plan are built every step, as in training
             net(SparseImage.from_dense(x, index), t, z).values.square().mean().backward()
 

@@ -100,6 +100,29 @@ def test_autograd_keeps_the_input_and_the_row_statistics_only():
     assert sorted(tuple(t.shape) for t in saved) == sorted([(4, 256, 64), (4, 64), (1024,), (1024,)])
 
 
+def test_backward_fills_no_gradient_for_the_row_statistics():
+    """The statistics are not differentiable: backward runs the one backward operator, with no zero-filled
+    gradients for them (two launches per call on a GPU)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    x, scale, shift = (t.requires_grad_(True) for t in inputs((2, 8, 16)))
+    y = modulated_layer_norm(x, scale, shift, backend="cpp")
+    grad = torch.randn_like(y)
+    with Record() as record:
+        y.backward(grad)
+    assert record.names.count("infdiff.modulated_layer_norm_backward") == 1
+    assert not [name for name in record.names if "zero" in name or "fill" in name], record.names
+
+
 def test_any_leading_shape_and_a_shared_scale_broadcast_per_sample():
     g = torch.Generator().manual_seed(3)
     x = torch.randn(2, 3, 4, 8, generator=g)
