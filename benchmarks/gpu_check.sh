@@ -7,7 +7,7 @@
 # It took 293 s on an H200 at commit cf39fbb, build included, before the two stage-1 steps at the paper's batch of
 # 32 and the compiled ones (U-Nets, or whole networks, as CUDA graphs) were added: their time is not known yet;
 # compiling comes last, so a device call that ends first loses only it.  The steps' own time limits, which only a
-# hang or a slower machine reaches, add up to 1,240 s after the build and the tests, more than one device call's
+# hang or a slower machine reaches, add up to 1,390 s after the build and the tests, more than one device call's
 # 600 s: give the call a timeout and rerun what is missing with ONLY=... (below).
 #
 #   COMMIT=$(git rev-parse HEAD) bash benchmarks/gpu_check.sh "$OUT"
@@ -155,7 +155,7 @@ bench knn_gpu 30 benchmarks/knn.py --device cuda --sizes 128 256 512
 bench norm_film_gpu_bf16 30 benchmarks/norm_film.py --device cuda --dtype bfloat16 --points 16384 65536 --batch 32
 # last, since compiling is the steps' time this script cannot foresee (inductor on that host), each step publishing
 # on its own: the whole network as CUDA graphs (train.compile_scope=network: the sparse parts too), then the U-Nets
-# alone (grid), then the decoder's front and back compiled whole
+# alone (grid), then the decoder's front and back compiled whole, and a sampling step compiled whole
 bench stage1_ffhq256_network_graphs_gpu 240 benchmarks/stage1_variants.py --device cuda \
     --config configs/ffhq_256_config.py --config.data.name=shapes --config.train.batch_size=8 --repeats 5 \
     --variant quarter loss.points=16384 loss.encoder_points=16384 \
@@ -170,5 +170,7 @@ bench stage1_ffhq256_compiled_gpu 200 benchmarks/stage1_variants.py --device cud
     --variant dense_graphs loss.points=65536 loss.encoder_points=65536 train.compile=reduce-overhead
 bench decoder_front_back_graphs_gpu 200 benchmarks/decoder_front_back.py --device cuda --size 256 --batch 8 \
     --fractions 0.25 --compile reduce-overhead
+bench decode_step_graphs_gpu 150 benchmarks/decode_step.py --device cuda --config configs/ffhq_256_config.py \
+    --sides 256 1024 --batch 4 --precision bf16 --compile reduce-overhead
 echo "gpu_check done in $(( $(date +%s) - start )) s" | tee -a "$log"
 exit $failed

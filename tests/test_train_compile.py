@@ -195,6 +195,47 @@ def test_the_front_and_back_benchmark_runs_compiled_twins_beside_the_eager_varia
     assert "| sparse_cpp_0.25_compiled |" in out.with_suffix(".md").read_text()
 
 
+def test_the_decoding_benchmark_times_a_decoder_compiled_whole_beside_the_eager_one(tmp_path, monkeypatch):
+    """Sampling's shapes repeat at one side: each side compiles once, and the compiled cell says how it
+    compares with the eager one at the same side and precision."""
+    import json
+
+    from test_pipeline import flags, script
+
+    counter = CompileCounterWithBackend("aot_eager")
+    monkeypatch.setattr(train_compile, "COMPILER_BACKEND", counter)
+    out = tmp_path / "decode.json"
+    argv = ["--sides", "16", "32", "--repeats", "2", "--compile", "default", "--out", str(out)]
+    script("benchmarks/decode_step.py").main(flags("config", "shapes_32_config.py", TINY_AE) + argv)
+    result = json.loads(out.read_text())
+    assert set(result["cells"]) == {"fp32", "fp32_compiled"} and result["compile"] == "default"
+    for side in ("16", "32"):
+        eager, compiled = result["cells"]["fp32"][side], result["cells"]["fp32_compiled"][side]
+        assert compiled["ratio_to_eager"] == compiled["seconds_per_step"] / eager["seconds_per_step"]
+        assert compiled["peak_bytes"] is None and eager["peak_bytes"] > 0
+    assert counter.frame_count == 2, "one graph per side"
+    assert "| fp32_compiled | 32² |" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.parametrize("taps", [7, 33])  # the direct conv, and the FFT from FFT_MIN_TAPS
+def test_the_dense_path_compiles_outside_autograd_with_its_kernel_caches_left_eager(taps):
+    """Sampling: the resampled kernel and the kernel's spectrum are cached between eager calls by the weights'
+    version, which a graph cannot hold; compiled, they are computed in the graph, the same values."""
+    from infdiff.nn.sparse_block import MonteCarloConv
+
+    conv = MonteCarloConv(4, 7, train_size=16)
+    compiled = copy.deepcopy(conv)
+    compiled.compile(backend="aot_eager", fullgraph=True, dynamic=False)
+    side = 16 * taps // 7  # the kernel resampled to about ``taps`` taps
+    x = torch.randn(2, side, side, 4)
+    with torch.no_grad():
+        for _ in range(2):  # the second call: eager from its caches, compiled from its graph
+            torch.testing.assert_close(compiled(x), conv(x), rtol=1e-5, atol=1e-5)
+    from infdiff.ops.sparse_conv import FFT_MIN_TAPS
+
+    assert (conv.kernel_at((side, side)).shape[-1] ** 2 >= FFT_MIN_TAPS) == (taps > 31)
+
+
 def test_the_step_benchmark_compiles_a_variant_as_training_does(tmp_path, monkeypatch):
     import json
 

@@ -54,11 +54,12 @@ class MonteCarloConv(nn.Module):
         """The kernel resampled for a grid of ``size`` (unchanged at the training size).
 
         Outside autograd the last one is kept until the weights change, so every sampling step
-        at one size uses the same tensor (and the dense path's FFT of it is taken once).
+        at one size uses the same tensor (and the dense path's FFT of it is taken once); a compiled
+        graph resamples it in each call instead (the weights' version is no value a graph can hold).
         """
         rh, rw = resolution_ratio(size, self.train_size)
         taps = (resized_kernel_size(self.kernel_size, rh), resized_kernel_size(self.kernel_size, rw))
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return resize_kernel(self.weight, taps)
         key = (taps, self.weight._version, self.weight.device, self.weight.dtype)
         if self._resized is None or self._resized[0] != key:

@@ -179,7 +179,7 @@ _SPECTRA = WeakTensorKeyDictionary()  # kernel -> (key, spectrum)
 def _kernel_spectrum(weight: torch.Tensor, shape: Tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
     """``rfft2`` of the flipped kernel; outside autograd, remembered for as long as ``weight`` lives
     unchanged (its version counter), so a sampler calling the same kernel every step transforms it once."""
-    if torch.is_grad_enabled() and weight.requires_grad:
+    if torch.is_grad_enabled() and weight.requires_grad or torch.compiler.is_compiling():  # a graph: every call
         return torch.fft.rfft2(weight.flip(-2, -1).to(dtype), s=shape)
     key = (weight._version, shape, dtype)
     known = _SPECTRA.get(weight)
