@@ -314,3 +314,20 @@ def test_two_processes_train_a_network_compiled_whole_inside_ddp(tmp_path):
     assert state["step"] == 2 and len(state["rng"]) == 2
     assert all(torch.isfinite(v).all() for v in state["model"].values())
     assert not any("_orig_mod" in key or key.startswith("module.") for key in state["model"])
+
+
+def test_an_unknown_compile_backend_ends_the_run_in_one_line_naming_the_variable(tmp_path):
+    from test_pipeline import ROOT, flags
+
+    argv = TINY_AE + [f"run.output_dir={tmp_path}", "train.max_steps=1", "train.compile=default"]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "train_inf_ae_diffusion.py"), *flags("config", "shapes_32_config.py", argv)],
+        env=dict(os.environ, INFDIFF_COMPILE_BACKEND="inductr"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("train_inf_ae_diffusion.py: error: $INFDIFF_COMPILE_BACKEND='inductr' is no torch.compile")
+    assert "'inductor'" in last

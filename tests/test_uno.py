@@ -199,3 +199,15 @@ def test_the_films_computed_together_equal_each_blocks_own(monkeypatch, network)
     torch.testing.assert_close(out, own_out)
     for got, want in zip(grads, own_grads):
         torch.testing.assert_close(got, want)
+
+
+def test_the_listed_residual_blocks_are_the_networks_own_in_a_copy():
+    """The EMA's deep copy projects FiLM with its own blocks' weights, not the original's."""
+    import copy
+
+    model = make_uno()
+    copied = copy.deepcopy(model)
+    assert len(model.res_blocks) == sum(isinstance(m, ResBlock) for m in model.modules()) > 0
+    assert all(a is b for a, b in zip(copied.res_blocks, (m for m in copied.modules() if isinstance(m, ResBlock))))
+    assert not set(map(id, copied.res_blocks)) & set(map(id, model.res_blocks))
+    assert not any(name.startswith("res_blocks") for name in model.state_dict()), "checkpoints unchanged"

@@ -114,9 +114,14 @@ class ResBlock(nn.Module):
 
 
 def res_block_affines(network: nn.Module, t_emb: Optional[torch.Tensor], z: Optional[torch.Tensor]) -> dict:
-    """The folded FiLM of every :class:`ResBlock` in ``network``, computed together (one projection of
-    ``e_t`` and ``z`` per channel width instead of one per block)."""
-    return block_affines([m for m in network.modules() if isinstance(m, ResBlock)], t_emb, z)
+    """The folded FiLM of every :class:`ResBlock` of ``network`` (its ``res_blocks``, listed once when it is
+    built), computed together: one projection of ``e_t`` and ``z`` per channel width instead of one per block."""
+    return block_affines(network.res_blocks, t_emb, z)
+
+
+def _res_blocks(network: nn.Module) -> tuple:
+    """``network``'s residual blocks, kept as a plain tuple: not registered again as submodules."""
+    return tuple(m for m in network.modules() if isinstance(m, ResBlock))
 
 
 class LevelBlock(nn.Module):
@@ -269,6 +274,7 @@ class UNOEncoder(nn.Module):
         self.stem = self.settings.ops.conv(stem_in, base_channels, resolution)
         self.down = DownPath(base_channels, self.levels, self.settings)
         self.middle = MiddleBlock(self.levels[-1], self.settings)
+        self.res_blocks = _res_blocks(self)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -346,6 +352,7 @@ class UNO(nn.Module):
             nn.GELU(),
             settings.ops.conv(top, out_channels, self.contracting.resolution),
         )
+        self.res_blocks = _res_blocks(self)
 
     def forward(
         self,

@@ -67,8 +67,8 @@ def _data_section(dataset: str, img_size: FieldReference) -> ConfigDict:
 
 
 def _train_section(**specific) -> ConfigDict:
-    """Loop settings shared by both stages (clip 1.0, EMA 0.995 every 10 steps, nothing compiled; when compiled, the coarse-grid U-Nets only), plus
-    ``specific``."""
+    """Loop settings shared by both stages (clip 1.0, EMA 0.995 every 10 steps, nothing compiled; when
+    compiled, the coarse-grid U-Nets only), plus ``specific``."""
     return ConfigDict(
         dict(
             compile="none",

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from infdiff.registry import Registry
+from infdiff.train.config import ConfigError
 
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 """``train.compile``: ``none``, or the ``torch.compile`` mode the static-shape parts are compiled with."""
@@ -82,16 +83,32 @@ def compile_parts(model: nn.Module, mode: str, scope: str = "grid", backend: str
     check_compile_scope(scope)
     if mode == "none":
         return []
+    backend = _known_backend(backend or COMPILER_BACKEND)
     names = COMPILE_SCOPES[scope](model)
     modules = dict(model.named_modules())
     for name in names:
         modules[name].compile(
-            backend=backend or COMPILER_BACKEND,
+            backend=backend,
             mode=None if mode == "default" else mode,
             fullgraph=True,
             dynamic=False,
         )
     return names
+
+
+def _known_backend(backend):
+    """``backend`` if ``torch.compile`` knows it, else a one-line error naming where it came from."""
+    from torch._dynamo.backends.registry import list_backends, lookup_backend
+    from torch._dynamo.exc import InvalidBackend
+
+    try:
+        lookup_backend(backend)
+    except InvalidBackend:
+        raise ConfigError(
+            f"$INFDIFF_COMPILE_BACKEND={backend!r} is no torch.compile backend; expected one of "
+            f"{list_backends(exclude_tags=())}"
+        ) from None
+    return backend
 
 
 def begin_step(mode: str) -> None:
