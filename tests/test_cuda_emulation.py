@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import test_eager_autograd
 import test_kernels
 import test_norm_kernels
 from cuda_emulation import asan_environment, compiler_at_hand, load_emulated_kernels, load_probe_kernels
@@ -153,6 +154,26 @@ def test_no_points_give_empty_outputs_and_gradients(neighbours):
 
 def test_gradcheck_in_float64():
     test_kernels.test_gradcheck_in_float64(EMULATED)
+
+
+@pytest.mark.parametrize("name", ["gather_conv", "window_conv"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_the_eager_convolutions_equal_the_operators_bit_for_bit(name, dtype, scaled):
+    for flip in (False, True):
+        test_eager_autograd.test_the_eager_convolutions_equal_the_operators_bit_for_bit(
+            name, dtype, scaled, flip, EMULATED
+        )
+
+
+@pytest.mark.parametrize("name", ["gather_conv", "window_conv"])
+def test_the_eager_convolutions_pass_gradcheck_and_refuse_what_the_operators_refuse(name):
+    test_eager_autograd.test_the_eager_convolutions_pass_gradcheck_and_keep_what_the_operators_keep(name, EMULATED)
+    test_eager_autograd.test_the_eager_convolutions_refuse_a_differentiable_scale_and_second_derivatives(name, EMULATED)
+
+
+def test_the_eager_norm_equals_the_operator_bit_for_bit():
+    test_eager_autograd.test_the_eager_norm_equals_the_operator_bit_for_bit_and_refuses_second_derivatives(EMULATED)
 
 
 @pytest.mark.parametrize("size, points, grid, k, radius", KNN_CASES)

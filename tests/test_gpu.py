@@ -14,6 +14,8 @@ from infdiff.ops import (
     uniform_subset,
 )
 
+import test_eager_autograd
+
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
@@ -158,3 +160,8 @@ def test_the_cuda_modulated_layer_norm_passes_opcheck_and_gradcheck():
     _, mean, rstd = reference_kernels.modulated_layer_norm(x.detach(), scale.detach(), shift.detach(), 1e-5)
     args = (torch.randn_like(x), x.detach(), scale.detach(), mean, rstd, "cuda")
     torch.library.opcheck(modulated_layer_norm_backward_op, args)
+
+
+def test_the_eager_cuda_autograd_computes_what_the_operators_do():
+    """``csrc/autograd_ops.h`` in the CUDA build: a decoder's forward and backward, bit for bit."""
+    test_eager_autograd.test_a_decoder_computes_the_same_through_either_autograd_bit_for_bit("cuda", "cuda")

@@ -19,6 +19,15 @@ from test_pipeline import ROOT, TINY_AE, flags
         ),
         ("knn.py", ["--sizes", "16", "32", "--repeats", "1"], lambda r: len(r["runs"]) == 2),
         (
+            "op_overhead.py",
+            ["--op-cases", "8x1", "--calls", "2", "--repeats", "1", "--size", "16", "--nf", "8", "--blocks", "1"],
+            lambda r: (
+                set(r["ops"]["8x8_b1"]["microseconds_per_call"]["gather_conv"]["fwd_bwd"])
+                == {"operator", "eager", "kernels", "eager_over_operator"}
+                and r["front_back"]["median_ms"]["eager"] > 0
+            ),
+        ),
+        (
             "sparse_kernels.py",
             ["--sizes", "16", "--channels", "4", "--kernel", "3", "--repeats", "1"],
             lambda r: (

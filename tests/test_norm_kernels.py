@@ -9,6 +9,7 @@ from torch.nn import functional as F
 from infdiff.nn.sparse_block import SparseResBlock
 from infdiff.ops import SparseImage, uniform_subset
 from infdiff.ops import reference_kernels
+from infdiff.ops.backends import kernels
 from infdiff.ops.modulated_norm import (
     modulated_layer_norm,
     modulated_layer_norm_backward_op,
@@ -100,27 +101,56 @@ def test_autograd_keeps_the_input_and_the_row_statistics_only():
     assert sorted(tuple(t.shape) for t in saved) == sorted([(4, 256, 64), (4, 64), (1024,), (1024,)])
 
 
+class RecordedOperators:
+    """The ATen (and custom) operators dispatched inside the block, by name."""
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        names = self.names = []
+
+        class Record(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                names.append(str(func.overloadpacket))
+                return func(*args, **(kwargs or {}))
+
+        self.mode = Record()
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+
+    def without(self, name):
+        return [n for n in self.names if n != name]
+
+
 def test_backward_fills_no_gradient_for_the_row_statistics():
     """The statistics are not differentiable: backward runs the one backward operator, with no zero-filled
     gradients for them (two launches per call on a GPU)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Record(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.names = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.names.append(str(func.overloadpacket))
-            return func(*args, **(kwargs or {}))
-
     x, scale, shift = (t.requires_grad_(True) for t in inputs((2, 8, 16)))
-    y = modulated_layer_norm(x, scale, shift, backend="cpp")
+    y, _, _ = modulated_layer_norm_op(x, scale, shift, 1e-5, "cpp")
     grad = torch.randn_like(y)
-    with Record() as record:
+    with RecordedOperators() as record:
         y.backward(grad)
     assert record.names.count("infdiff.modulated_layer_norm_backward") == 1
     assert not [name for name in record.names if "zero" in name or "fill" in name], record.names
+
+
+def test_the_eager_autograd_runs_the_backward_kernel_and_nothing_else():
+    """The C++ autograd of eager calls (``csrc/autograd_ops.h``) launches what the backward kernel does by
+    itself, and beyond it only the leaves' gradient accumulation (``detach``): no gradient is zero-filled."""
+    x, scale, shift = (t.requires_grad_(True) for t in inputs((2, 8, 16)))
+    compiled = kernels("cpp")
+    y, mean, rstd = compiled.modulated_layer_norm_autograd(x, scale, shift, 1e-5)
+    grad = torch.randn_like(y)
+    with RecordedOperators() as through_autograd:
+        y.backward(grad)
+    with RecordedOperators() as by_itself:
+        expected = compiled.modulated_layer_norm_backward(grad, x.detach(), scale.detach(), mean, rstd)
+    assert through_autograd.without("aten.detach") == by_itself.without("aten.detach")
+    for leaf, gradient in zip((x, scale, shift), expected):
+        assert torch.equal(leaf.grad, gradient)
 
 
 def test_any_leading_shape_and_a_shared_scale_broadcast_per_sample():

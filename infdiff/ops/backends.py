@@ -1,9 +1,11 @@
 """The sparse kernels as ``torch.library`` custom operators, and the switch between their backends.
 
 Every operator (``infdiff::gather_conv``, ``gather_conv_weight``, ``window_conv``,
-``window_conv_weight``, ``neighbour_table``, ``knn_window``) takes the name of a resolved backend as its last argument and runs that backend's
-implementation; each has a fake kernel (so ``torch.compile`` and meta tensors see its shapes) and
-the two convolutions have their autograd formula here, once, for every backend.  The backends
+``window_conv_weight``, ``neighbour_table``, ``knn_window``) takes the name of a resolved backend as
+its last argument and runs that backend's implementation; each has a fake kernel (so
+``torch.compile`` and meta tensors see its shapes) and the two convolutions have their autograd
+formula here, once, for every backend.  Eager calls of the differentiable ones on a compiled backend
+skip the interpreter: :func:`differentiable` hands them the same formulas in C++.  The backends
 (``BACKENDS``): ``torch`` (:mod:`infdiff.ops.reference_kernels`, any device), ``cpp`` (``csrc/``
 C++ with OpenMP, CPU tensors) and ``cuda`` (``csrc/`` CUDA, CUDA tensors).  A model names one in
 ``model.backend``; ``auto`` picks the compiled one for the tensors' device and falls back to
@@ -12,11 +14,12 @@ C++ with OpenMP, CPU tensors) and ``cuda`` (``csrc/`` CUDA, CUDA tensors).  A mo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -65,6 +68,7 @@ def resolve_backend(name: str, device_type: str) -> str:
 def forget_resolved() -> None:
     """Decide every backend afresh at its next use (after the kernels' availability changed)."""
     _resolved.cache_clear()
+    _eager.cache_clear()
 
 
 @functools.lru_cache(maxsize=None)
@@ -94,6 +98,47 @@ def _resolved(name: str, device_type: str) -> str:
 
 def kernels(backend: str) -> ModuleType:
     return BACKENDS[backend].load()
+
+
+def differentiable(name: str, backend: str) -> Callable:
+    """The operator ``infdiff::name`` of a resolved ``backend`` as a differentiable function of its other
+    arguments (``gather_conv``, ``window_conv``, ``modulated_layer_norm``).
+
+    Eager code gets the compiled backends' C++ autograd (``<name>_autograd`` of the kernel module,
+    ``csrc/autograd_ops.h``): the same kernels and formulas as the operator's registered autograd, without
+    the interpreter in the call and the backward, which is most of a small call's cost (measured in
+    ``benchmarks/op_overhead.py``).  The reference backend, and code ``torch.compile`` traces, get the
+    operator itself, whose fake kernel the tracer needs.
+    """
+    if torch.compiler.is_compiling() or _through_operators:
+        return _operator(name, backend)
+    return _eager(name, backend)
+
+
+_through_operators = False
+
+
+@contextlib.contextmanager
+def through_operators() -> Iterator[None]:
+    """Within the block, eager calls too take the operators and their Python autograd (not thread-safe):
+    the path ``torch.compile`` traces, for comparing the two (``benchmarks/op_overhead.py``) or for
+    telling a kernel's fault from the C++ autograd's."""
+    global _through_operators
+    before, _through_operators = _through_operators, True
+    try:
+        yield
+    finally:
+        _through_operators = before
+
+
+def _operator(name: str, backend: str) -> Callable:
+    operator = getattr(torch.ops.infdiff, name)
+    return lambda *args: operator(*args, backend)
+
+
+@functools.lru_cache(maxsize=None)
+def _eager(name: str, backend: str) -> Callable:
+    return getattr(kernels(backend), f"{name}_autograd", None) or _operator(name, backend)
 
 
 @torch.library.custom_op("infdiff::gather_conv", mutates_args=())

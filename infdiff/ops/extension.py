@@ -28,7 +28,14 @@ SOURCES = {  # bindings.cpp, one module definition for both, is the only file th
     "cpu": ("sparse_ops_cpu.cpp", "knn_ops_cpu.cpp", "norm_ops_cpu.cpp", "bindings.cpp"),
     "cuda": ("sparse_ops_cuda.cu", "knn_ops_cuda.cu", "norm_ops_cuda.cu", "bindings.cpp"),
 }
-HEADERS = ("tensor_api.h", "sparse_ops.h", "sparse_ops_checks.h", "knn_ops.h", "norm_ops.h")  # part of every key
+HEADERS = (
+    "tensor_api.h",
+    "autograd_ops.h",
+    "sparse_ops.h",
+    "sparse_ops_checks.h",
+    "knn_ops.h",
+    "norm_ops.h",
+)  # part of every key
 FLAGS = {"cpu": ["-O3", "-fopenmp", "-march=native"], "cuda": ["-O3"]}
 CUDA_FLAGS = ["-O3", "--expt-relaxed-constexpr"]  # no fast math: results must match the reference
 

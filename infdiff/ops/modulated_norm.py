@@ -12,7 +12,8 @@ its backward recomputes ``x̂ = (x - μ) σ⁻¹`` and returns the three gradien
 (``csrc/norm_ops.h`` has the formulas).  Composed from PyTorch operators the same map is a
 normalisation and an ``addcmul``, which keep ``x̂`` too; that is what ``backend="torch"`` runs.
 The compiled backends are those of the sparse kernels (:mod:`infdiff.ops.backends`), held to the
-reference in :mod:`infdiff.ops.reference_kernels` (the operator with ``backend="torch"``).
+reference in :mod:`infdiff.ops.reference_kernels` (the operator with ``backend="torch"``); eager calls
+run them under the same autograd formula in C++ (:func:`~infdiff.ops.backends.differentiable`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import List
 import torch
 from torch.nn import functional as F
 
-from infdiff.ops.backends import AUTO, kernels, resolve_backend
+from infdiff.ops.backends import AUTO, differentiable, kernels, resolve_backend
 from infdiff.ops.reference_kernels import accumulation_dtype
 
 
@@ -102,5 +103,5 @@ def modulated_layer_norm(
     rows = x.reshape(batch, -1, channels).contiguous()
     scale = scale.to(x.dtype).expand(batch, channels).contiguous()
     shift = shift.to(x.dtype).expand(batch, channels).contiguous()
-    y, _, _ = modulated_layer_norm_op(rows, scale, shift, float(eps), resolved)
+    y, _, _ = differentiable("modulated_layer_norm", resolved)(rows, scale, shift, float(eps))
     return y.reshape(x.shape)

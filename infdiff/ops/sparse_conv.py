@@ -105,14 +105,16 @@ against 0.326×), so the table is the default and the window is for when per-op 
 
 @NEIGHBOURS.register("table")
 def _conv_by_table(sparse, flat, weight, kernel_size, scale, backend):
-    return ops.gather_conv(flat, weight, neighbour_table(sparse, kernel_size, backend), scale, False, backend)
+    table = neighbour_table(sparse, kernel_size, backend)
+    return ops.differentiable("gather_conv", backend)(flat, weight, table, scale, False)
 
 
 @NEIGHBOURS.register("window")
 def _conv_by_window(sparse, flat, weight, kernel_size, scale, backend):
     index = sparse.cached("index_int32", lambda: sparse.index.to(torch.int32))
     index_map = sparse.cached("index_map_int32", lambda: sparse.index_map().to(torch.int32))
-    return ops.window_conv(flat, weight, index, index_map, *sparse.size, *kernel_size, scale, False, backend)
+    conv = ops.differentiable("window_conv", backend)
+    return conv(flat, weight, index, index_map, *sparse.size, *kernel_size, scale, False)
 
 
 def sparse_depthwise_conv(
