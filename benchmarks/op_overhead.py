@@ -35,7 +35,16 @@ from infdiff.ops.backends import COMPILED_FOR, kernels, through_operators
 from infdiff.ops.sparse_conv import inverse_normaliser, neighbour_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import add_dry_run, dry_run, environment, interleaved_medians, positive, publish  # noqa: E402
+from bench_common import (  # noqa: E402  (sibling modules)
+    add_dry_run,
+    dry_run,
+    environment,
+    fraction,
+    interleaved_medians,
+    odd_side,
+    positive,
+    publish,
+)
 from decoder_front_back import PassThrough, decoder  # noqa: E402
 
 AUTOGRADS = {"operator": through_operators, "eager": contextlib.nullcontext}
@@ -64,14 +73,12 @@ def op_variants(side, batch, density, channels, kernel, backend, device, calls):
     scale = inverse_normaliser(sparse, (kernel, kernel), (kernel, kernel))
     window = (index.int(), sparse.index_map().int(), side, side, kernel, kernel)
     x = torch.randn(batch, points, channels, generator=g, device=device, requires_grad=True)
-    shift_scale = [torch.randn(batch, channels, generator=g, device=device, requires_grad=True) for _ in range(2)]
+    affine = [torch.randn(batch, channels, generator=g, device=device, requires_grad=True) for _ in range(2)]
     module = kernels(backend)
     calls_of = {
         "gather_conv": lambda: backends.differentiable("gather_conv", backend)(flat, taps, table, scale, False),
         "window_conv": lambda: backends.differentiable("window_conv", backend)(flat, taps, *window, scale, False),
-        "modulated_layer_norm": lambda: backends.differentiable("modulated_layer_norm", backend)(x, *shift_scale, 1e-5)[
-            0
-        ],
+        "modulated_layer_norm": lambda: backends.differentiable("modulated_layer_norm", backend)(x, *affine, 1e-5)[0],
         "sparse_depthwise_conv": lambda: sparse_depthwise_conv(sparse, weight, backend=backend).values,
     }
     grads = {
@@ -90,7 +97,7 @@ def op_variants(side, batch, density, channels, kernel, backend, device, calls):
             module.window_conv_weight(grads["window_conv"], flat, *window, scale, False),
         ),
         "modulated_layer_norm": lambda: module.modulated_layer_norm_backward(
-            grads["modulated_layer_norm"], x, shift_scale[0], *module.modulated_layer_norm(x, *shift_scale, 1e-5)[1:]
+            grads["modulated_layer_norm"], x, affine[0], *module.modulated_layer_norm(x, *affine, 1e-5)[1:]
         ),
     }
     variants = {}
@@ -183,17 +190,19 @@ def case(text: str):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--op-cases", type=case, nargs="+", default=[(8, 1), (64, 4)], help="SIDExBATCH")
-    parser.add_argument("--density", type=float, default=0.25)
+    parser.add_argument("--density", type=fraction, default=0.25)
     parser.add_argument("--channels", type=positive(int), default=64)
-    parser.add_argument("--kernel", type=positive(int), default=7)
+    parser.add_argument("--kernel", type=odd_side, default=7)
     parser.add_argument("--calls", type=positive(int), default=20, help="calls per timed burst")
     parser.add_argument("--size", type=positive(int), default=32, help="the front/back's side")
     parser.add_argument("--batch", type=positive(int), default=1)
-    parser.add_argument("--fraction", type=float, default=0.25)
+    parser.add_argument("--fraction", type=fraction, default=0.25)
     parser.add_argument("--nf", type=positive(int), default=64)
     parser.add_argument("--blocks", type=positive(int), default=3)
     parser.add_argument("--repeats", type=positive(int), default=30)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--device", choices=sorted(COMPILED_FOR), default="cuda" if torch.cuda.is_available() else "cpu"
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (and a .md table beside it)")
     add_dry_run(parser)
     args = parser.parse_args()

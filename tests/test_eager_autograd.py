@@ -177,3 +177,11 @@ def test_a_profile_names_the_eager_kernels_as_the_operators_they_stand_for():
         "infdiff::modulated_layer_norm": 1,
         "infdiff::modulated_layer_norm_backward": 1,
     }
+
+
+def test_differentiable_refuses_an_operator_it_does_not_serve_in_one_line():
+    for name in ("gather_cnv", "neighbour_table"):
+        with pytest.raises(ValueError, match=rf"differentiable\('{name}'\): expected one of gather_conv, window_conv"):
+            backends.differentiable(name, "cpp")
+        with pytest.raises(ValueError, match="expected one of"), backends.through_operators():
+            backends.differentiable(name, "torch")

@@ -80,3 +80,22 @@ def test_a_kernel_benchmark_writes_its_results(tmp_path, script, args, check):
     )
     assert check(json.loads(out.read_text()))
     assert out.with_suffix(".md").read_text().count("|") > 8
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--density", "0"], "expected a fraction in (0, 1], got 0"),
+        (["--kernel", "4"], "expected an odd kernel side, got 4"),
+        (["--op-cases", "8"], "invalid case value: '8'"),
+        (["--device", "mps"], "invalid choice: 'mps'"),
+    ],
+)
+def test_the_host_cost_benchmark_refuses_bad_arguments_in_one_line(args, message):
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "op_overhead.py"), *args, "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr

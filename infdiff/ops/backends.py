@@ -131,14 +131,20 @@ def through_operators() -> Iterator[None]:
         _through_operators = before
 
 
+DIFFERENTIABLE = ("gather_conv", "window_conv", "modulated_layer_norm")  # what :func:`differentiable` serves
+
+
 def _operator(name: str, backend: str) -> Callable:
+    if name not in DIFFERENTIABLE:
+        raise ValueError(f"differentiable({name!r}): expected one of {', '.join(DIFFERENTIABLE)}")
     operator = getattr(torch.ops.infdiff, name)
     return lambda *args: operator(*args, backend)
 
 
 @functools.lru_cache(maxsize=None)
 def _eager(name: str, backend: str) -> Callable:
-    return getattr(kernels(backend), f"{name}_autograd", None) or _operator(name, backend)
+    operator = _operator(name, backend)  # checks the name
+    return getattr(kernels(backend), f"{name}_autograd", None) or operator
 
 
 @torch.library.custom_op("infdiff::gather_conv", mutates_args=())
