@@ -119,6 +119,34 @@ def interleaved_medians(fns: Dict[str, Callable[[], object]], repeats: int, devi
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def cuda_kernel_events(profile) -> list:
+    """The device's records in a finished ``torch.profiler`` profile: every kernel, copy and fill the
+    GPU ran, with its start and end on the GPU's clock (CUPTI's), apart from the host's calls and from
+    the GPU-side spans of ``record_function`` ranges, which cover kernels already counted."""
+    return [
+        e
+        for e in profile.events()
+        if e.device_type == torch.autograd.DeviceType.CUDA and not getattr(e, "is_user_annotation", False)
+    ]
+
+
+def kernel_seconds(fn: Callable[[], object], device: str, calls: int = 5) -> Optional[float]:
+    """Seconds per call that the GPU spends running ``fn``'s kernels (and copies), from a profile of
+    ``calls`` calls after a warm-up; ``None`` off a GPU.  Neither the host's launches nor the GPU's idle
+    gaps between kernels count, so traffic over this time is what the kernels themselves achieve, where
+    a wall-clock time around a small call measures mostly its launch and synchronisation."""
+    if device != "cuda":
+        return None
+    fn()
+    torch.cuda.synchronize()
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as profile:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    return sum(e.time_range.elapsed_us() for e in cuda_kernel_events(profile)) / 1e6 / calls
+
+
 def peak_bytes(fn: Callable[[], object], device: str) -> int:
     """Peak bytes allocated during one call: CUDA's allocator statistics, or on the CPU the tensors'
     own (:class:`infdiff.pipeline.memory.PeakTensorBytes`)."""

@@ -7,7 +7,7 @@
 # It took 293 s on an H200 at commit cf39fbb, build included, before the two stage-1 steps at the paper's batch of
 # 32 and the compiled ones (U-Nets, or whole networks, as CUDA graphs) were added: their time is not known yet;
 # compiling comes last, so a device call that ends first loses only it.  The steps' own time limits, which only a
-# hang or a slower machine reaches, add up to 1,430 s after the build and the tests, more than one device call's
+# hang or a slower machine reaches, add up to 1,475 s after the build and the tests, more than one device call's
 # 600 s: give the call a timeout and rerun what is missing with ONLY=... (below).
 #
 #   COMMIT=$(git rev-parse HEAD) bash benchmarks/gpu_check.sh "$OUT"
@@ -134,10 +134,10 @@ bench() {
     fi
 }
 bench sparse_conv_gpu_bf16 110 benchmarks/sparse_conv.py --device cuda --dtype bfloat16 --sizes 64 128 256 512
-bench sparse_kernels_gpu_bf16 20 benchmarks/sparse_kernels.py --device cuda --dtype bfloat16 --sizes 256 512 \
+bench sparse_kernels_gpu_bf16 35 benchmarks/sparse_kernels.py --device cuda --dtype bfloat16 --sizes 256 512 \
     --batch 8
 bench op_overhead_gpu 40 benchmarks/op_overhead.py --device cuda --op-cases 8x1 64x4 256x8 --size 256 --batch 8
-bench kernel_variants_gpu_bf16 30 benchmarks/kernel_variants.py --device cuda --dtype bfloat16 --sizes 256 512 \
+bench kernel_variants_gpu_bf16 60 benchmarks/kernel_variants.py --device cuda --dtype bfloat16 --sizes 256 512 \
     --batch 8
 bench stage1_ffhq256_gpu 120 benchmarks/stage1_variants.py --device cuda --config configs/ffhq_256_config.py \
     --config.data.name=shapes --config.train.batch_size=8 --repeats 5 --breakdown \

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from bench_common import interleaved_medians, synchronizer
+from bench_common import cuda_kernel_events, interleaved_medians, synchronizer
 from infdiff.train.compile import static_shape_parts
 
 PROFILED_PARTS = {
@@ -70,7 +70,7 @@ def _gpu_busy(profile, device: torch.device, total: float) -> Dict[str, float]:
     """``{"gpu_busy": kernel seconds / wall seconds, "gpu_kernels": kernels launched}`` on a GPU, else nothing."""
     if device.type != "cuda":
         return {}
-    kernels = [e for e in profile.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    kernels = cuda_kernel_events(profile)
     return {"gpu_busy": sum(e.time_range.elapsed_us() for e in kernels) / 1e6 / total, "gpu_kernels": len(kernels)}
 
 

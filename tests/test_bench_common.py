@@ -58,3 +58,36 @@ def test_argument_types_refuse_numbers_out_of_range(kind, text, message):
     with pytest.raises(argparse.ArgumentTypeError, match=message):
         kind(text)
     assert bench_common.positive(int)("4") == 4 and bench_common.fraction("1") == 1.0
+
+
+class _Profile:
+    def __init__(self, events):
+        self._events = events
+
+    def events(self):
+        return self._events
+
+
+def test_the_gpu_time_counts_kernels_and_copies_once_and_not_the_host_or_annotated_spans():
+    from torch.autograd import DeviceType
+    from torch.autograd.profiler_util import FunctionEvent
+
+    def event(name, start, end, device_type, annotation=False):
+        return FunctionEvent(0, name, 0, start, end, device_type=device_type, is_user_annotation=annotation)
+
+    kernel = event("gather_conv_kernel", 10.0, 30.0, DeviceType.CUDA)
+    copy = event("Memcpy DtoD", 40.0, 45.0, DeviceType.CUDA)
+    events = [
+        event("infdiff::gather_conv", 0.0, 50.0, DeviceType.CPU),
+        event("cudaLaunchKernel", 5.0, 8.0, DeviceType.CPU),
+        kernel,
+        copy,
+        event("optimiser", 10.0, 45.0, DeviceType.CUDA, annotation=True),  # spans the two above
+    ]
+    assert bench_common.cuda_kernel_events(_Profile(events)) == [kernel, copy]
+
+
+def test_off_a_gpu_there_is_no_kernel_time_and_the_call_is_not_made():
+    calls = []
+    assert bench_common.kernel_seconds(lambda: calls.append(1), "cpu") is None
+    assert calls == []

@@ -165,3 +165,23 @@ def test_the_cuda_modulated_layer_norm_passes_opcheck_and_gradcheck():
 def test_the_eager_cuda_autograd_computes_what_the_operators_do():
     """``csrc/autograd_ops.h`` in the CUDA build: a decoder's forward and backward, bit for bit."""
     test_eager_autograd.test_a_decoder_computes_the_same_through_either_autograd_bit_for_bit("cuda", "cuda")
+
+
+def test_the_kernels_own_time_is_positive_and_within_the_wall_time_of_the_calls():
+    import sys
+    import time
+
+    from test_pipeline import ROOT
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_common
+
+    x = torch.randn(1 << 24, device="cuda")
+    seconds = bench_common.kernel_seconds(lambda: x.mul_(1.0), "cuda", calls=4)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(4):
+        x.mul_(1.0)
+    torch.cuda.synchronize()
+    assert 0 < seconds <= (time.perf_counter() - start) / 4 * 1.5
+    assert 64 * 2**20 * 2 / seconds < 10e12  # 64 MiB read and written: no GPU moves it at 10 TB/s

@@ -99,3 +99,24 @@ def test_the_host_cost_benchmark_refuses_bad_arguments_in_one_line(args, message
         timeout=120,
     )
     assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_kernels_own_gpu_time_gives_the_bandwidth_it_reaches_in_the_table():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import sparse_kernels
+
+    rates = sparse_kernels.kernel_rates(traffic=4e9, seconds=2e-3, copy_seconds=1e-3, peak=4e12)
+    assert rates == pytest.approx(
+        {"kernel_ms": 2.0, "kernel_ratio_to_values_copy": 2.0, "kernel_bandwidth_fraction": 0.5}
+    )
+    assert "kernel_bandwidth_fraction" not in sparse_kernels.kernel_rates(4e9, 2e-3, 1e-3, peak=None)
+    assert sparse_kernels.kernel_rates(4e9, None, None, 4e12) == {}  # no profile off a GPU
+    wall = {"median_ms": 3.0, "bytes_per_second": 1.3e12, "ratio_to_values_copy": 1.5, "flops_per_second": 1e12}
+    results = dict(backend="cuda", dtype="bfloat16", batch=8, channels=64, kernel=7, density=0.25)
+    results.update(device_name="GPU", torch="x", runs=[{"size": 256, "kernels": {"gather_conv": {**wall, **rates}}}])
+    row = next(line for line in sparse_kernels.markdown(results).splitlines() if "gather_conv" in line)
+    assert row.endswith("| 2.000 | 2.0 | 0.50 |")
+    del results["runs"][0]["kernels"]["gather_conv"]["kernel_ms"]
+    results["runs"][0]["kernels"]["gather_conv"] = wall
+    row = next(line for line in sparse_kernels.markdown(results).splitlines() if "gather_conv" in line)
+    assert row.endswith("| – | – | – |")

@@ -125,3 +125,15 @@ def test_the_comparison_times_what_agrees_and_reports_what_differs():
     )
     forward = next(line for line in table.splitlines() if line.startswith("| 12² | gather_conv | "))
     assert forward.endswith("| differs |") and "(1.00×)" in forward
+
+
+def test_on_a_gpu_each_variant_also_reports_its_kernels_own_time_against_csrc():
+    seconds = {"cuda/k": 2e-3, "fast/k": 1e-3}
+    row = kernel_variants.timings(seconds, {"cuda/k": 1e-3, "fast/k": 2.5e-4}, "fast/k", "cuda/k")
+    assert row == pytest.approx(
+        {"median_ms": 1.0, "ratio_to_csrc": 0.5, "kernel_ms": 0.25, "kernel_ratio_to_csrc": 0.25}
+    )
+    assert kernel_variants.timings(seconds, {"cuda/k": None, "fast/k": None}, "fast/k", "cuda/k") == pytest.approx(
+        {"median_ms": 1.0, "ratio_to_csrc": 0.5}
+    )
+    assert kernel_variants._cell(row) == "1.000 (0.50×); kernels 0.250 (0.25×)"
