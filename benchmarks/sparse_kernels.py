@@ -19,6 +19,10 @@ microseconds of the host's that a kernel of about as long cannot hide (the H200'
 reached 13-29 % of the bandwidth that way), so each kernel is also profiled (``kernel_ms``: the GPU's
 own time in its kernels, :func:`bench_common.kernel_seconds`) and its traffic over that time is the
 bandwidth it reaches (``kernel_bandwidth_fraction``), the figure the issue's 50 % target means.
+Beside it, for the three convolutions, the bytes a direct gather moves through the caches
+(``gathered_bytes``: a row per present neighbour, a lookup per tap, the output rows; about ``k² d``
+times the compulsory bytes at density ``d``) and their rate: a kernel that reads its neighbours from
+L2 is bound by that traffic over L2's bandwidth long before DRAM's.
 
     python benchmarks/sparse_kernels.py --sizes 128 256 --density 0.25 \
         --out benchmarks/results/sparse_kernels_cpu.json
@@ -51,6 +55,17 @@ from bench_common import (  # noqa: E402  (sibling modules)
     positive,
     publish_each,
 )
+
+
+def gathered_bytes(sparse: SparseImage, table: torch.Tensor, dtype: torch.dtype) -> int:
+    """The bytes a direct gather of one convolution moves through the caches: a row of ``C`` values for
+    every present (point, tap) pair, every tap's neighbour lookup (4 bytes) and every output row.  Each
+    present row is gathered by up to ``k²`` points, so this exceeds the compulsory bytes about ``k² d``
+    times (``d`` the density); DRAM need serve only the compulsory ones, L2 or L1 the rest, so a kernel
+    reading its neighbours from L2 is bound by this traffic over L2's bandwidth."""
+    m, c, e = table.shape[1], sparse.channels, torch.finfo(dtype).bits // 8
+    present = int((table < m).sum())
+    return present * c * e + 4 * table.numel() + m * c * e
 
 
 def kernels(sparse: SparseImage, kernel: int, backend: str, dtype: torch.dtype) -> dict:
@@ -100,7 +115,9 @@ def run(size: int, args, backend: str) -> dict:
     n = int(size * size * args.density)
     x = torch.randn(args.batch, args.channels, size, size, generator=g, device=args.device)
     sparse = SparseImage.from_dense(x, uniform_subset(args.batch, size, n, generator=g, device=args.device))
-    calls = kernels(sparse, args.kernel, backend, getattr(torch, args.dtype))
+    dtype = getattr(torch, args.dtype)
+    calls = kernels(sparse, args.kernel, backend, dtype)
+    gathered = gathered_bytes(sparse, neighbour_table(sparse, (args.kernel, args.kernel), backend), dtype)
     seconds = interleaved_medians({name: call for name, (call, _) in calls.items()}, args.repeats, args.device)
     on_gpu = {name: kernel_seconds(call, args.device) for name, (call, _) in calls.items()}
     peak = peak_bandwidth(args.device)
@@ -115,8 +132,18 @@ def run(size: int, args, backend: str) -> dict:
             "flops_per_second": arithmetic(name, args.batch * n, args.channels, args.kernel) / seconds[name],
             **({"bandwidth_fraction": rate / peak} if peak else {}),
             **kernel_rates(traffic, on_gpu[name], on_gpu["values_copy"], peak),
+            **(gather_rates(gathered, seconds[name], on_gpu[name]) if "conv" in name else {}),
         }
     return {"size": size, "points": n, "kernels": rows}
+
+
+def gather_rates(gathered: int, seconds: float, kernel_seconds: Optional[float]) -> dict:
+    """The gathered bytes (:func:`gathered_bytes`) per second of a convolution kernel, over its wall time
+    and, on a GPU, over its kernels' own time: to hold against the bandwidth of the cache that serves them."""
+    rates = {"gathered_bytes": gathered, "gathered_bytes_per_second": gathered / seconds}
+    if kernel_seconds:
+        rates["kernel_gathered_bytes_per_second"] = gathered / kernel_seconds
+    return rates
 
 
 def kernel_rates(traffic: int, seconds: Optional[float], copy_seconds: Optional[float], peak: Optional[float]) -> dict:
@@ -140,8 +167,8 @@ def markdown(results: dict) -> str:
         "time over a copy of the values; on a GPU also the kernels' own time in a profile, and the same over it",
         "",
         "| size | kernel | ms | GB/s | × the copy | fraction of peak bandwidth | GFLOP/s "
-        "| kernels' ms | × the copy's | fraction of peak |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| kernels' ms | × the copy's | fraction of peak | gathered GB/s (kernels' time) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for run_ in results["runs"]:
         for name, v in run_["kernels"].items():
@@ -155,6 +182,7 @@ def markdown(results: dict) -> str:
                 _cell(v, "kernel_ms", ".3f"),
                 _cell(v, "kernel_ratio_to_values_copy", ".1f"),
                 _cell(v, "kernel_bandwidth_fraction", ".2f"),
+                _gathered(v),
             ]
             lines.append(f"| {run_['size']}² | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -162,6 +190,15 @@ def markdown(results: dict) -> str:
 
 def _cell(row: dict, key: str, spec: str) -> str:
     return format(row[key], spec) if key in row else "–"
+
+
+def _gathered(row: dict) -> str:
+    if "gathered_bytes_per_second" not in row:
+        return "–"
+    cell = f"{row['gathered_bytes_per_second'] / 1e9:.1f}"
+    if "kernel_gathered_bytes_per_second" in row:
+        cell += f" ({row['kernel_gathered_bytes_per_second'] / 1e9:.1f})"
+    return cell
 
 
 def add_kernel_options(parser: argparse.ArgumentParser, sizes, batch: int, repeats: int) -> None:

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from test_pipeline import ROOT, TINY_AE, flags
 
@@ -115,8 +116,25 @@ def test_a_kernels_own_gpu_time_gives_the_bandwidth_it_reaches_in_the_table():
     results = dict(backend="cuda", dtype="bfloat16", batch=8, channels=64, kernel=7, density=0.25)
     results.update(device_name="GPU", torch="x", runs=[{"size": 256, "kernels": {"gather_conv": {**wall, **rates}}}])
     row = next(line for line in sparse_kernels.markdown(results).splitlines() if "gather_conv" in line)
-    assert row.endswith("| 2.000 | 2.0 | 0.50 |")
+    assert row.endswith("| 2.000 | 2.0 | 0.50 | – |")
     del results["runs"][0]["kernels"]["gather_conv"]["kernel_ms"]
     results["runs"][0]["kernels"]["gather_conv"] = wall
     row = next(line for line in sparse_kernels.markdown(results).splitlines() if "gather_conv" in line)
-    assert row.endswith("| – | – | – |")
+    assert row.endswith("| – | – | – | – |")
+    results["runs"][0]["kernels"]["gather_conv"] = {**wall, **rates, **sparse_kernels.gather_rates(8e9, 4e-3, 2e-3)}
+    row = next(line for line in sparse_kernels.markdown(results).splitlines() if "gather_conv" in line)
+    assert row.endswith("| 0.50 | 2000.0 (4000.0) |")
+
+
+def test_the_gathered_bytes_count_a_row_per_present_neighbour_a_lookup_per_tap_and_the_outputs():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import sparse_kernels
+
+    from infdiff.ops import SparseImage, neighbour_table
+
+    every_pixel = torch.arange(16).expand(2, 16)  # two 4x4 images, every pixel present
+    sparse = SparseImage.from_dense(torch.randn(2, 5, 4, 4), every_pixel)
+    table = neighbour_table(sparse, (3, 3), "torch")
+    # per image, 3x3 neighbours inside a 4x4 grid: 4 corners x 4 + 8 edges x 6 + 4 inside x 9 = 100
+    present, lookups, outputs = 2 * 100 * 5 * 2, 4 * 9 * 32, 32 * 5 * 2
+    assert sparse_kernels.gathered_bytes(sparse, table, torch.bfloat16) == present + lookups + outputs
