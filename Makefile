@@ -2,7 +2,8 @@
 # `make test`: install into .venv (CPU torch pinned, with the test and metrics extras) and run the test suite;
 # CI (.ci/run) calls exactly this.
 # `make style`: the formatter's check (ruff format, configured in pyproject.toml) and unused-name lint; CI runs it too.
-# `make cuda-check`: compile (only) every csrc/*.cu with nvcc against the installed torch's headers; CI runs it too.
+# `make cuda-check`: compile (only) every csrc/*.cu, and each kernel candidate's edited ones, with nvcc against the
+# installed torch's headers; CI runs it too.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
@@ -26,7 +27,8 @@ style: install
 
 cuda-check: install
 	@if command -v nvcc >/dev/null; then \
-		$(VENV)/bin/python -c "from infdiff.ops.extension import compile_check; compile_check()"; \
+		$(VENV)/bin/python -c "from infdiff.ops.extension import compile_check; compile_check()" && \
+		$(VENV)/bin/python benchmarks/kernel_candidates.py --compile-check; \
 	else echo "nvcc not found: the CUDA kernels were not compile-checked"; fi
 
 format: install

@@ -15,6 +15,12 @@ names, behind a branch on whether the neighbour exists; the warp waits for each 
 can issue the next.  Loading a group of taps' ids, then all of their rows unconditionally (row 0 for an
 absent neighbour, masked after), then summing, puts a group's loads in flight together.
 
+A direct gather of either kind still reads every present neighbour's row from the caches, about ``k² d``
+times the compulsory bytes (``sparse_kernels.gathered_bytes``); ``tiled_window`` instead loads a tile's
+halo into shared memory once and sums every interior point's taps from there
+(``candidate_kernels/tiled_window_conv.cuh``, inserted by its edits).  ``--compile-check`` compiles every
+candidate's edited sources with nvcc (``make cuda-check`` runs it).
+
 Once a GPU has timed a winner, ``python benchmarks/kernel_candidates.py --promote NAME`` writes its edits
 into ``csrc/`` (then delete its entries here, or rewrite the candidates built on it).
 """
@@ -23,8 +29,10 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -112,6 +120,28 @@ _EMPTY_NEW = """      if (v.size(0) == 0) {  // no rows to gather, nor for the c
       out = at::empty({points, channels}, v.options());
       if (points == 0 || channels == 0) return;"""
 _WEIGHT_TAPS_LINE = "constexpr int kWeightTaps = 8;      // taps one weight-gradient block sums (one register each)\n"
+# candidates too long to read as an edit's text live in files of their own beside this one
+_TILED = (Path(__file__).resolve().parent / "candidate_kernels" / "tiled_window_conv.cuh").read_text()
+_DISPATCH_INDEX = "#define INFDIFF_DISPATCH_INDEX(TABLE, ...)"
+_WINDOW_FORWARD_OLD = """  return conv_forward(values, weight, scale,
+                      window_neighbours(index, index_map, height, width, kernel_h, kernel_w, flip));"""
+_WINDOW_FORWARD_NEW = (
+    """  if (auto tiled = tiled_window_conv(values, weight, scale, index, index_map, height, width, kernel_h, kernel_w, flip)) {
+    return *tiled;
+  }
+"""
+    + _WINDOW_FORWARD_OLD
+)
+_WINDOW_WEIGHT_OLD = """  return conv_weight(grad, values, scale, kernel_h * kernel_w,
+                     window_neighbours(index, index_map, height, width, kernel_h, kernel_w, flip));"""
+_WINDOW_WEIGHT_NEW = (
+    """  if (auto tiled = tiled_window_weight(grad, values, scale, index, index_map, height, width, kernel_h, kernel_w,
+                                      flip)) {
+    return *tiled;
+  }
+"""
+    + _WINDOW_WEIGHT_OLD
+)
 
 EDITS: Dict[str, List[Edit]] = {
     # the loads of kTapGroup taps in flight together, in the forward (and transposed) gather and the
@@ -149,6 +179,12 @@ EDITS: Dict[str, List[Edit]] = {
     ],
     "groups_of_4": [(CUDA_FILE, "constexpr int kTapGroup = 8; ", "constexpr int kTapGroup = 4; ")],
     "weight_tiles_of_4": [(CUDA_FILE, "constexpr int kWeightTaps = 8; ", "constexpr int kWeightTaps = 4; ")],
+    # the window lookup's three kernels tile by tile from shared memory (candidate_kernels/tiled_window_conv.cuh)
+    "tiled_window": [
+        (CUDA_FILE, _DISPATCH_INDEX, _TILED + _DISPATCH_INDEX),
+        (CUDA_FILE, _WINDOW_FORWARD_OLD, _WINDOW_FORWARD_NEW),
+        (CUDA_FILE, _WINDOW_WEIGHT_OLD, _WINDOW_WEIGHT_NEW),
+    ],
 }
 
 # name: the edit sets applied in turn to csrc/
@@ -157,6 +193,7 @@ CANDIDATES: Dict[str, Tuple[str, ...]] = {
     "grouped_loads_bounded": ("grouped_loads", "launch_bounds"),
     "grouped_loads_of_4": ("grouped_loads", "groups_of_4"),
     "grouped_loads_weight_tiles_of_4": ("grouped_loads", "weight_tiles_of_4"),
+    "tiled_window": ("tiled_window",),
 }
 
 
@@ -196,12 +233,36 @@ def promote(name: str, source_dir: Path) -> list:
     return changed
 
 
+def compile_check(names) -> None:
+    """Compile (only) each candidate's edited ``.cu`` files with nvcc, as ``make cuda-check`` does ``csrc/``'s:
+    a candidate that does not build fails here, not in the GPU's fifteen minutes."""
+    from infdiff.ops.extension import SOURCE_DIR
+    from infdiff.ops.extension import compile_check as nvcc_check
+
+    def check(name: str, scratch: str) -> None:
+        edited = candidate_sources(name, SOURCE_DIR, Path(scratch))
+        for source in edited.glob("*.cu"):
+            if filecmp.cmp(source, SOURCE_DIR / source.name, shallow=False):
+                source.unlink()  # as csrc/ has it: checked there
+        print(f"kernel candidate {name}:")
+        nvcc_check(source_dir=edited)
+
+    with tempfile.TemporaryDirectory() as scratch, ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        for done in [pool.submit(check, name, str(Path(scratch) / name)) for name in names]:
+            done.result()  # the first failure's CalledProcessError, after nvcc's output
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--promote", required=True, choices=sorted(CANDIDATES), help="the candidate to write into csrc/"
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--promote", choices=sorted(CANDIDATES), help="the candidate to write into csrc/")
+    action.add_argument(
+        "--compile-check", action="store_true", help="compile every candidate's edited CUDA sources with nvcc"
     )
     args = parser.parse_args(argv)
+    if args.compile_check:
+        compile_check(sorted(CANDIDATES))
+        return
     source_dir = Path(__file__).resolve().parents[1] / "csrc"
     changed = promote(args.promote, source_dir)
     print(

@@ -4,6 +4,7 @@ a stale one is refused by name, the edited kernels compute the reference's convo
 GPU, and the benchmark's comparison times what agrees and reports what does not."""
 
 import argparse
+import contextlib
 import shutil
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from infdiff.ops import SparseImage, backends
+from infdiff.ops import SparseImage, backends, sparse_depthwise_conv
 from infdiff.ops.extension import SOURCE_DIR, SOURCES, ExtensionUnavailable, load_kernels
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -54,17 +55,17 @@ def test_a_stale_candidate_is_refused_with_its_name_file_and_edit(tmp_path, monk
         candidate_sources("nope", SOURCE_DIR, tmp_path / "y")
 
 
-def test_the_grouped_loads_compute_the_reference_convolution_on_the_emulated_gpu(tmp_path):
-    """The candidate with every structural edit (the others change constants only): its forward, transposed
-    and weight kernels, by table and by window, in float32 and bfloat16, with a tap count (49) that leaves
-    a partial group, absent neighbours and one batch item almost empty."""
+@contextlib.contextmanager
+def emulated_candidate(name):
+    """Candidate ``name``'s sources run by the emulated GPU, registered as the backend ``candidate_emulated``.
+    The sources lie where ``kernel_variants`` builds them (a folder keyed by their content), so the emulated
+    build is compiled once, not once per test."""
     from cuda_emulation import build, compiler_at_hand
-    from test_kernels import assert_close_to_size, conv, sparse_image
 
-    folder = candidate_sources("grouped_loads_bounded", SOURCE_DIR, tmp_path / "src")
+    sources = kernel_variants.candidate_folder(name) / "src"
     try:
         module = build(
-            "infdiff_candidate_emulated", [folder / s for s in SOURCES["cuda"]], "bindings.cpp", False, folder
+            f"infdiff_candidate_{name}_emulated", [sources / s for s in SOURCES["cuda"]], "bindings.cpp", False, sources
         )
     except ExtensionUnavailable as why:
         if compiler_at_hand():
@@ -73,6 +74,19 @@ def test_the_grouped_loads_compute_the_reference_convolution_on_the_emulated_gpu
     backends.BACKENDS.register("candidate_emulated", backends.Backend("emulated candidate", ("cpu",), lambda: module))
     backends.forget_resolved()
     try:
+        yield module
+    finally:
+        backends.BACKENDS.unregister("candidate_emulated")
+        backends.forget_resolved()
+
+
+def test_the_grouped_loads_compute_the_reference_convolution_on_the_emulated_gpu():
+    """The candidate with every structural edit (the others change constants only): its forward, transposed
+    and weight kernels, by table and by window, in float32 and bfloat16, with a tap count (49) that leaves
+    a partial group, absent neighbours and one batch item almost empty."""
+    from test_kernels import assert_close_to_size, conv, sparse_image
+
+    with emulated_candidate("grouped_loads_bounded"):
         for case in (dict(batch=2, size=(16, 12), points=40, clustered=True), dict(batch=2, size=(9, 7), points=63)):
             for dtype, tolerance in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
                 cpu = sparse_image(**case, channels=6, dtype=torch.float64)
@@ -85,9 +99,62 @@ def test_the_grouped_loads_compute_the_reference_convolution_on_the_emulated_gpu
                 for neighbours in ("table", "window"):
                     for ours, expected in zip(conv(sparse, weight, "candidate_emulated", neighbours), reference):
                         assert_close_to_size(ours, expected, tolerance)
+
+
+TILED_CASES = {
+    "several tiles each way, a quarter": dict(batch=2, size=(40, 29), points=290),
+    "every pixel": dict(batch=2, size=(9, 7), points=63),
+    "one point": dict(batch=2, size=(8, 8), points=1),
+    "different occupancies": dict(batch=2, size=(16, 12), points=40, clustered=True),
+}
+
+
+@pytest.mark.parametrize("case", list(TILED_CASES))
+@pytest.mark.parametrize(
+    "dtype, kernel_size",
+    [
+        (torch.bfloat16, (7, 7)),
+        (torch.float32, (7, 7)),
+        (torch.float32, (5, 3)),
+        (torch.float32, (11, 11)),  # a 6-pixel interior: tiles still
+        (torch.float64, (11, 11)),  # no interior of 4 pixels in an 11-pixel halo: csrc's gather kernel instead
+    ],
+    ids=str,
+)
+def test_the_tiled_window_kernels_compute_what_csrc_does_on_the_emulated_gpu(case, dtype, kernel_size):
+    """The forward and transposed convolutions sum their taps in csrc's order with csrc's arithmetic, so their
+    outputs are csrc's bits; the weight gradient, summed tile by tile, agrees with csrc's to rounding.  Both
+    with the Monte-Carlo normaliser's scale on either side, 37 channels (a partial second slice) and images
+    that are no multiple of the tile."""
+    from cuda_emulation import load_emulated_kernels
+    from test_kernels import assert_close_to_size, sparse_image
+
+    cpu = sparse_image(**TILED_CASES[case], channels=37, dtype=torch.float64)
+    sparse = SparseImage(cpu.values.to(dtype), cpu.index, cpu.size)
+    weight = torch.randn(37, *kernel_size, dtype=torch.float64, generator=torch.Generator().manual_seed(3)).to(dtype)
+    backends.BACKENDS.register("csrc_emulated", backends.Backend("csrc, emulated", ("cpu",), load_emulated_kernels))
+    try:
+        with emulated_candidate("tiled_window") as module:
+            launches = module.launches()
+            tiled = _window_conv(sparse, weight, kernel_size, "candidate_emulated")
+            assert module.launches() > launches
+            csrc = _window_conv(sparse, weight, kernel_size, "csrc_emulated")
     finally:
-        backends.BACKENDS.unregister("candidate_emulated")
+        backends.BACKENDS.unregister("csrc_emulated")
         backends.forget_resolved()
+    assert torch.equal(tiled[0], csrc[0]) and torch.equal(tiled[1], csrc[1])  # forward, transposed
+    assert_close_to_size(tiled[2], csrc[2], {torch.bfloat16: 2e-2, torch.float32: 1e-5, torch.float64: 1e-12}[dtype])
+
+
+def _window_conv(sparse, weight, kernel_size, backend):
+    """Output, values' gradient and weight's gradient of the window lookup's convolution, normalised for a
+    kernel trained at 3x3 (so the row scale is there, on the output rows forward and the gathered ones back)."""
+    values = sparse.values.clone().requires_grad_(True)
+    kernel = weight.clone().requires_grad_(True)
+    image = SparseImage(values, sparse.index, sparse.size)
+    out = sparse_depthwise_conv(image, kernel, (3, 3), backend=backend, neighbours="window").values
+    out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out))
+    return out.detach(), values.grad, kernel.grad
 
 
 class _Doubled:

@@ -20,6 +20,7 @@ import platform
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Optional
 
 import torch
 
@@ -124,8 +125,11 @@ def load_kernels(kind: str) -> ModuleType:
         raise ExtensionUnavailable(f"building the {kind} kernels failed: {first}") from error
 
 
-def compile_check(nvcc: str = "nvcc", arch: str = "sm_90", resources: bool = False) -> None:
-    """Compile (``-c``, nothing linked or run) every ``csrc/*.cu`` against this torch's headers.
+def compile_check(
+    nvcc: str = "nvcc", arch: str = "sm_90", resources: bool = False, source_dir: Optional[Path] = None
+) -> None:
+    """Compile (``-c``, nothing linked or run) every ``csrc/*.cu`` (or ``source_dir``'s: an edited copy, a
+    kernel candidate's) against this torch's headers.
 
     CI runs it (``.ci/run``) on machines without a GPU, so a CUDA kernel
     that does not build never lands.  Raises ``subprocess.CalledProcessError`` after printing nvcc's output.
@@ -148,7 +152,7 @@ def compile_check(nvcc: str = "nvcc", arch: str = "sm_90", resources: bool = Fal
             shim.write_text("#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n")
             includes.append(f"-I{out}")
         jobs = []  # one nvcc per file, all at once (each is mostly one single-threaded compiler)
-        for source in sorted(SOURCE_DIR.glob("*.cu")):
+        for source in sorted(Path(source_dir or SOURCE_DIR).glob("*.cu")):
             command = [nvcc, "-c", str(source), "-o", str(Path(out) / (source.stem + ".o")), f"-arch={arch}"]
             command += ["-Xcompiler", "-fPIC", "-std=c++20", *CUDA_FLAGS, *defines, *includes]
             command += ["-Xptxas", "-v"] if resources else []
