@@ -244,8 +244,8 @@ def compile_check(names) -> None:
         for source in edited.glob("*.cu"):
             if filecmp.cmp(source, SOURCE_DIR / source.name, shallow=False):
                 source.unlink()  # as csrc/ has it: checked there
-        print(f"kernel candidate {name}:")
         nvcc_check(source_dir=edited)
+        print(f"kernel candidate {name}: its edited sources compile")  # after nvcc's lines, which run in parallel
 
     with tempfile.TemporaryDirectory() as scratch, ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         for done in [pool.submit(check, name, str(Path(scratch) / name)) for name in names]:
@@ -261,6 +261,8 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     if args.compile_check:
+        if shutil.which("nvcc") is None:
+            parser.error("--compile-check needs nvcc (the CUDA toolkit) on PATH; none found")
         compile_check(sorted(CANDIDATES))
         return
     source_dir = Path(__file__).resolve().parents[1] / "csrc"

@@ -6,6 +6,7 @@ GPU, and the benchmark's comparison times what agrees and reports what does not.
 import argparse
 import contextlib
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -204,3 +205,15 @@ def test_on_a_gpu_each_variant_also_reports_its_kernels_own_time_against_csrc():
         {"median_ms": 1.0, "ratio_to_csrc": 0.5}
     )
     assert kernel_variants._cell(row) == "1.000 (0.50×); kernels 0.250 (0.25×)"
+
+
+def test_the_candidates_compile_check_without_nvcc_ends_in_one_line(tmp_path):
+    run = subprocess.run(
+        [sys.executable, str(Path(kernel_candidates.__file__)), "--compile-check"],
+        capture_output=True,
+        text=True,
+        env={"PATH": str(tmp_path)},  # no nvcc there
+        timeout=60,
+    )
+    assert run.returncode == 2 and "needs nvcc (the CUDA toolkit) on PATH" in run.stderr
+    assert "Traceback" not in run.stderr
